@@ -1,0 +1,416 @@
+"""The static part of a snapshot: what the Celery app is configured to do, read from the live app object."""
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from ..masking import mask_url
+from ..model import Location
+from ..settings import Setting, read_setting, transport_of
+
+# Settings any check may read; everything is captured with its default so checks stay pure.
+TRACKED_SETTINGS = (
+    "broker_url", "broker_read_url", "broker_write_url", "broker_transport", "broker_transport_options",
+    "broker_connection_retry", "broker_connection_retry_on_startup", "broker_connection_max_retries",
+    "broker_connection_timeout", "broker_channel_error_retry", "broker_pool_limit", "broker_heartbeat",
+    "result_backend", "result_expires", "result_extended", "result_chord_expires",
+    "task_acks_late", "task_reject_on_worker_lost", "task_retry_on_worker_lost",
+    "task_acks_on_failure_or_timeout", "task_acks_on_failure", "task_acks_on_timeout",
+    "task_time_limit", "task_soft_time_limit", "task_always_eager", "task_eager_propagates",
+    "task_serializer", "accept_content", "result_serializer", "result_accept_content",
+    "task_publish_retry", "task_publish_retry_policy", "task_default_delivery_mode",
+    "task_default_queue", "task_default_exchange", "task_default_exchange_type", "task_default_routing_key",
+    "task_default_queue_type", "task_create_missing_queues", "task_routes", "task_queues",
+    "task_ignore_result", "task_track_started", "task_default_retry_delay",
+    "worker_prefetch_multiplier", "worker_concurrency", "worker_pool", "worker_state_db",
+    "worker_cancel_long_running_tasks_on_connection_loss", "worker_deduplicate_successful_tasks",
+    "worker_disable_prefetch", "worker_eta_task_limit", "worker_detect_quorum_queues",
+    "worker_soft_shutdown_timeout", "beat_schedule", "beat_cron_starting_deadline", "timezone", "enable_utc",
+    "imports", "include",
+)
+
+BUILTIN_TASK_PREFIX = "celery."
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    acks_late: Optional[bool]
+    reject_on_worker_lost: Optional[bool]
+    acks_on_failure_or_timeout: Optional[bool]
+    time_limit: Optional[float]
+    soft_time_limit: Optional[float]
+    max_retries: Optional[int]
+    default_retry_delay: Optional[float]
+    autoretry_for: tuple[str, ...]
+    retry_backoff: Any
+    serializer: Optional[str]
+    ignore_result: Optional[bool]
+    queue: Optional[str]
+    expires: Any
+    location: Optional[Location]
+    options: Mapping[str, Any] = field(default_factory=dict)  # decorator options the app set explicitly
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    name: str
+    exchange: str
+    exchange_type: str
+    routing_key: str
+    durable: bool
+    auto_delete: bool
+    exclusive: bool
+    arguments: Mapping[str, Any]
+    max_priority: Optional[int]
+    queue_type: str  # classic / quorum / stream, from x-queue-type or task_default_queue_type
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where Celery's own router sends a task name: resolved with the app's real router."""
+
+    task: str
+    queue: Optional[str]
+    exchange: Optional[str]
+    routing_key: Optional[str]
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RouteRule:
+    """One static entry of task_routes: a pattern and where it sends."""
+
+    pattern: str
+    options: Mapping[str, Any]
+    is_glob: bool
+    is_regex: bool
+
+    def matches(self, task_name: str) -> bool:
+        if self.is_regex:
+            return re.match(self.pattern, task_name) is not None
+        if self.is_glob:
+            return fnmatch.fnmatchcase(task_name, self.pattern)
+        return task_name == self.pattern
+
+
+@dataclass(frozen=True)
+class BeatEntry:
+    name: str
+    task: str
+    schedule: str
+    interval_s: Optional[float]
+    options: Mapping[str, Any]
+    has_top_level_expires: bool = False
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """A read-only, plain-data view of a Celery app's configuration."""
+
+    main: Optional[str]
+    celery_version: str
+    kombu_version: str
+    broker_url: Optional[str]  # masked
+    broker_urls: tuple[str, ...]  # masked, one per failover URL
+    transport: Optional[str]
+    backend: Optional[str]  # masked
+    settings: Mapping[str, Setting]
+    tasks: Mapping[str, TaskInfo]  # user tasks (celery.* built-ins excluded)
+    registered: frozenset[str]  # every registered name, built-ins included
+    queues: tuple[QueueInfo, ...]  # task_queues as declared (empty when not set)
+    routes: Mapping[str, Route]  # task name -> where the real router sends it
+    route_rules: tuple[RouteRule, ...]
+    dynamic_routers: int  # routers that are functions or objects: not analysable statically
+    beat: tuple[BeatEntry, ...]
+    config_origin: Optional[str] = None  # file the config came from, for locations
+    app_module_file: Optional[str] = None
+
+    def setting(self, name: str) -> Setting:
+        found = self.settings.get(name)
+        if found is None:
+            return Setting(name=name, value=None, explicit=False, known=False)
+        return found
+
+    def value(self, name: str) -> Any:
+        return self.setting(name).value
+
+    @property
+    def transport_options(self) -> Mapping[str, Any]:
+        value = self.value("broker_transport_options")
+        return value if isinstance(value, Mapping) else {}
+
+    @property
+    def default_queue(self) -> str:
+        return self.value("task_default_queue") or "celery"
+
+    def queue_names(self) -> list[str]:
+        return [q.name for q in self.queues]
+
+    def routed_queues(self) -> dict[str, list[str]]:
+        """Queue name -> the task names the router sends there (default queue always present)."""
+        out: dict[str, list[str]] = {self.default_queue: []}
+        for task, route in sorted(self.routes.items()):
+            if route.queue:
+                out.setdefault(route.queue, []).append(task)
+        for entry in self.beat:
+            queue = entry.options.get("queue") if isinstance(entry.options, Mapping) else None
+            if isinstance(queue, str):
+                out.setdefault(queue, [])
+        return out
+
+    def located(self, setting_name: str) -> Optional[Location]:
+        """Where a setting is written in the config module, found by text search (best effort)."""
+        if not self.config_origin or not os.path.isfile(self.config_origin):
+            return None
+        setting = self.setting(setting_name)
+        names = [setting_name, setting.set_as or "", setting_name.upper(), f"CELERY_{setting_name.upper()}"]
+        try:
+            with open(self.config_origin, encoding="utf-8", errors="replace") as handle:
+                for number, line in enumerate(handle, 1):
+                    if any(n and re.search(rf"\b{re.escape(n)}\b", line) for n in names):
+                        return Location(_relative(self.config_origin), number)
+        except OSError:
+            return None
+        return None
+
+
+def _relative(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def _version(module_name: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(module_name)
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def _task_location(task: Any) -> Optional[Location]:
+    try:
+        target = getattr(task, "run", None) or task
+        target = inspect.unwrap(target)
+        path = inspect.getsourcefile(target)
+        _, line = inspect.getsourcelines(target)
+        return Location(_relative(path), line) if path else None
+    except (TypeError, OSError):
+        return None
+
+
+def _exc_names(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ()
+    if not isinstance(value, (tuple, list, set)):
+        value = (value,)
+    return tuple(getattr(v, "__name__", str(v)) for v in value)
+
+
+def _task_info(task: Any, conf_values: Mapping[str, Any]) -> TaskInfo:
+    explicit = {}
+    for attr, setting in (("acks_late", "task_acks_late"), ("reject_on_worker_lost", "task_reject_on_worker_lost"),
+                          ("time_limit", "task_time_limit"), ("soft_time_limit", "task_soft_time_limit"),
+                          ("serializer", "task_serializer"), ("ignore_result", "task_ignore_result")):
+        value = getattr(task, attr, None)
+        if value is not None and value != conf_values.get(setting):
+            explicit[attr] = value
+    for attr in ("max_retries", "default_retry_delay", "autoretry_for", "retry_backoff", "expires", "queue"):
+        value = getattr(type(task), attr, None)
+        if attr in type(task).__dict__ and value is not None:
+            explicit[attr] = value if attr != "autoretry_for" else _exc_names(value)
+    return TaskInfo(
+        name=task.name,
+        acks_late=getattr(task, "acks_late", None),
+        reject_on_worker_lost=getattr(task, "reject_on_worker_lost", None),
+        acks_on_failure_or_timeout=getattr(task, "acks_on_failure_or_timeout", None),
+        time_limit=getattr(task, "time_limit", None),
+        soft_time_limit=getattr(task, "soft_time_limit", None),
+        max_retries=getattr(task, "max_retries", None),
+        default_retry_delay=getattr(task, "default_retry_delay", None),
+        autoretry_for=_exc_names(getattr(task, "autoretry_for", ())),
+        retry_backoff=getattr(task, "retry_backoff", False),
+        serializer=getattr(task, "serializer", None),
+        ignore_result=getattr(task, "ignore_result", None),
+        queue=getattr(task, "queue", None),
+        expires=getattr(task, "expires", None),
+        location=_task_location(task),
+        options=explicit,
+    )
+
+
+def _queue_info(queue: Any, default_type: str) -> QueueInfo:
+    arguments = dict(getattr(queue, "queue_arguments", None) or {})
+    exchange = getattr(queue, "exchange", None)
+    return QueueInfo(
+        name=queue.name,
+        exchange=getattr(exchange, "name", "") or "",
+        exchange_type=getattr(exchange, "type", "direct") or "direct",
+        routing_key=queue.routing_key or "",
+        durable=bool(getattr(queue, "durable", True)),
+        auto_delete=bool(getattr(queue, "auto_delete", False)),
+        exclusive=bool(getattr(queue, "exclusive", False)),
+        arguments=arguments,
+        max_priority=getattr(queue, "max_priority", None),
+        queue_type=str(arguments.get("x-queue-type") or default_type or "classic"),
+    )
+
+
+def _route_rules(task_routes: Any) -> tuple[tuple[RouteRule, ...], int]:
+    if task_routes is None:
+        return (), 0
+    if isinstance(task_routes, (dict, str)) or callable(task_routes):
+        task_routes = [task_routes]
+    rules: list[RouteRule] = []
+    dynamic = 0
+    for router in task_routes:
+        if isinstance(router, Mapping):
+            items = router.items()
+        elif isinstance(router, (list, tuple)) and all(isinstance(i, (list, tuple)) and len(i) == 2 for i in router):
+            items = router  # list of (pattern, route) pairs
+        else:
+            dynamic += 1
+            continue
+        for pattern, options in items:
+            if isinstance(pattern, re.Pattern):
+                rules.append(RouteRule(pattern.pattern, _route_options(options), False, True))
+            else:
+                text = str(pattern)
+                rules.append(RouteRule(text, _route_options(options), "*" in text or "?" in text, False))
+    return tuple(rules), dynamic
+
+
+def _route_options(options: Any) -> Mapping[str, Any]:
+    if isinstance(options, str):
+        return {"queue": options}
+    if isinstance(options, Mapping):
+        out = {}
+        for key, value in options.items():
+            if hasattr(value, "name") and key in ("queue", "exchange"):
+                value = value.name
+            out[key] = value
+        return out
+    return {"router": repr(options)}
+
+
+def _resolve_route(app: Any, name: str) -> Route:
+    try:
+        route = app.amqp.router.route({}, name, (), {}, None)
+    except Exception as exc:  # noqa: BLE001 - QueueNotFound and friends are findings, not crashes
+        return Route(name, None, None, None, error=f"{type(exc).__name__}: {exc}")
+    queue = route.get("queue")
+    if queue is not None and hasattr(queue, "name"):
+        return Route(name, queue.name, getattr(queue.exchange, "name", None), queue.routing_key)
+    exchange = route.get("exchange")
+    exchange = getattr(exchange, "name", exchange)
+    return Route(name, queue if isinstance(queue, str) else None, exchange, route.get("routing_key"))
+
+
+def _schedule_seconds(schedule: Any) -> Optional[float]:
+    try:
+        if hasattr(schedule, "run_every"):
+            return float(schedule.run_every.total_seconds())
+        if hasattr(schedule, "total_seconds"):
+            return float(schedule.total_seconds())
+        if isinstance(schedule, (int, float)):
+            return float(schedule)
+    except Exception:  # noqa: BLE001
+        return None
+    return None
+
+
+def _beat_entries(schedule: Any) -> tuple[BeatEntry, ...]:
+    if not isinstance(schedule, Mapping):
+        return ()
+    entries = []
+    for name, entry in sorted(schedule.items(), key=lambda kv: str(kv[0])):
+        if not isinstance(entry, Mapping):
+            continue
+        options = entry.get("options") or {}
+        entries.append(BeatEntry(
+            name=str(name),
+            task=str(entry.get("task", "")),
+            schedule=repr(entry.get("schedule")),
+            interval_s=_schedule_seconds(entry.get("schedule")),
+            options=dict(options) if isinstance(options, Mapping) else {},
+            has_top_level_expires="expires" in entry,
+        ))
+    return tuple(entries)
+
+
+def _config_origin(app: Any) -> Optional[str]:
+    source = getattr(app, "_config_source", None)
+    module = None
+    if isinstance(source, str):
+        module_name = source.split(":")[0]
+        import sys
+
+        module = sys.modules.get(module_name)
+    elif source is not None and hasattr(source, "__file__"):
+        module = source
+    elif source is not None:
+        module = inspect.getmodule(type(source))
+    path = getattr(module, "__file__", None)
+    return os.path.abspath(path) if path else None
+
+
+def _app_module_file(app: Any) -> Optional[str]:
+    import sys
+
+    main = getattr(app, "main", None)
+    for name in (main, getattr(app, "__module__", None)):
+        module = sys.modules.get(name or "")
+        if module is not None and getattr(module, "__file__", None):
+            return os.path.abspath(module.__file__)
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) and any(v is app for v in list(vars(module).values())[:500]):
+            return os.path.abspath(module.__file__)
+    return None
+
+
+def collect_config(app: Any) -> AppConfig:
+    conf = app.conf
+    settings = {name: read_setting(conf, name) for name in TRACKED_SETTINGS}
+    conf_values = {name: s.value for name, s in settings.items()}
+    broker_url = conf_values.get("broker_url")
+    broker_url = broker_url if isinstance(broker_url, str) else None
+    transport = transport_of(broker_url, conf_values.get("broker_transport"))
+    default_type = conf_values.get("task_default_queue_type") or "classic"
+    queues = tuple(_queue_info(q, default_type) for q in (conf_values.get("task_queues") or ()))
+    registered = frozenset(str(n) for n in app.tasks.keys())
+    tasks = {name: _task_info(app.tasks[name], conf_values)
+             for name in sorted(registered) if not name.startswith(BUILTIN_TASK_PREFIX)}
+    rules, dynamic = _route_rules(conf_values.get("task_routes"))
+    routes = {name: _resolve_route(app, name) for name in sorted(tasks)}
+    beat = _beat_entries(conf_values.get("beat_schedule"))
+    for entry in beat:
+        if entry.task and entry.task not in routes:
+            routes[entry.task] = _resolve_route(app, entry.task)
+    backend = conf_values.get("result_backend")
+    return AppConfig(
+        main=getattr(app, "main", None),
+        celery_version=_version("celery"),
+        kombu_version=_version("kombu"),
+        broker_url=mask_url(broker_url),
+        broker_urls=tuple(mask_url(u.strip()) for u in (broker_url or "").split(";") if u.strip()),
+        transport=transport,
+        backend=mask_url(backend) if isinstance(backend, str) else None,
+        settings=settings,
+        tasks=tasks,
+        registered=registered,
+        queues=queues,
+        routes=routes,
+        route_rules=rules,
+        dynamic_routers=dynamic,
+        beat=beat,
+        config_origin=_config_origin(app),
+        app_module_file=_app_module_file(app),
+    )

@@ -1,0 +1,134 @@
+"""One run, end to end: load the target, collect the snapshot once, run the checks, rank, report."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .collectors import CollectContext, ScanOptions, gather_live, LIVE_COLLECTORS
+from .collectors.config import collect_config
+from .collectors.source import collect_source, default_source_roots
+from .deadline import Deadline
+from .masking import SECRETS, mask_url, scrub
+from .model import Location, Part, PartStatus, Report, Snapshot, Target
+from .ranking import rank
+from .registry import Registry, load_registry
+from .runner import run_checks
+from .target import TargetError, app_for_broker, load_app, validate_broker_url
+
+
+@dataclass
+class RunOptions:
+    mode: str = "scan"  # "lint" or "scan"
+    app: Optional[str] = None
+    broker: Optional[str] = None
+    sources: list[str] = field(default_factory=list)
+    select: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)
+    timeout: float = 10.0
+    scan: ScanOptions = field(default_factory=ScanOptions)
+    cwd: Optional[str] = None
+
+
+@dataclass
+class Loaded:
+    app: Any
+    broker_url: Optional[str]
+    snapshot: Snapshot
+    context: Optional[CollectContext]
+
+
+def load_target(options: RunOptions):
+    broker = options.broker or (None if options.app else os.environ.get("CELERY_BROKER_URL"))
+    if broker:
+        SECRETS.add_url(broker)
+    if options.app:
+        app = load_app(options.app, options.cwd)
+        if broker:
+            validate_broker_url(broker)
+            app.conf.broker_url = broker
+    elif broker:
+        app = app_for_broker(broker)
+    else:
+        raise TargetError("nothing to diagnose: give --app MODULE[:ATTR] or --broker URL (or set CELERY_BROKER_URL)")
+    raw_url = app.conf.broker_url if isinstance(app.conf.broker_url, str) else None
+    SECRETS.add_url(raw_url)
+    if raw_url and options.mode == "scan":
+        validate_broker_url(raw_url)
+    return app, raw_url
+
+
+def build_snapshot(options: RunOptions, deadline: Deadline, app: Any, raw_url: Optional[str]) -> tuple[Snapshot, Optional[CollectContext]]:
+    parts: dict[str, Part] = {}
+    config = None
+    try:
+        config = collect_config(app)
+        parts["config"] = Part.gathered(config)
+    except Exception as exc:  # noqa: BLE001 - a config value of the wrong type is a reason, not a traceback
+        parts["config"] = Part.unavailable(scrub(f"reading the app's configuration failed: {type(exc).__name__}: {exc}"))
+    roots = options.sources or default_source_roots(config.app_module_file if config else None, options.app)
+    if roots:
+        missing = [r for r in roots if not os.path.exists(r)]
+        if missing:
+            raise TargetError(f"--source path does not exist: {missing[0]}")
+        parts["source"] = Part.gathered(collect_source(roots))
+    else:
+        parts["source"] = Part.unavailable("no --source given and no app module to start from")
+    transport = config.transport if config else None
+    target = Target(app=options.app, broker=mask_url(raw_url), transport=transport)
+    context = None
+    if options.mode == "lint":
+        for name in LIVE_COLLECTORS:
+            parts[name] = Part.not_requested("lint opens no network connection (use scan)")
+    else:
+        context = CollectContext(app=app, broker_url=raw_url, config=config, deadline=deadline,
+                                 options=options.scan, app_spec=options.app)
+        parts.update(gather_live(context, transport))
+    snapshot = Snapshot(target=target, parts=parts, mode=options.mode, now=time.time(),
+                        options={"timeout": options.timeout, "deep": options.scan.deep,
+                                 "consumer_timeout": options.scan.consumer_timeout,
+                                 "max_messages": options.scan.max_messages})
+    return snapshot, context
+
+
+def _not_checked(snapshot: Snapshot) -> tuple[tuple[str, str], ...]:
+    out = []
+    for name, part in sorted(snapshot.parts.items()):
+        if part.status in (PartStatus.UNAVAILABLE, PartStatus.NOT_REQUESTED):
+            out.append((name, scrub(part.reason)))
+    return tuple(out)
+
+
+def diagnose(options: RunOptions, registry: Optional[Registry] = None) -> tuple[Report, Registry]:
+    started = time.time()
+    deadline = Deadline(options.timeout)
+    registry = registry or load_registry()
+    app, raw_url = load_target(options)
+    snapshot, _ = build_snapshot(options, deadline, app, raw_url)
+    result = run_checks(registry, snapshot, options.select, options.ignore)
+    config = snapshot.config
+    anchor = None
+    if config and config.app_module_file:
+        rel = os.path.relpath(config.app_module_file)
+        anchor = Location(rel if not rel.startswith("..") else config.app_module_file, 1)
+    report = Report(
+        tool_version=_version(),
+        target=snapshot.target,
+        mode=options.mode,
+        started_at=dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+        duration_s=round(time.time() - started, 2),
+        findings=rank(result.findings),
+        checks=tuple(result.results),
+        not_checked=_not_checked(snapshot),
+        suppressed=result.suppressed,
+        anchor=anchor,
+    )
+    return report, registry
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

@@ -1,0 +1,81 @@
+"""Masking of secrets in URLs and in any text that may carry one (error messages included)."""
+from __future__ import annotations
+
+import re
+from typing import Iterable
+from urllib.parse import parse_qsl, urlencode
+
+MASK = "***"
+_SECRET_QUERY_KEYS = re.compile(r"pass|secret|token|key|auth|cred", re.I)
+
+# scheme://user:password@host  or scheme://:password@host
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:@/\s;]*):(?P<pw>[^@\s;]*)@")
+# ?password=...&ssl_keyfile=...
+_QUERY = re.compile(r"(?P<key>[?&;][^=&\s;]*(?:pass|secret|token|auth|cred)[^=&\s;]*)=(?P<val>[^&\s;]*)", re.I)
+
+
+class SecretRegistry:
+    """Raw secret strings seen while loading the target; any later text containing one is scrubbed."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+
+    def add(self, secret: str | None) -> None:
+        if secret and len(secret) >= 3 and secret != MASK:
+            self._secrets.add(secret)
+
+    def add_url(self, url: str | None) -> None:
+        for secret in secrets_in_url(url):
+            self.add(secret)
+
+    def scrub(self, text: str) -> str:
+        text = mask_text(text)
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+    def clear(self) -> None:
+        self._secrets.clear()
+
+
+SECRETS = SecretRegistry()
+
+
+def secrets_in_url(url: str | None) -> list[str]:
+    if not url:
+        return []
+    found = []
+    for part in re.split(r"[;\s]+", url):
+        match = _USERINFO.search(part)
+        if match and match.group("pw"):
+            found.append(match.group("pw"))
+            from urllib.parse import unquote
+
+            found.append(unquote(match.group("pw")))
+        if "?" in part:
+            for key, value in parse_qsl(part.split("?", 1)[1], keep_blank_values=True):
+                if value and _SECRET_QUERY_KEYS.search(key):
+                    found.append(value)
+    return found
+
+
+def mask_url(url: str | None) -> str | None:
+    """Mask the password (and secret query values) of one or several `;`-separated URLs."""
+    if url is None:
+        return None
+    return mask_text(str(url))
+
+
+def mask_text(text: str) -> str:
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
+    return _QUERY.sub(lambda m: f"{m.group('key')}={MASK}", text)
+
+
+def scrub(text: object) -> str:
+    """Mask URLs and every registered secret in any text bound for output, a log or an error."""
+    return SECRETS.scrub(str(text))
+
+
+def scrub_all(texts: Iterable[str]) -> tuple[str, ...]:
+    return tuple(scrub(t) for t in texts)

@@ -1,0 +1,64 @@
+"""JSON report (schema_version 1): a pure function of the report."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..model import Finding, Report, RankedFinding
+
+SCHEMA_VERSION = 1
+DOCS_BASE = "https://github.com/celery-doctor/celery-doctor/blob/main/docs/checks/"
+
+
+def docs_url(check_id: str) -> str:
+    return f"{DOCS_BASE}{check_id}.md"
+
+
+def finding_dict(finding: Finding) -> dict[str, Any]:
+    return {
+        "check": finding.check,
+        "slug": finding.slug,
+        "title": finding.title,
+        "category": finding.category.value,
+        "impact": finding.impact.value,
+        "confidence": finding.confidence.value,
+        "subject": finding.subject,
+        "evidence": list(finding.evidence),
+        "messages_at_risk": finding.messages_at_risk,
+        "fix": finding.fix,
+        "docs": docs_url(finding.check),
+        "location": {"path": finding.location.path, "line": finding.location.line} if finding.location else None,
+    }
+
+
+def ranked_dict(ranked: RankedFinding) -> dict[str, Any]:
+    return {"rank": ranked.rank, "score": ranked.score, "why_ranked": ranked.why, **finding_dict(ranked.finding)}
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    from .. import __version__
+
+    summary = report.summary()
+    statuses: dict[str, int] = {}
+    for result in report.checks:
+        statuses[result.status.value] = statuses.get(result.status.value, 0) + 1
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "celery-doctor", "version": __version__},
+        "mode": report.mode,
+        "target": {"app": report.target.app, "broker": report.target.broker, "transport": report.target.transport},
+        "started_at": report.started_at,
+        "duration_s": report.duration_s,
+        "findings": [ranked_dict(r) for r in report.findings],
+        "checks": [
+            {"id": c.id, "slug": c.slug, "title": c.title, "category": c.category.value if c.category else None,
+             "status": c.status.value, "reason": c.reason or None, "findings": c.findings}
+            for c in report.checks
+        ],
+        "not_checked": [{"part": part, "reason": reason} for part, reason in report.not_checked],
+        "summary": {**summary, "total": len(report.findings), "suppressed": report.suppressed, "checks": statuses},
+    }
+
+
+def format_json(report: Report) -> str:
+    return json.dumps(report_dict(report), indent=2, sort_keys=False, default=str) + "\n"

@@ -1,0 +1,115 @@
+"""Loading what to diagnose: a Celery app (`--app`, as `celery -A` does) or a bare broker URL."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Optional
+from urllib.parse import urlsplit
+
+from .masking import SECRETS, scrub
+
+
+class TargetError(Exception):
+    """The target could not be loaded; the message is one line, already masked."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(scrub(" ".join(str(message).split())))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _setup_django_if_configured() -> None:
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return
+    try:
+        import django
+    except ImportError:
+        return
+    try:
+        django.setup()
+    except BaseException as exc:  # noqa: BLE001 - a broken settings module is bad input
+        raise TargetError(f"Django settings {os.environ['DJANGO_SETTINGS_MODULE']!r} failed to load: {_one_line(exc)}")
+
+
+def load_app(spec: str, cwd: Optional[str] = None):
+    """Import the app like `celery -A SPEC`, with the current directory on sys.path."""
+    from celery import Celery
+    from celery.app.utils import find_app
+
+    cwd = os.path.abspath(cwd or os.getcwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    # Importing user code must not write to stdout, which carries only the report.
+    with contextlib.redirect_stdout(sys.stderr):
+        _setup_django_if_configured()
+        try:
+            app = find_app(spec)
+        except BaseException as exc:  # noqa: BLE001 - anything the user's module raises, SystemExit included
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise TargetError(f"could not load app {spec!r}: {_one_line(exc)}") from None
+        if not isinstance(app, Celery):
+            raise TargetError(f"{spec!r} is a {type(app).__name__}, not a Celery app")
+        try:
+            app.loader.import_default_modules()
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise TargetError(f"app {spec!r} loaded, but importing its task modules failed: {_one_line(exc)}") from None
+    register_app_secrets(app)
+    return app
+
+
+def validate_broker_url(url: str) -> str:
+    from kombu.utils.url import url_to_parts
+
+    first = url.split(";")[0].strip()
+    if "://" not in first:
+        raise TargetError(f"broker URL {scrub(url)!r} has no scheme (expected e.g. redis://host:6379/0)")
+    scheme = urlsplit(first).scheme.lower()
+    from kombu.transport import TRANSPORT_ALIASES
+
+    if scheme not in TRANSPORT_ALIASES and scheme not in ("rediss", "sentinel"):
+        raise TargetError(f"unknown broker scheme {scheme!r} in {scrub(url)!r}")
+    for part in url.split(";"):
+        try:
+            parts = url_to_parts(part.strip())
+            _ = parts.port  # raises ValueError for a non-numeric port
+            urlsplit(part.strip()).port
+        except ValueError as exc:
+            raise TargetError(f"malformed broker URL {scrub(part)!r}: {_one_line(exc)}") from None
+    return url
+
+
+def app_for_broker(url: str):
+    """A bare app for `--broker URL` without `--app`: defaults everywhere but the broker."""
+    from celery import Celery
+
+    SECRETS.add_url(url)
+    validate_broker_url(url)
+    return Celery("celery_doctor_target", broker=url, set_as_current=False)
+
+
+def register_app_secrets(app) -> None:
+    conf = app.conf
+    for key in ("broker_url", "broker_read_url", "broker_write_url", "result_backend"):
+        try:
+            value = conf.get(key)
+        except Exception:  # noqa: BLE001
+            continue
+        if isinstance(value, str):
+            SECRETS.add_url(value)
+    for key in ("broker_password", "redis_password"):
+        SECRETS.add(conf.get(key) if isinstance(conf.get(key), str) else None)
+    options = conf.get("broker_transport_options") or {}
+    if isinstance(options, dict):
+        for key in ("password", "sentinel_kwargs"):
+            value = options.get(key)
+            if isinstance(value, str):
+                SECRETS.add(value)
+            elif isinstance(value, dict) and isinstance(value.get("password"), str):
+                SECRETS.add(value["password"])

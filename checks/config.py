@@ -1,0 +1,2 @@
+"""Built-in configuration checks (being written)."""
+CHECKS: list = []

@@ -1,0 +1,2 @@
+"""Built-in workers checks (filled in by its issue)."""
+CHECKS: list = []
