@@ -118,7 +118,7 @@ def exit_code(report, fail_on: FailOn) -> int:
 
 
 def _run(mode: str, app_spec, broker, source, select, ignore, fmt, output, fail_on, timeout, deep, max_messages,
-         management_url, consumer_timeout, config_file, verbose) -> int:
+         management_url, consumer_timeout, config_file, verbose, peek=False) -> int:
     from .collectors import ScanOptions
     from .diagnose import RunOptions, diagnose
     from .options_file import find_pyproject, load_options
@@ -150,6 +150,7 @@ def _run(mode: str, app_spec, broker, source, select, ignore, fmt, output, fail_
             max_messages=max_messages,
             management_url=_pick(management_url, file_options, "management-url"),
             consumer_timeout=_pick(consumer_timeout, file_options, "consumer-timeout"),
+            peek=peek,
             progress=sys.stderr.isatty(),
             timeout=timeout,
         ),
@@ -217,12 +218,13 @@ def scan(
     max_messages: Optional[int] = typer.Option(None, "--max-messages", help="Messages sampled per queue without --deep (default 1000)."),
     management_url: Optional[str] = typer.Option(None, "--management-url", help="RabbitMQ management API URL (default: broker host, port 15672)."),
     consumer_timeout: Optional[float] = typer.Option(None, "--consumer-timeout", help="RabbitMQ's consumer_timeout in seconds, when known (default assumed: 1800)."),
+    peek: bool = typer.Option(False, "--peek", help="RabbitMQ: read message headers with basic.get + requeue (sets redelivered, can reorder)."),
     config_file: Optional[str] = ConfigOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
     """Static checks plus every live check the target allows: broker state, queued messages, workers."""
     guarded(lambda: _run("scan", app_spec, broker, source, select, ignore, fmt, output, fail_on, timeout,
-                         deep, max_messages, management_url, consumer_timeout, config_file, verbose))
+                         deep, max_messages, management_url, consumer_timeout, config_file, verbose, peek))
 
 
 @app.command("checks")
