@@ -41,7 +41,10 @@ class TaskInfo:
     name: str
     acks_late: Optional[bool]
     reject_on_worker_lost: Optional[bool]
+    retry_on_worker_lost: Optional[bool]  # Celery 5.7+; None on older versions
     acks_on_failure_or_timeout: Optional[bool]
+    acks_on_failure: Optional[bool]  # Celery 5.7+; None on older versions
+    acks_on_timeout: Optional[bool]  # Celery 5.7+; None on older versions
     time_limit: Optional[float]
     soft_time_limit: Optional[float]
     max_retries: Optional[int]
@@ -231,7 +234,10 @@ def _task_info(task: Any, conf_values: Mapping[str, Any]) -> TaskInfo:
         name=task.name,
         acks_late=getattr(task, "acks_late", None),
         reject_on_worker_lost=getattr(task, "reject_on_worker_lost", None),
+        retry_on_worker_lost=getattr(task, "retry_on_worker_lost", None),
         acks_on_failure_or_timeout=getattr(task, "acks_on_failure_or_timeout", None),
+        acks_on_failure=getattr(task, "acks_on_failure", None),
+        acks_on_timeout=getattr(task, "acks_on_timeout", None),
         time_limit=getattr(task, "time_limit", None),
         soft_time_limit=getattr(task, "soft_time_limit", None),
         max_retries=getattr(task, "max_retries", None),
