@@ -244,7 +244,7 @@ def list_checks(fmt: Format = typer.Option(Format.text, "--format", "-f", help="
             typer.echo(json.dumps(data, indent=2))
             return EXIT_OK
         for c in registry.checks:
-            typer.echo(f"{c.id}  {c.slug:<42} {c.category.value:<9} {c.impact.value:<6} needs {','.join(sorted(c.needs))}")
+            typer.echo(f"{c.id}  {c.slug:<48} {c.category.value:<9} {c.impact.value:<6} needs {','.join(sorted(c.needs))}")
         for e in registry.errors:
             typer.echo(f"{e.plugin}  failed to load: {e.message}")
         return EXIT_OK

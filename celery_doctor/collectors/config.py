@@ -369,16 +369,20 @@ def _config_origin(app: Any) -> Optional[str]:
 
 
 def _app_module_file(app: Any) -> Optional[str]:
+    """The file of the user module that holds the app object (not Celery's own modules)."""
     import sys
 
-    main = getattr(app, "main", None)
-    for name in (main, getattr(app, "__module__", None)):
-        module = sys.modules.get(name or "")
-        if module is not None and getattr(module, "__file__", None):
-            return os.path.abspath(module.__file__)
-    for module in list(sys.modules.values()):
-        if getattr(module, "__file__", None) and any(v is app for v in list(vars(module).values())[:500]):
-            return os.path.abspath(module.__file__)
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in ("celery", "kombu", "celery_doctor") or module is None:
+            continue
+        path = getattr(module, "__file__", None)
+        if not path:
+            continue
+        try:
+            if any(value is app for value in vars(module).values()):
+                return os.path.abspath(path)
+        except Exception:  # noqa: BLE001 - exotic module objects
+            continue
     return None
 
 

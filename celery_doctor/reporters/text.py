@@ -5,6 +5,7 @@ import io
 
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -55,26 +56,26 @@ def format_text(report: Report, color: bool = False, width: int = 110) -> str:
         table = Table(title="Likely causes of lost, duplicated or stuck tasks (ranked)", title_justify="left",
                       show_lines=False, expand=False, pad_edge=False)
         for column, justify in (("#", "right"), ("impact", "left"), ("confidence", "left"), ("check", "left"),
-                                ("subject", "left"), ("finding", "left"), ("at risk", "right")):
+                                ("cause", "left"), ("subject", "left"), ("at risk", "right")):
             table.add_column(column, justify=justify, overflow="fold")
         for ranked in report.findings:
             f = ranked.finding
             table.add_row(str(ranked.rank), Text(f.impact.value, style=IMPACT_STYLE[f.impact.value]),
-                          f.confidence.value, f.check, escape(f.subject), escape(f.title),
+                          f.confidence.value, f.check, f.slug, escape(f.subject),
                           f"{f.messages_at_risk:,}" if f.messages_at_risk is not None else "-")
         console.print(table)
         console.print()
         for ranked in report.findings[:DETAILED]:
             f = ranked.finding
             console.print(Text(f"{ranked.rank}. {f.check} {f.slug}: {f.title}", style="bold"))
-            console.print(f"   subject: {escape(f.subject)}" + (f"   location: {escape(str(f.location))}" if f.location else ""))
-            console.print(f"   impact {f.impact.value}, confidence {f.confidence.value}, score {ranked.score:g} ({escape(ranked.why)})")
-            for line in f.evidence:
-                console.print(f"   - {escape(line)}")
+            lines = [f"subject: {f.subject}" + (f"   location: {f.location}" if f.location else "")]
+            lines += [f"- {line}" for line in f.evidence]
             if f.messages_at_risk is not None:
-                console.print(f"   messages at risk: {f.messages_at_risk:,}")
-            console.print(f"   fix: {escape(f.fix)}")
-            console.print(f"   runbook: celery-doctor explain {f.check}")
+                lines.append(f"messages at risk: {f.messages_at_risk:,}")
+            lines += [f"fix: {f.fix}", f"ranked: score {ranked.score:g} = {ranked.why}",
+                      f"runbook: celery-doctor explain {f.check}"]
+            for line in lines:
+                console.print(Padding(Text(line), (0, 0, 0, 3), expand=False))
             console.print()
         if len(report.findings) > DETAILED:
             console.print(f"({len(report.findings) - DETAILED} more findings in the table above; --format json has every detail)")
@@ -96,7 +97,7 @@ def format_text(report: Report, color: bool = False, width: int = 110) -> str:
             detail = f"failed ({result.findings})"
         elif result.reason and result.status is not CheckStatus.IGNORED:
             detail = f"{status}: {result.reason}"
-        dots = "." * max(3, 46 - len(name))
+        dots = "." * max(3, 56 - len(name))
         line = Text(f"  {name} {dots} ")
         line.append(detail, style=STATUS_STYLE.get(status, ""))
         console.print(line, overflow="fold")
