@@ -103,4 +103,4 @@ def format_text(report: Report, color: bool = False, width: int = 110) -> str:
         console.print(line, overflow="fold")
     console.print()
     console.print(footer(report))
-    return buffer.getvalue()
+    return "\n".join(line.rstrip() for line in buffer.getvalue().split("\n"))

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: set everything up on a fresh machine (services, venv, package), then run the suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/services.sh
+bash scripts/install.sh
+export CELERY_DOCTOR_RAISE_CHECK_ERRORS=1
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
