@@ -9,6 +9,8 @@ from examples.shop import tasks
 def main() -> int:
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1)
+        # Start from a clean example database (db 15 belongs to this example alone).
+        conn.default_channel.client.flushdb()
     for order in range(20):
         tasks.charge_order.apply_async((order, 1999))
     for day in range(40):
