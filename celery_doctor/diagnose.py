@@ -1,8 +1,11 @@
 """One run, end to end: load the target, collect the snapshot once, run the checks, rank, report."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -40,12 +43,34 @@ class Loaded:
     context: Optional[CollectContext]
 
 
-def load_target(options: RunOptions):
+@contextlib.contextmanager
+def bounded(seconds: float, what: str, shown: Optional[float] = None):
+    """Raise TargetError if the body (user code: importing the app) runs longer than `seconds`."""
+    use_alarm = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not use_alarm:
+        yield
+        return
+
+    def expired(signum, frame):
+        raise TargetError(f"{what} did not finish within {shown or seconds:g} s (--timeout)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def load_target(options: RunOptions, deadline: Optional[Deadline] = None):
     broker = options.broker or (None if options.app else os.environ.get("CELERY_BROKER_URL"))
     if broker:
         SECRETS.add_url(broker)
     if options.app:
-        app = load_app(options.app, options.cwd)
+        with bounded(deadline.remaining(0.01) if deadline else options.timeout, f"importing app {options.app!r}",
+                     shown=options.timeout):
+            app = load_app(options.app, options.cwd)
         if broker:
             validate_broker_url(broker)
             app.conf.broker_url = broker
@@ -105,7 +130,7 @@ def diagnose(options: RunOptions, registry: Optional[Registry] = None) -> tuple[
     started = time.time()
     deadline = Deadline(options.timeout)
     registry = registry or load_registry()
-    app, raw_url = load_target(options)
+    app, raw_url = load_target(options, deadline)
     snapshot, _ = build_snapshot(options, deadline, app, raw_url)
     result = run_checks(registry, snapshot, options.select, options.ignore)
     config = snapshot.config

@@ -49,7 +49,7 @@ def load_app(spec: str, cwd: Optional[str] = None):
         try:
             app = find_app(spec)
         except BaseException as exc:  # noqa: BLE001 - anything the user's module raises, SystemExit included
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, (KeyboardInterrupt, TargetError)):
                 raise
             raise TargetError(f"could not load app {spec!r}: {_one_line(exc)}") from None
         if not isinstance(app, Celery):
@@ -57,7 +57,7 @@ def load_app(spec: str, cwd: Optional[str] = None):
         try:
             app.loader.import_default_modules()
         except BaseException as exc:  # noqa: BLE001
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, (KeyboardInterrupt, TargetError)):
                 raise
             raise TargetError(f"app {spec!r} loaded, but importing its task modules failed: {_one_line(exc)}") from None
     register_app_secrets(app)
