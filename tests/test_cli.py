@@ -288,3 +288,40 @@ def test_inline_ignore_is_counted(tmp_path):
     data = json.loads(run_cli("lint", "--app", "proj", "--format", "json", "--select", "CD146", cwd=tmp_path).stdout)
     assert [f["location"]["line"] for f in data["findings"]] == [11]
     assert data["summary"]["suppressed"] == 1
+
+
+def test_django_project_with_celery_namespace(tmp_path):
+    pytest.importorskip("django")
+    write_tree(tmp_path, {
+        "proj/__init__.py": "from .celery import app as celery_app\n",
+        "proj/settings.py": """
+            SECRET_KEY = "not-a-secret"
+            INSTALLED_APPS = ["shopapp"]
+            CELERY_BROKER_URL = "redis://:djangopw42@127.0.0.1:6379/5"
+            CELERY_TASK_ACKS_LATE = True
+        """,
+        "proj/celery.py": """
+            import os
+            from celery import Celery
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+            app = Celery("proj")
+            app.config_from_object("django.conf:settings", namespace="CELERY")
+            app.autodiscover_tasks()
+        """,
+        "shopapp/__init__.py": "",
+        "shopapp/tasks.py": """
+            from celery import shared_task
+
+            @shared_task
+            def place_order(order_id):
+                return order_id
+        """,
+    })
+    result = run_cli("lint", "--app", "proj", "--format", "json", "--select", "CD102",
+                     cwd=tmp_path, env={"DJANGO_SETTINGS_MODULE": "proj.settings"})
+    data = json.loads(result.stdout)
+    assert data["target"]["broker"] == "redis://:***@127.0.0.1:6379/5"
+    finding = data["findings"][0]
+    assert finding["check"] == "CD102"
+    assert "shopapp.tasks.place_order" in finding["evidence"][0]  # found by autodiscover_tasks
+    assert "djangopw42" not in result.stdout + result.stderr

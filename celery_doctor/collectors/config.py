@@ -356,9 +356,11 @@ def _config_origin(app: Any) -> Optional[str]:
     source = getattr(app, "_config_source", None)
     module = None
     if isinstance(source, str):
-        module_name = source.split(":")[0]
         import sys
 
+        module_name = source.split(":")[0]
+        if module_name == "django.conf" and os.environ.get("DJANGO_SETTINGS_MODULE"):
+            module_name = os.environ["DJANGO_SETTINGS_MODULE"]  # the settings file the values come from
         module = sys.modules.get(module_name)
     elif source is not None and hasattr(source, "__file__"):
         module = source
