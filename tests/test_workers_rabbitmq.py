@@ -126,6 +126,7 @@ def test_busy_solo_worker_and_consumer_timeout(env):
     uid, app = env["uid"], env["app"]
     app.send_task("cdt.slow", args=(8,), queue=f"slow-{uid}")
     app.send_task("cdt.long", args=(8,), queue=f"long-{uid}")
+    app.send_task("cdt.add", args=(1, 2), queue=f"long-{uid}", countdown=30)  # held unacked until due
     assert env["solo"].wait_for_log("cdt.slow[", timeout=10)
     assert env["prefork"].wait_for_log("cdt.long[", timeout=10)
     time.sleep(2.2)  # the acks_late task is now older than the consumer_timeout given below (2 s)
@@ -146,7 +147,9 @@ def test_busy_solo_worker_and_consumer_timeout(env):
     held = [f for f in by_check.get("CD407", []) if f["subject"] == f"worker:{env['prefork'].nodename}"]
     assert held, by_check.keys()
     assert any("cdt.long" in e for e in held[0]["evidence"]) and held[0]["messages_at_risk"] >= 1
-    assert any("consumer_timeout=2 s" in e for e in held[0]["evidence"])
+    evidence = " ".join(held[0]["evidence"])
+    assert "consumer_timeout=2 s" in evidence and "not acknowledged" in evidence
+    assert "ETA task" in evidence and "cdt.add[" in evidence and held[0]["messages_at_risk"] >= 2
 
 
 def test_no_reply_queue_or_exchange_of_the_doctor_remains(env):

@@ -17,7 +17,7 @@ from celery_doctor.collectors.workers import collect_workers
 from celery_doctor.deadline import Deadline
 from celery_doctor.diagnose import RunOptions, diagnose
 from tests.conftest import run_cli
-from tests.workerproc import WorkerFactory
+from tests.workerproc import WorkerFactory, worker_factory  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.redis, pytest.mark.workers]
 
@@ -171,6 +171,7 @@ def test_busy_solo_worker_is_named_busy_not_absent(env):
     uid, app = env["uid"], env["app"]
     app.send_task("cdt.slow", args=(9,), queue=f"slow-{uid}")
     app.send_task("cdt.long", args=(9,), queue=f"long-{uid}")
+    app.send_task("cdt.add", args=(1, 2), queue=f"long-{uid}", countdown=60)  # ETA held past the worker's vt (3 s)
     assert env["solo"].wait_for_log("cdt.slow[", timeout=10)
     assert env["prefork"].wait_for_log("cdt.long[", timeout=10)
     time.sleep(3.5)  # the acks_late task on the prefork worker is now older than its visibility_timeout (3 s)
@@ -191,7 +192,12 @@ def test_busy_solo_worker_is_named_busy_not_absent(env):
     assert "CD409" not in by_check  # never "no worker": the busy one exists
     assert not [f for f in by_check.get("CD410", []) if f["subject"] == f"worker:{env['prefork'].nodename}"]
     held = [f for f in by_check.get("CD406", []) if f["subject"] == f"worker:{env['prefork'].nodename}"]
-    assert held and any("cdt.long" in e for e in held[0]["evidence"]), by_check.get("CD406")
+    assert held, by_check.get("CD406")
+    evidence = " ".join(held[0]["evidence"])
+    assert "visibility_timeout=3 s on the worker" in evidence
+    assert "running task" in evidence and "cdt.long[" in evidence and "not acknowledged" in evidence
+    assert "ETA task" in evidence and "cdt.add[" in evidence
+    assert held[0]["messages_at_risk"] >= 2
     statuses = {c["id"]: c["status"] for c in data["checks"]}
     assert statuses["CD410"] == "failed" and statuses["CD409"] == "passed"
     # the slow queue is consumed only by the silent worker: not claimed unconsumed with certainty
@@ -258,4 +264,58 @@ def test_global_keyprefix_is_honoured(tmp_path):
         assert reply_keys(client) == []
     finally:
         factory.stop_all()
+        client.flushdb()
+
+
+def test_reserved_piling_on_one_worker_while_another_is_idle(tmp_path, worker_factory):
+    client = redis.Redis(db=DB_PREFIX)
+    client.flushdb()
+    uid = uuid.uuid4().hex[:8]
+    module = write_app(tmp_path, f"cdhoard_{uid}", uid, DB_PREFIX)
+    queue = f"slow-{uid}"
+    try:
+        # prefork with one process: its main process keeps answering while the child runs, and it prefetches
+        # 4 messages (concurrency 1 x worker_prefetch_multiplier 4)
+        hoarder = worker_factory(module, cwd=tmp_path, pool="prefork", concurrency=1, queues=[queue])
+        from celery_doctor.target import load_app
+
+        app = load_app(module, str(tmp_path))
+        for _ in range(4):
+            app.send_task("cdt.slow", args=(6,), queue=queue)
+        assert hoarder.wait_for_log("cdt.slow[", timeout=10)
+        deadline = time.monotonic() + 5
+        while client.llen(queue) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.llen(queue) == 0  # all four are now in the hoarder's hands
+        idle = worker_factory(module, cwd=tmp_path, pool="prefork", concurrency=1, queues=[queue])
+        report = scan(module, tmp_path, timeout=3.0)
+        hoarding = findings(report, "CD405")
+        assert [f.subject for f in hoarding] == [f"worker:{hoarder.nodename}"], [r.finding for r in report.findings]
+        text = " ".join(hoarding[0].evidence)
+        assert "3 reserved tasks" in text and idle.nodename in text and "prefetch_count=4" in text
+        assert hoarding[0].messages_at_risk == 3
+    finally:
+        worker_factory.stop_all()
+        client.flushdb()
+
+
+def test_killed_worker_is_silent_not_absent(tmp_path, worker_factory):
+    """SIGKILL leaves the worker's mailbox binding on Redis: the doctor names it as not answering, with the hint."""
+    db = 10
+    client = redis.Redis(db=db)
+    client.flushdb()
+    uid = uuid.uuid4().hex[:8]
+    module = write_app(tmp_path, f"cdkill_{uid}", uid, db)
+    try:
+        worker = worker_factory(module, cwd=tmp_path, pool="solo", queues=[f"def-{uid}"])
+        worker.kill()
+        started = time.monotonic()
+        report = scan(module, tmp_path, timeout=2.0)
+        assert time.monotonic() - started < 2.5
+        silent = findings(report, "CD410")
+        assert [f.subject for f in silent] == [f"worker:{worker.nodename}"]
+        assert any("killed without a clean shutdown" in e for e in silent[0].evidence)
+        assert not findings(report, "CD409")
+        assert reply_keys(client) == []
+    finally:
         client.flushdb()
