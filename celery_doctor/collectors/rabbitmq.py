@@ -1,0 +1,749 @@
+"""The rabbitmq part of a snapshot: what RabbitMQ is doing to the app's messages, read without consuming.
+
+Source of truth is the management HTTP API (GET only). When it cannot be reached, the app's queues are
+probed with passive declares over AMQP (pika, one channel per queue): that gives ready-message and consumer
+counts and whether a queue or exchange exists, nothing else; `RabbitState.missing` then says which data is
+absent and why, so checks that need it can say they could not run.
+
+`--peek` (and only then) reads a bounded number of messages per queue with basic.get and requeues them to
+count task names from the headers (bodies are never decoded). That marks them redelivered and can reorder
+them; the state carries a warning saying so.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional
+
+from ..brokerview import QueueView
+from ..masking import scrub
+from ..model import Part
+from ..rabbitmq_api import AmqpProbe, BrokerEndpoint, ManagementClient, RabbitError, broker_endpoint
+
+PEEK_PER_QUEUE = 200  # at most this many messages are read per queue under --peek (and at most --max-messages)
+PEEK_TOTAL = 2000
+
+# Names of the data a check may need; `RabbitState.missing` maps the absent ones to the reason.
+OVERVIEW = "overview"
+QUEUE_DETAILS = "queue details"  # type, arguments, policies, unacked counts, idle time, message stats
+EXCHANGES = "exchanges"
+BINDINGS = "bindings"
+POLICIES = "policies"
+OPERATOR_POLICIES = "operator policies"
+NODES = "nodes"
+VHOST_LIMITS = "vhost limits"
+ALL_DATA = (OVERVIEW, QUEUE_DETAILS, EXCHANGES, BINDINGS, POLICIES, OPERATOR_POLICIES, NODES, VHOST_LIMITS)
+
+# Queues that belong to Celery's machinery, not to tasks: left out when no app says which queues matter.
+INTERNAL_QUEUE = re.compile(r"^(celeryev\..*|.*\.pidbox|.*\.reply\.celery\.pidbox|amq\.gen-.*|"
+                            r"(.+_)?celery_delayed_\d+|.*celery_delayed_delivery)$")
+
+# Numeric limits: when both an argument and a policy set them, RabbitMQ applies the smaller one.
+MIN_WINS = {"max-length", "max-length-bytes", "message-ttl", "expires", "delivery-limit", "consumer-timeout"}
+
+
+@dataclass(frozen=True)
+class QueueSetting:
+    key: str  # policy-style key, e.g. "max-length"
+    value: Any
+    source: str  # e.g. "argument x-max-length=10", "policy 'limits' max-length=10"
+
+    def __str__(self) -> str:
+        return self.source
+
+
+@dataclass(frozen=True)
+class RabbitPolicy:
+    name: str
+    pattern: str
+    apply_to: str
+    priority: int
+    definition: Mapping[str, Any]
+    operator: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{'operator policy' if self.operator else 'policy'} {self.name!r}"
+
+
+@dataclass(frozen=True)
+class RabbitQueue:
+    name: str
+    source: str  # "api" or "passive"
+    type: Optional[str] = None  # classic / quorum / stream
+    durable: Optional[bool] = None
+    auto_delete: Optional[bool] = None
+    exclusive: Optional[bool] = None
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    policy: Optional[str] = None
+    operator_policy: Optional[str] = None
+    effective_policy_definition: Mapping[str, Any] = field(default_factory=dict)
+    messages: Optional[int] = None
+    messages_ready: Optional[int] = None
+    messages_unacknowledged: Optional[int] = None
+    messages_persistent: Optional[int] = None  # classic queues only
+    consumers: Optional[int] = None
+    consumer_utilisation: Optional[float] = None  # a.k.a. consumer_capacity
+    idle_since: Optional[str] = None
+    idle_since_epoch: Optional[float] = None
+    message_stats: Mapping[str, int] = field(default_factory=dict)  # publish, deliver_get, ack, redeliver, ...
+    state: Optional[str] = None
+    node: Optional[str] = None
+    policy_definitions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> definition
+
+    @property
+    def ready(self) -> int:
+        return self.messages_ready or 0
+
+    @property
+    def unacked(self) -> int:
+        return self.messages_unacknowledged or 0
+
+    @property
+    def total(self) -> int:
+        if self.messages is not None:
+            return self.messages
+        return self.ready + self.unacked
+
+    @property
+    def redeliver(self) -> Optional[int]:
+        value = self.message_stats.get("redeliver")
+        return value if isinstance(value, int) else None
+
+    def describe(self) -> str:
+        bits = [self.type or "classic"]
+        if self.durable is False:
+            bits.append("non-durable")
+        if self.auto_delete:
+            bits.append("auto-delete")
+        return f"{self.name!r} ({', '.join(bits)})"
+
+    def setting(self, key: str) -> Optional[QueueSetting]:
+        """The effective value of a queue setting from its x-argument and/or its (operator) policy."""
+        arg_key = f"x-{key}"
+        arg = self.arguments.get(arg_key) if isinstance(self.arguments, Mapping) else None
+        pol = self.effective_policy_definition.get(key) if isinstance(self.effective_policy_definition, Mapping) else None
+        pol_source = None
+        if pol is not None:
+            pol_source = self._policy_label(key)
+        if arg is None and pol is None:
+            return None
+        if arg is not None and pol is not None:
+            if key in MIN_WINS and _is_number(arg) and _is_number(pol):
+                if pol < arg:
+                    return QueueSetting(key, pol, f"{pol_source} {key}={pol!r} (below argument {arg_key}={arg!r})")
+                return QueueSetting(key, arg, f"argument {arg_key}={arg!r} (policy sets {pol!r})")
+            return QueueSetting(key, arg, f"argument {arg_key}={arg!r} (overrides {pol_source} {key}={pol!r})")
+        if arg is not None:
+            return QueueSetting(key, arg, f"argument {arg_key}={arg!r}")
+        return QueueSetting(key, pol, f"{pol_source} {key}={pol!r}")
+
+    def _policy_label(self, key: str) -> str:
+        op = self.policy_definitions.get(f"operator:{self.operator_policy}") if self.operator_policy else None
+        if op is not None and key in op:
+            return f"operator policy {self.operator_policy!r}"
+        if self.policy:
+            return f"policy {self.policy!r}"
+        if self.operator_policy:
+            return f"operator policy {self.operator_policy!r}"
+        return "policy"
+
+
+@dataclass(frozen=True)
+class RabbitExchange:
+    name: str
+    type: Optional[str]
+    durable: Optional[bool] = None
+    auto_delete: Optional[bool] = None
+    internal: Optional[bool] = None
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    policy: Optional[str] = None
+    publish_in: Optional[int] = None
+    publish_out: Optional[int] = None
+
+    @property
+    def label(self) -> str:
+        return "the default exchange ''" if self.name == "" else f"exchange {self.name!r} ({self.type})"
+
+
+@dataclass(frozen=True)
+class RabbitBinding:
+    source: str
+    destination: str
+    destination_type: str  # "queue" or "exchange"
+    routing_key: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RabbitNode:
+    name: str
+    running: Optional[bool]
+    mem_alarm: Optional[bool]
+    disk_free_alarm: Optional[bool]
+    mem_used: Optional[int] = None
+    mem_limit: Optional[int] = None
+    disk_free: Optional[int] = None
+    disk_free_limit: Optional[int] = None
+    partitions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PeekSample:
+    queue: str
+    read: int
+    task_counts: Mapping[str, int] = field(default_factory=dict)
+    redelivered: int = 0  # already redelivered before this read
+    transient: int = 0  # delivery_mode 1
+    unsafe: Mapping[str, int] = field(default_factory=dict)  # serializer -> messages (pickle, yaml)
+    malformed: int = 0
+    task_ids: tuple[str, ...] = ()
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RabbitState:
+    """Everything gathered from RabbitMQ for one vhost. Pure data; checks read it."""
+
+    vhost: str
+    broker: str  # masked
+    management_url: str  # masked
+    api_reachable: bool
+    api_error: Optional[str] = None
+    amqp_error: Optional[str] = None
+    version: Optional[str] = None  # RabbitMQ version (from the API, or the AMQP server properties)
+    erlang_version: Optional[str] = None
+    management_version: Optional[str] = None
+    cluster_name: Optional[str] = None
+    message_stats: Mapping[str, int] = field(default_factory=dict)  # overview, cluster-wide
+    vhost_message_stats: Mapping[str, int] = field(default_factory=dict)
+    nodes: tuple[RabbitNode, ...] = ()
+    queues: Mapping[str, RabbitQueue] = field(default_factory=dict)
+    queue_count: Optional[int] = None  # queues in the vhost (from the API)
+    queues_truncated: bool = False
+    missing_queues: tuple[str, ...] = ()  # app queues that do not exist on the broker
+    exchanges: Mapping[str, RabbitExchange] = field(default_factory=dict)
+    missing_exchanges: tuple[str, ...] = ()  # app exchanges that do not exist
+    bindings: tuple[RabbitBinding, ...] = ()
+    policies: tuple[RabbitPolicy, ...] = ()
+    operator_policies: tuple[RabbitPolicy, ...] = ()
+    vhost_limits: Mapping[str, Any] = field(default_factory=dict)
+    app_queues: tuple[str, ...] = ()  # queue names the app routes to or declares
+    app_exchanges: tuple[str, ...] = ()  # named exchanges the app publishes to
+    missing: Mapping[str, str] = field(default_factory=dict)  # data name -> why it is absent
+    passive: tuple[str, ...] = ()  # what came from passive declares
+    peeked: bool = False
+    peek: Mapping[str, PeekSample] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def source(self) -> str:
+        return "management API" if self.api_reachable else "passive declares over AMQP"
+
+    def has(self, *data: str) -> bool:
+        return not any(d in self.missing for d in data)
+
+    def why_missing(self, *data: str) -> str:
+        for d in data:
+            if d in self.missing:
+                return f"needs RabbitMQ {d}: {self.missing[d]}"
+        return ""
+
+    def version_tuple(self) -> tuple[int, ...]:
+        return version_tuple(self.version)
+
+    def queue(self, name: str) -> Optional[RabbitQueue]:
+        return self.queues.get(name)
+
+    def exchange(self, name: str) -> Optional[RabbitExchange]:
+        return self.exchanges.get(name)
+
+    def all_policies(self) -> tuple[RabbitPolicy, ...]:
+        return tuple(self.policies) + tuple(self.operator_policies)
+
+    def bindings_from(self, exchange: str) -> list[RabbitBinding]:
+        return [b for b in self.bindings if b.source == exchange]
+
+    def queue_views(self) -> dict[str, QueueView]:
+        views = {}
+        for name, queue in self.queues.items():
+            sample = self.peek.get(name)
+            views[name] = QueueView(
+                name=name,
+                messages=queue.ready,
+                unacked=queue.messages_unacknowledged,
+                consumers=queue.consumers,
+                task_counts=dict(sample.task_counts) if sample else {},
+                sampled=sample.read if sample else 0,
+            )
+        return views
+
+
+def version_tuple(text: Optional[str]) -> tuple[int, ...]:
+    if not text:
+        return ()
+    numbers = []
+    for piece in re.split(r"[.+\-]", str(text)):
+        if not piece.isdigit():
+            break
+        numbers.append(int(piece))
+    return tuple(numbers)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int(value: Any) -> Optional[int]:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    return None
+
+
+def _float(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _counts(stats: Any) -> dict[str, int]:
+    """message_stats without the *_details rate objects."""
+    if not isinstance(stats, Mapping):
+        return {}
+    return {k: v for k, v in stats.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def parse_idle_since(text: Any) -> Optional[float]:
+    """Epoch seconds of the management API's idle_since ("2024-01-02T03:04:05.678+00:00" or "2024-01-02 3:04:05")."""
+    if not isinstance(text, str) or not text:
+        return None
+    value = text.strip()
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            parsed = dt.datetime.strptime(value[:19], "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.timestamp()
+
+
+# --------------------------------------------------------------------------- what the app uses
+
+
+def app_queue_names(config: Any) -> list[str]:
+    """Queues the app routes tasks to, its default queue, and the queues in task_queues."""
+    if config is None:
+        return []
+    names: list[str] = []
+    try:
+        if not config.tasks and not config.queues and not config.route_rules:
+            return []  # a bare app (--broker): no queue is the app's, every queue of the vhost is in scope
+        for name in list(config.routed_queues()) + list(config.queue_names()):
+            if isinstance(name, str) and name and name not in names:
+                names.append(name)
+    except Exception:  # noqa: BLE001 - a config view we cannot read gives no names, not a crash
+        return names
+    return names
+
+
+def app_exchange_names(config: Any) -> list[str]:
+    """Named exchanges the app publishes to (Celery turns direct-exchange routes into default-exchange publishes)."""
+    if config is None:
+        return []
+    names: list[str] = []
+    try:
+        for queue in config.queues:
+            if queue.exchange and queue.exchange_type != "direct" and queue.exchange not in names:
+                names.append(queue.exchange)
+        for route in config.routes.values():
+            if route.queue is None and route.exchange and route.exchange not in names:
+                names.append(route.exchange)
+    except Exception:  # noqa: BLE001
+        return names
+    return names
+
+
+# --------------------------------------------------------------------------- the collector
+
+
+def collect_rabbitmq(ctx: Any) -> Part:
+    try:
+        endpoint = broker_endpoint(ctx.broker_url, _use_ssl(ctx.app))
+    except RabbitError as exc:
+        return Part.unavailable(exc.reason)
+    options = ctx.options
+    app_queues = app_queue_names(ctx.config)
+    app_exchanges = app_exchange_names(ctx.config)
+    collector = _Collector(endpoint, ctx.deadline, app_queues, app_exchanges)
+    collector.default_queue = getattr(ctx.config, "default_queue", None) or "celery"
+    try:
+        api = ManagementClient.for_broker(endpoint, ctx.deadline, getattr(options, "management_url", None))
+        collector.management_url = api.display
+    except RabbitError as exc:
+        api = None
+        collector.api_error = exc.reason
+    if api is not None:
+        try:
+            collector.read_api(api)
+        except RabbitError as exc:
+            collector.api_error = exc.reason
+            collector.api_reachable = False
+    peek = bool(getattr(options, "peek", False))
+    if not collector.api_reachable or peek:
+        try:
+            with AmqpProbe(endpoint, ctx.deadline) as probe:
+                collector.version = collector.version or probe.server_version
+                if not collector.api_reachable:
+                    collector.read_passive(probe)
+                if peek:
+                    limit = min(PEEK_PER_QUEUE, max(1, int(getattr(options, "max_messages", PEEK_PER_QUEUE) or 1)))
+                    collector.read_peek(probe, limit)
+        except RabbitError as exc:
+            collector.amqp_error = exc.reason
+            if not collector.api_reachable:
+                return Part.unavailable(scrub(f"{collector.api_error}; passive declares failed too: {exc.reason}"))
+    return Part.gathered(collector.state())
+
+
+def _use_ssl(app: Any) -> Any:
+    try:
+        return app.conf.broker_use_ssl
+    except Exception:  # noqa: BLE001
+        return None
+
+
+class _Collector:
+    def __init__(self, endpoint: BrokerEndpoint, deadline: Any, app_queues: list[str], app_exchanges: list[str]) -> None:
+        self.endpoint = endpoint
+        self.deadline = deadline
+        self.app_queues = app_queues
+        self.app_exchanges = app_exchanges
+        self.management_url = ""
+        self.default_queue = "celery"
+        self.api_reachable = False
+        self.api_error: Optional[str] = None
+        self.amqp_error: Optional[str] = None
+        self.version: Optional[str] = None
+        self.erlang_version: Optional[str] = None
+        self.management_version: Optional[str] = None
+        self.cluster_name: Optional[str] = None
+        self.message_stats: dict[str, int] = {}
+        self.vhost_message_stats: dict[str, int] = {}
+        self.nodes: list[RabbitNode] = []
+        self.queues: dict[str, RabbitQueue] = {}
+        self.queue_count: Optional[int] = None
+        self.queues_truncated = False
+        self.missing_queues: list[str] = []
+        self.exchanges: dict[str, RabbitExchange] = {}
+        self.missing_exchanges: list[str] = []
+        self.bindings: list[RabbitBinding] = []
+        self.policies: list[RabbitPolicy] = []
+        self.operator_policies: list[RabbitPolicy] = []
+        self.vhost_limits: dict[str, Any] = {}
+        self.missing: dict[str, str] = {}
+        self.passive: list[str] = []
+        self.peeked = False
+        self.peek: dict[str, PeekSample] = {}
+        self.warnings: list[str] = []
+
+    # -- management API
+    def read_api(self, api: ManagementClient) -> None:
+        overview = api.overview()  # the first call: if it fails, the API is unreachable
+        self.version = _str(overview.get("rabbitmq_version")) or _str(overview.get("product_version"))
+        self.erlang_version = _str(overview.get("erlang_version"))
+        self.management_version = _str(overview.get("management_version"))
+        self.cluster_name = _str(overview.get("cluster_name"))
+        self.message_stats = _counts(overview.get("message_stats"))
+        try:
+            vhost = api.vhost_info()
+        except RabbitError as exc:
+            if exc.kind not in ("auth", "forbidden"):
+                raise
+            vhost = {}  # non-administrators may not read /api/vhosts/X: the overview's counters stand in
+        if vhost is None:
+            raise RabbitError(f"management API at {api.display}: the vhost {self.endpoint.vhost!r} does not exist "
+                              "or the user cannot see it", kind="not_found", status=404)
+        self.vhost_message_stats = _counts(vhost.get("message_stats"))
+        items, total, truncated = api.queues()  # required too
+        self.api_reachable = True
+        self.queue_count = total
+        self.queues_truncated = truncated
+        # Policies first: queue settings name the policy they come from.
+        self.policies = self._optional(POLICIES, lambda: [_policy(p, False) for p in api.policies()])
+        self.operator_policies = self._optional(OPERATOR_POLICIES,
+                                                lambda: [_policy(p, True) for p in api.operator_policies()])
+        definitions = {p.name: p.definition for p in self.policies}
+        definitions.update({f"operator:{p.name}": p.definition for p in self.operator_policies})
+        for item in items:
+            queue = _queue_from_api(item, definitions)
+            if queue is not None:
+                self.queues[queue.name] = queue
+        for name in self.app_queues:
+            if name in self.queues:
+                continue
+            if truncated:
+                found = self._optional_value(lambda n=name: api.queue(n))
+                if found is not None:
+                    queue = _queue_from_api(found, definitions)
+                    if queue is not None:
+                        self.queues[queue.name] = queue
+                        continue
+            self.missing_queues.append(name)
+        exchanges = self._optional(EXCHANGES, lambda: api.exchanges()[0])
+        for item in exchanges:
+            exchange = _exchange_from_api(item)
+            self.exchanges[exchange.name] = exchange
+        if EXCHANGES not in self.missing:
+            self.missing_exchanges = [n for n in self.app_exchanges if n not in self.exchanges]
+        self.bindings = self._optional(BINDINGS, lambda: [_binding(b) for b in api.bindings()])
+        self.nodes = self._optional(NODES, lambda: [_node(n) for n in api.nodes()])
+        limits = self._optional(VHOST_LIMITS, lambda: [api.vhost_limits()])
+        self.vhost_limits = dict(limits[0]) if limits else {}
+
+    def _optional(self, name: str, read) -> list:
+        try:
+            return list(read())
+        except RabbitError as exc:
+            self.missing[name] = exc.reason
+            return []
+
+    def _optional_value(self, read) -> Any:
+        try:
+            return read()
+        except RabbitError:
+            return None
+
+    # -- passive declares (the API is down)
+    def read_passive(self, probe: AmqpProbe) -> None:
+        reason = "the management API could not be read (see CD319)"
+        for name in (OVERVIEW, QUEUE_DETAILS, EXCHANGES, BINDINGS, POLICIES, OPERATOR_POLICIES, NODES, VHOST_LIMITS):
+            self.missing[name] = reason
+        for name in self.app_queues or [self.default_queue]:
+            result = probe.queue_passive(name)
+            if not result.exists:
+                self.missing_queues.append(name)
+                self.passive.append(f"queue {name!r}: does not exist (passive declare: 404 NOT_FOUND)")
+                continue
+            if result.error:
+                self.passive.append(f"queue {name!r}: exists, but {result.error}")
+                self.queues[name] = RabbitQueue(name=name, source="passive")
+                continue
+            self.queues[name] = RabbitQueue(name=name, source="passive", messages_ready=result.messages,
+                                            consumers=result.consumers)
+            self.passive.append(f"queue {name!r}: {result.messages} ready, {result.consumers} consumers (passive declare)")
+        for name in self.app_exchanges:
+            if probe.exchange_passive(name):
+                self.exchanges[name] = RabbitExchange(name=name, type=None)
+                self.passive.append(f"exchange {name!r}: exists (passive declare)")
+            else:
+                self.missing_exchanges.append(name)
+                self.passive.append(f"exchange {name!r}: does not exist (passive declare: 404 NOT_FOUND)")
+
+    # -- --peek
+    def read_peek(self, probe: AmqpProbe, per_queue: int) -> None:
+        total = 0
+        touched: list[str] = []
+        for name in self.app_queues:
+            queue = self.queues.get(name)
+            if queue is None or (queue.messages_ready is not None and queue.messages_ready <= 0):
+                continue
+            if queue.type == "stream" or queue.exclusive:
+                continue
+            budget = min(per_queue, PEEK_TOTAL - total)
+            if budget <= 0:
+                break
+            try:
+                messages = probe.peek(name, budget)
+            except RabbitError as exc:
+                self.peek[name] = PeekSample(queue=name, read=0, error=exc.reason)
+                if exc.kind in ("timeout", "closed"):
+                    break
+                continue
+            total += len(messages)
+            if messages:
+                touched.append(name)
+            tasks: Counter = Counter()
+            unsafe: Counter = Counter()
+            ids = []
+            for message in messages:
+                env = message.envelope
+                if env.ok and env.task:
+                    tasks[env.task] += 1
+                    if env.id:
+                        ids.append(env.id)
+                if env.unsafe_serializer:
+                    unsafe[env.unsafe_serializer] += 1
+            self.peek[name] = PeekSample(
+                queue=name,
+                read=len(messages),
+                task_counts=dict(tasks.most_common()),
+                redelivered=sum(1 for m in messages if m.redelivered),
+                transient=sum(1 for m in messages if m.delivery_mode == 1),
+                unsafe=dict(unsafe),
+                malformed=sum(1 for m in messages if not m.envelope.ok),
+                task_ids=tuple(ids),
+            )
+        self.peeked = True
+        quorum = [n for n in touched if (self.queues.get(n) and self.queues[n].type == "quorum")]
+        warning = (f"--peek read {total} message(s) from {len(touched)} queue(s)"
+                   f"{' (' + ', '.join(repr(n) for n in touched[:6]) + (' ...' if len(touched) > 6 else '') + ')' if touched else ''}"
+                   " with basic.get and requeued them: they are now marked redelivered (a worker sees "
+                   "delivery_info.redelivered=True) and their order in the queue can change")
+        if quorum:
+            warning += f"; on the quorum queue(s) {', '.join(repr(n) for n in quorum)} each read also counted toward the delivery limit"
+        self.warnings.append(warning)
+
+    def state(self) -> RabbitState:
+        return RabbitState(
+            vhost=self.endpoint.vhost,
+            broker=self.endpoint.display,
+            management_url=self.management_url,
+            api_reachable=self.api_reachable,
+            api_error=self.api_error,
+            amqp_error=self.amqp_error,
+            version=self.version,
+            erlang_version=self.erlang_version,
+            management_version=self.management_version,
+            cluster_name=self.cluster_name,
+            message_stats=self.message_stats,
+            vhost_message_stats=self.vhost_message_stats,
+            nodes=tuple(self.nodes),
+            queues=self.queues,
+            queue_count=self.queue_count,
+            queues_truncated=self.queues_truncated,
+            missing_queues=tuple(self.missing_queues),
+            exchanges=self.exchanges,
+            missing_exchanges=tuple(self.missing_exchanges),
+            bindings=tuple(self.bindings),
+            policies=tuple(self.policies),
+            operator_policies=tuple(self.operator_policies),
+            vhost_limits=self.vhost_limits,
+            app_queues=tuple(self.app_queues),
+            app_exchanges=tuple(self.app_exchanges),
+            missing=dict(self.missing),
+            passive=tuple(self.passive),
+            peeked=self.peeked,
+            peek=self.peek,
+            warnings=tuple(self.warnings),
+        )
+
+
+def _str(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) and value else None
+
+
+def _queue_from_api(item: Mapping, definitions: Mapping[str, Mapping]) -> Optional[RabbitQueue]:
+    name = item.get("name")
+    if not isinstance(name, str):
+        return None
+    arguments = item.get("arguments") if isinstance(item.get("arguments"), Mapping) else {}
+    qtype = _str(item.get("type")) or _str(arguments.get("x-queue-type")) or "classic"
+    effective = item.get("effective_policy_definition")
+    utilisation = _float(item.get("consumer_capacity"))
+    if utilisation is None:
+        utilisation = _float(item.get("consumer_utilisation"))
+    policy = _str(item.get("policy"))
+    operator_policy = _str(item.get("operator_policy"))
+    used = {}
+    if policy and policy in definitions:
+        used[policy] = definitions[policy]
+    if operator_policy and f"operator:{operator_policy}" in definitions:
+        used[f"operator:{operator_policy}"] = definitions[f"operator:{operator_policy}"]
+    return RabbitQueue(
+        name=name,
+        source="api",
+        type=qtype,
+        durable=item.get("durable") if isinstance(item.get("durable"), bool) else None,
+        auto_delete=item.get("auto_delete") if isinstance(item.get("auto_delete"), bool) else None,
+        exclusive=item.get("exclusive") if isinstance(item.get("exclusive"), bool) else None,
+        arguments=dict(arguments),
+        policy=policy,
+        operator_policy=operator_policy,
+        effective_policy_definition=dict(effective) if isinstance(effective, Mapping) else {},
+        messages=_int(item.get("messages")),
+        messages_ready=_int(item.get("messages_ready")),
+        messages_unacknowledged=_int(item.get("messages_unacknowledged")),
+        messages_persistent=_int(item.get("messages_persistent")),
+        consumers=_int(item.get("consumers")),
+        consumer_utilisation=utilisation,
+        idle_since=_str(item.get("idle_since")),
+        idle_since_epoch=parse_idle_since(item.get("idle_since")),
+        message_stats=_counts(item.get("message_stats")),
+        state=_str(item.get("state")),
+        node=_str(item.get("node")),
+        policy_definitions=used,
+    )
+
+
+def _exchange_from_api(item: Mapping) -> RabbitExchange:
+    stats = _counts(item.get("message_stats"))
+    arguments = item.get("arguments")
+    return RabbitExchange(
+        name=str(item.get("name") or ""),
+        type=_str(item.get("type")),
+        durable=item.get("durable") if isinstance(item.get("durable"), bool) else None,
+        auto_delete=item.get("auto_delete") if isinstance(item.get("auto_delete"), bool) else None,
+        internal=item.get("internal") if isinstance(item.get("internal"), bool) else None,
+        arguments=dict(arguments) if isinstance(arguments, Mapping) else {},
+        policy=_str(item.get("policy")),
+        publish_in=stats.get("publish_in"),
+        publish_out=stats.get("publish_out"),
+    )
+
+
+def _binding(item: Mapping) -> RabbitBinding:
+    arguments = item.get("arguments")
+    return RabbitBinding(
+        source=str(item.get("source") or ""),
+        destination=str(item.get("destination") or ""),
+        destination_type=str(item.get("destination_type") or "queue"),
+        routing_key=str(item.get("routing_key") or ""),
+        arguments=dict(arguments) if isinstance(arguments, Mapping) else {},
+    )
+
+
+def _policy(item: Mapping, operator: bool) -> RabbitPolicy:
+    definition = item.get("definition")
+    return RabbitPolicy(
+        name=str(item.get("name") or ""),
+        pattern=str(item.get("pattern") or ""),
+        apply_to=str(item.get("apply-to") or item.get("apply_to") or "all"),
+        priority=_int(item.get("priority")) or 0,
+        definition=dict(definition) if isinstance(definition, Mapping) else {},
+        operator=operator,
+    )
+
+
+def _node(item: Mapping) -> RabbitNode:
+    partitions = item.get("partitions")
+    return RabbitNode(
+        name=str(item.get("name") or "?"),
+        running=item.get("running") if isinstance(item.get("running"), bool) else None,
+        mem_alarm=item.get("mem_alarm") if isinstance(item.get("mem_alarm"), bool) else None,
+        disk_free_alarm=item.get("disk_free_alarm") if isinstance(item.get("disk_free_alarm"), bool) else None,
+        mem_used=_int(item.get("mem_used")),
+        mem_limit=_int(item.get("mem_limit")),
+        disk_free=_int(item.get("disk_free")),
+        disk_free_limit=_int(item.get("disk_free_limit")),
+        partitions=tuple(str(p) for p in partitions) if isinstance(partitions, (list, tuple)) else (),
+    )
+
+
+def scope_queues(state: RabbitState, names: Optional[Iterable[str]] = None) -> list[RabbitQueue]:
+    """The queues checks look at: the app's (when it names any), else every non-internal queue of the vhost."""
+    wanted = list(names) if names is not None else list(state.app_queues)
+    if wanted:
+        return [state.queues[n] for n in wanted if n in state.queues]
+    return [q for n, q in sorted(state.queues.items()) if not INTERNAL_QUEUE.match(n)]

@@ -1,0 +1,575 @@
+"""Read-only access to RabbitMQ: the management HTTP API (GET only) and passive AMQP probes with pika.
+
+Both are bounded by a Deadline and never raise anything but `RabbitError`, whose `reason` is a masked,
+one-line sentence fit for a report. Nothing here declares (other than passively), publishes, consumes,
+acks, purges or deletes; `AmqpProbe.peek` is the single exception that reads messages, and it must only be
+called when the user asked for it (`--peek`): it requeues what it read, which marks those messages
+redelivered and can change their order.
+
+Used by the `rabbitmq` collector and by `trace` (looking for one task id).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Optional
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
+
+from .deadline import Deadline
+from .envelope import Envelope, from_parts
+from .masking import SECRETS, mask_url, scrub
+
+DEFAULT_MANAGEMENT_PORT = 15672
+HTTP_CAP = 5.0  # seconds: the most one HTTP request may take (less when the deadline is closer)
+AMQP_CAP = 5.0  # seconds: the most one AMQP operation may take
+PAGE_SIZE = 500
+MAX_PAGES = 20  # at most PAGE_SIZE * MAX_PAGES queues/exchanges are read per vhost
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+QUEUE_COLUMNS = ("name", "vhost", "type", "durable", "auto_delete", "exclusive", "arguments", "policy",
+                 "operator_policy", "effective_policy_definition", "messages", "messages_ready",
+                 "messages_unacknowledged", "messages_persistent", "message_bytes_ready", "consumers",
+                 "consumer_utilisation", "consumer_capacity", "idle_since", "message_stats", "state", "node",
+                 "head_message_timestamp")
+EXCHANGE_COLUMNS = ("name", "vhost", "type", "durable", "auto_delete", "internal", "arguments", "policy",
+                    "message_stats")
+
+
+# pika logs every failed connection attempt at ERROR with a traceback; the probe turns failures into one
+# masked reason instead, so pika's own log records are not wanted on the doctor's stderr.
+logging.getLogger("pika").setLevel(logging.CRITICAL + 1)
+
+
+class RabbitError(Exception):
+    """A failed call, with a masked one-line reason. `kind`: refused, timeout, auth, forbidden, not_found,
+    tls, http, protocol, closed."""
+
+    def __init__(self, reason: str, kind: str = "error", status: Optional[int] = None) -> None:
+        self.reason = scrub(" ".join(str(reason).split()))
+        self.kind = kind
+        self.status = status
+        super().__init__(self.reason)
+
+
+# --------------------------------------------------------------------------- where the broker is
+
+
+@dataclass(frozen=True)
+class BrokerEndpoint:
+    """The AMQP broker as the app's URL names it. The password never appears in repr or str."""
+
+    host: str
+    port: int
+    vhost: str
+    userid: str
+    password: str = field(repr=False)
+    tls: bool = False
+    scheme: str = "amqp"
+
+    @property
+    def display(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{self.userid}@{host}:{self.port}/{quote(self.vhost, safe='')}"
+
+    def __str__(self) -> str:  # never the password
+        return self.display
+
+
+def broker_endpoint(url: Optional[str], use_ssl: Any = None) -> BrokerEndpoint:
+    """Parse the first of a `;`-separated list of AMQP URLs the way kombu does (defaults guest/guest, vhost /)."""
+    if not url or not isinstance(url, str):
+        raise RabbitError("no broker URL is configured", kind="config")
+    first = url.split(";")[0].strip()
+    from kombu.utils.url import parse_url
+
+    try:
+        parts = parse_url(first)
+    except Exception as exc:  # noqa: BLE001 - a malformed URL is a reason, not a crash
+        raise RabbitError(f"the broker URL {mask_url(first)} cannot be parsed: {type(exc).__name__}", kind="config")
+    scheme = (parts.get("transport") or "amqp").lower()
+    tls = scheme == "amqps" or bool(use_ssl)
+    password = parts.get("password") or ("guest" if not parts.get("userid") else "")
+    SECRETS.add(password if password != "guest" else None)
+    return BrokerEndpoint(
+        host=parts.get("hostname") or "localhost",
+        port=int(parts.get("port") or (5671 if tls else 5672)),
+        vhost=parts.get("virtual_host") or "/",
+        userid=parts.get("userid") or "guest",
+        password=password,
+        tls=tls,
+        scheme=scheme,
+    )
+
+
+def management_location(endpoint: BrokerEndpoint, override: Optional[str] = None) -> tuple[str, str, str]:
+    """(base URL without credentials, user, password) of the management API.
+
+    Default: http://<broker host>:15672 with the broker's credentials. An override may carry its own
+    credentials (http://user:pass@host:port/prefix); a trailing /api is accepted and dropped.
+    """
+    if not override:
+        host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+        return f"http://{host}:{DEFAULT_MANAGEMENT_PORT}", endpoint.userid, endpoint.password
+    text = override.strip()
+    if "://" not in text:
+        text = "http://" + text
+    SECRETS.add_url(text)
+    split = urlsplit(text)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise RabbitError(f"--management-url {mask_url(override)} is not an http(s) URL", kind="config")
+    user = unquote(split.username) if split.username else endpoint.userid
+    password = unquote(split.password) if split.password is not None else endpoint.password
+    host = f"[{split.hostname}]" if ":" in split.hostname else split.hostname
+    netloc = f"{host}:{split.port}" if split.port else host
+    path = split.path.rstrip("/")
+    if path.endswith("/api"):
+        path = path[: -len("/api")]
+    return urlunsplit((split.scheme, netloc, path, "", "")), user, password
+
+
+# --------------------------------------------------------------------------- the management API
+
+
+class ManagementClient:
+    """GET-only client of the RabbitMQ management API for one vhost."""
+
+    def __init__(self, base_url: str, user: str, password: str, vhost: str, deadline: Deadline,
+                 cap: float = HTTP_CAP, context: Optional[ssl.SSLContext] = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.vhost = vhost
+        self.deadline = deadline
+        self.cap = cap
+        self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+        self._context = context
+        SECRETS.add(password if password != "guest" else None)
+        # A private opener: no proxies from the environment (the API is usually on a private network), and
+        # only GET requests are ever built.
+        handlers: list = [urllib.request.ProxyHandler({})]
+        if context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        self._opener = urllib.request.build_opener(*handlers)
+
+    @classmethod
+    def for_broker(cls, endpoint: BrokerEndpoint, deadline: Deadline, override: Optional[str] = None,
+                   cap: float = HTTP_CAP) -> "ManagementClient":
+        base, user, password = management_location(endpoint, override)
+        # A silent API must leave time for the passive-declare fallback: at most 40% of the scan's deadline.
+        cap = min(cap, max(1.0, deadline.seconds * 0.4))
+        return cls(base, user, password, endpoint.vhost, deadline, cap)
+
+    @property
+    def display(self) -> str:
+        return mask_url(self.base_url) or ""
+
+    def _vpath(self, *names: str) -> str:
+        return "/".join(quote(n, safe="") for n in names)
+
+    def get(self, path: str, params: Optional[Mapping[str, Any]] = None, missing_ok: bool = False) -> Any:
+        """GET /api/<path> as JSON. 404 gives None when missing_ok, else a RabbitError."""
+        if self.deadline.expired():
+            raise RabbitError(f"management API at {self.display}: no time left (scan timeout {self.deadline.seconds:g} s)",
+                              kind="timeout")
+        url = f"{self.base_url}/api/{path}"
+        if params:
+            url += "?" + urlencode(params)
+        request = urllib.request.Request(url, method="GET", headers={
+            "Authorization": self._auth, "Accept": "application/json", "User-Agent": "celery-doctor"})
+        budget = self.deadline.budget(self.cap)
+        where = f"management API at {self.display}"
+        try:
+            with self._opener.open(request, timeout=budget) as response:
+                raw = response.read(MAX_RESPONSE_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            exc.close()
+            if status == 404 and missing_ok:
+                return None
+            if status == 401:
+                raise RabbitError(f"{where} refused the credentials (401): the user needs the management or "
+                                  "monitoring tag, or the password is wrong", kind="auth", status=401)
+            if status == 403:
+                raise RabbitError(f"{where} denied /api/{path.split('?')[0]} (403): the user lacks the permission or tag",
+                                  kind="forbidden", status=403)
+            if status == 404:
+                raise RabbitError(f"{where}: /api/{_shorten(path)} not found (404){_vhost_hint(path, self.vhost)}",
+                                  kind="not_found", status=404)
+            raise RabbitError(f"{where} answered HTTP {status} for /api/{_shorten(path)}", kind="http", status=status)
+        except urllib.error.URLError as exc:
+            raise _network_error(where, exc.reason, budget) from None
+        except (socket.timeout, TimeoutError) as exc:
+            raise _network_error(where, exc, budget) from None
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            raise _network_error(where, exc, budget) from None
+        except (OSError, ValueError) as exc:
+            raise _network_error(where, exc, budget) from None
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise RabbitError(f"{where}: /api/{_shorten(path)} answered more than {MAX_RESPONSE_BYTES:,} bytes",
+                              kind="protocol")
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise RabbitError(f"{where}: /api/{_shorten(path)} did not answer JSON (is this the management API?)",
+                              kind="protocol") from None
+
+    def paged(self, path: str, columns: tuple[str, ...] = ()) -> tuple[list, int, bool]:
+        """Every item of a paginated listing (queues, exchanges): (items, total_count, truncated)."""
+        items: list = []
+        total = 0
+        for page in range(1, MAX_PAGES + 1):
+            params: dict[str, Any] = {"page": page, "page_size": PAGE_SIZE}
+            if columns:
+                params["columns"] = ",".join(columns)
+            data = self.get(path, params)
+            if isinstance(data, list):  # a server without pagination support
+                return data, len(data), False
+            if not isinstance(data, Mapping):
+                raise RabbitError(f"management API at {self.display}: unexpected answer for /api/{path}", kind="protocol")
+            items.extend(i for i in data.get("items") or () if isinstance(i, Mapping))
+            total = int(data.get("filtered_count") or data.get("total_count") or len(items))
+            if page >= int(data.get("page_count") or 1):
+                return items, total, False
+        return items, total, True
+
+    # Convenience accessors for one vhost.
+    def overview(self) -> Mapping:
+        return _mapping(self.get("overview"))
+
+    def whoami(self) -> Mapping:
+        return _mapping(self.get("whoami"))
+
+    def vhost_info(self) -> Optional[Mapping]:
+        found = self.get(f"vhosts/{self._vpath(self.vhost)}", missing_ok=True)
+        return _mapping(found) if found is not None else None
+
+    def nodes(self) -> list:
+        return _list(self.get("nodes"))
+
+    def queues(self) -> tuple[list, int, bool]:
+        return self.paged(f"queues/{self._vpath(self.vhost)}", QUEUE_COLUMNS)
+
+    def queue(self, name: str) -> Optional[Mapping]:
+        found = self.get(f"queues/{self._vpath(self.vhost, name)}", {"disable_stats": "false"}, missing_ok=True)
+        return _mapping(found) if found is not None else None
+
+    def exchanges(self) -> tuple[list, int, bool]:
+        return self.paged(f"exchanges/{self._vpath(self.vhost)}", EXCHANGE_COLUMNS)
+
+    def bindings(self) -> list:
+        return _list(self.get(f"bindings/{self._vpath(self.vhost)}"))
+
+    def policies(self) -> list:
+        return _list(self.get(f"policies/{self._vpath(self.vhost)}"))
+
+    def operator_policies(self) -> list:
+        return _list(self.get(f"operator-policies/{self._vpath(self.vhost)}"))
+
+    def vhost_limits(self) -> Mapping:
+        data = self.get(f"vhost-limits/{self._vpath(self.vhost)}", missing_ok=True)
+        # [{"vhost": "/", "value": {"max-queues": 10}}] or []
+        if isinstance(data, list):
+            for item in data:
+                if isinstance(item, Mapping) and isinstance(item.get("value"), Mapping):
+                    return dict(item["value"])
+            return {}
+        return _mapping(data) if data else {}
+
+
+def _mapping(value: Any) -> Mapping:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list:
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def _shorten(path: str) -> str:
+    path = path.split("?")[0]
+    return path if len(path) <= 80 else path[:77] + "..."
+
+
+def _vhost_hint(path: str, vhost: str) -> str:
+    if path.startswith(("queues/", "exchanges/", "bindings/", "policies/", "vhosts/", "operator-policies/")):
+        return f" (does the vhost {vhost!r} exist?)"
+    return ""
+
+
+def _network_error(where: str, exc: Any, budget: float) -> RabbitError:
+    if isinstance(exc, (socket.timeout, TimeoutError)) or "timed out" in str(exc):
+        return RabbitError(f"{where} did not answer within {budget:.1f} s", kind="timeout")
+    if isinstance(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
+        return RabbitError(f"{where}: connection refused (is the management plugin enabled? "
+                           "`rabbitmq-plugins enable rabbitmq_management`)", kind="refused")
+    if isinstance(exc, (ssl.SSLError, ssl.CertificateError)) or "ssl" in type(exc).__name__.lower():
+        return RabbitError(f"{where}: TLS error: {exc}", kind="tls")
+    if isinstance(exc, socket.gaierror):
+        return RabbitError(f"{where}: host name does not resolve ({exc})", kind="refused")
+    return RabbitError(f"{where}: {type(exc).__name__}: {exc}", kind="error")
+
+
+# --------------------------------------------------------------------------- AMQP with pika
+
+
+@dataclass(frozen=True)
+class PassiveResult:
+    name: str
+    exists: bool
+    messages: Optional[int] = None  # ready messages only (queue.declare-ok message_count)
+    consumers: Optional[int] = None
+    error: Optional[str] = None  # a reason other than "does not exist" (e.g. exclusive to another connection)
+
+
+@dataclass(frozen=True)
+class PeekedMessage:
+    envelope: Envelope
+    delivery_mode: Optional[int]
+    redelivered: bool  # as the broker reported it, before this read
+
+
+class _Timeout(Exception):
+    pass
+
+
+class AmqpProbe:
+    """One AMQP connection (pika) used only for passive declares and, under --peek, basic.get + requeue.
+
+    Every blocking call is bounded: a timer on pika's I/O loop aborts an operation that outlives the
+    deadline's budget, and the connection is then abandoned.
+    """
+
+    def __init__(self, endpoint: BrokerEndpoint, deadline: Deadline, cap: float = AMQP_CAP) -> None:
+        self.endpoint = endpoint
+        self.deadline = deadline
+        self.cap = cap
+        self.server_version: Optional[str] = None
+        self.server_product: Optional[str] = None
+        self._conn = None
+        self._broken = False
+
+    # -- connection
+    def __enter__(self) -> "AmqpProbe":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def open(self) -> None:
+        import pika
+
+        budget = self.deadline.budget(self.cap)
+        params = dict(
+            host=self.endpoint.host, port=self.endpoint.port, virtual_host=self.endpoint.vhost,
+            credentials=pika.PlainCredentials(self.endpoint.userid, self.endpoint.password, erase_on_connect=True),
+            connection_attempts=1, retry_delay=0, socket_timeout=budget, stack_timeout=budget,
+            blocked_connection_timeout=budget, heartbeat=0,
+            client_properties={"connection_name": "celery-doctor (read-only)"},
+        )
+        if self.endpoint.tls:
+            params["ssl_options"] = pika.SSLOptions(ssl.create_default_context(), self.endpoint.host)
+        where = f"AMQP at {self.endpoint.display}"
+        try:
+            self._conn = pika.BlockingConnection(pika.ConnectionParameters(**params))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one masked reason
+            raise _amqp_error(where, exc, budget) from None
+        props = getattr(self._conn._impl, "server_properties", None) or {}
+        self.server_version = _text(props.get("version"))
+        self.server_product = _text(props.get("product"))
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self._broken:
+            try:
+                conn._impl._adapter_disconnect_stream()
+            except Exception:  # noqa: BLE001 - best effort on an abandoned connection
+                pass
+            return
+        try:
+            self._bounded(conn.close)
+        except Exception:  # noqa: BLE001
+            try:
+                conn._impl._adapter_disconnect_stream()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _bounded(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Run one blocking pika call with a watchdog on the connection's I/O loop."""
+        conn = self._conn
+        if conn is None:
+            raise RabbitError("AMQP connection is not open", kind="closed")
+        budget = self.deadline.budget(self.cap)
+        if self.deadline.expired():
+            self._broken = True
+            raise RabbitError(f"AMQP at {self.endpoint.display}: no time left (scan timeout {self.deadline.seconds:g} s)",
+                              kind="timeout")
+
+        def on_timeout() -> None:
+            raise _Timeout()
+
+        ioloop = conn._impl.ioloop
+        handle = ioloop.call_later(budget, on_timeout)
+        try:
+            return fn(*args, **kwargs)
+        except _Timeout:
+            self._broken = True
+            raise RabbitError(f"AMQP at {self.endpoint.display} did not answer within {budget:.1f} s", kind="timeout") from None
+        finally:
+            try:
+                ioloop.remove_timeout(handle)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _channel(self):
+        return self._bounded(self._conn.channel)
+
+    def _close_channel(self, channel: Any) -> None:
+        try:
+            if channel.is_open:
+                self._bounded(channel.close)
+        except RabbitError:
+            raise
+        except Exception:  # noqa: BLE001 - the broker may have closed it already
+            pass
+
+    # -- passive declares (one channel each: a failed passive declare closes its channel)
+    def queue_passive(self, name: str) -> PassiveResult:
+        import pika.exceptions as pex
+
+        channel = self._channel()
+        try:
+            ok = self._bounded(channel.queue_declare, queue=name, passive=True)
+            return PassiveResult(name, True, int(ok.method.message_count), int(ok.method.consumer_count))
+        except pex.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return PassiveResult(name, False)
+            return PassiveResult(name, True, error=scrub(f"{exc.reply_code} {exc.reply_text}"))
+        except RabbitError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _amqp_error(f"AMQP at {self.endpoint.display}", exc, self.cap) from None
+        finally:
+            self._close_channel(channel)
+
+    def exchange_passive(self, name: str) -> bool:
+        import pika.exceptions as pex
+
+        if not name:
+            return True  # the default exchange always exists
+        channel = self._channel()
+        try:
+            self._bounded(channel.exchange_declare, exchange=name, passive=True)
+            return True
+        except pex.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return False
+            raise RabbitError(f"passive declare of exchange {name!r}: {exc.reply_code} {exc.reply_text}", kind="protocol")
+        except RabbitError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _amqp_error(f"AMQP at {self.endpoint.display}", exc, self.cap) from None
+        finally:
+            self._close_channel(channel)
+
+    # -- peek (only under --peek): basic.get without ack, then requeue everything read
+    def peek(self, queue: str, limit: int) -> list[PeekedMessage]:
+        """Read up to `limit` messages' headers and put them all back (basic.nack requeue=True).
+
+        Side effects the caller must report: the messages come back with redelivered=True, their order
+        can change, and on a quorum queue each read counts toward the delivery limit.
+        """
+        import pika.exceptions as pex
+
+        channel = self._channel()
+        read: list[PeekedMessage] = []
+        last_tag = None
+        try:
+            for _ in range(max(0, limit)):
+                method, properties, body = self._bounded(channel.basic_get, queue=queue, auto_ack=False)
+                if method is None:
+                    break
+                last_tag = method.delivery_tag
+                headers = properties.headers if isinstance(properties.headers, Mapping) else {}
+                envelope = from_parts(
+                    _plain(headers),
+                    {"delivery_info": {"exchange": method.exchange, "routing_key": method.routing_key,
+                                       "redelivered": bool(method.redelivered)},
+                     "priority": properties.priority},
+                    properties.content_type, properties.content_encoding, len(body or b""),
+                )
+                read.append(PeekedMessage(envelope, properties.delivery_mode, bool(method.redelivered)))
+            if last_tag is not None:
+                self._bounded(channel.basic_nack, delivery_tag=last_tag, multiple=True, requeue=True)
+                last_tag = None
+        except pex.ChannelClosedByBroker as exc:
+            # The broker requeues everything unacked on a closed channel by itself.
+            raise RabbitError(f"peek into {queue!r}: {exc.reply_code} {exc.reply_text}", kind="protocol") from None
+        except RabbitError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _amqp_error(f"AMQP at {self.endpoint.display}", exc, self.cap) from None
+        finally:
+            # Closing the channel requeues anything still unacked (e.g. after a timeout).
+            self._close_channel_quietly(channel)
+        return read
+
+    def _close_channel_quietly(self, channel: Any) -> None:
+        try:
+            self._close_channel(channel)
+        except Exception:  # noqa: BLE001
+            self._broken = True
+
+
+def iter_passive(probe: AmqpProbe, names: list[str]) -> Iterator[PassiveResult]:
+    for name in names:
+        yield probe.queue_passive(name)
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """AMQP table values as plain Python (bytes -> str), bounded in depth."""
+    if depth > 8:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, depth + 1) for v in value]
+    return value
+
+
+def _text(value: Any) -> Optional[str]:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value if isinstance(value, str) else None
+
+
+def _amqp_error(where: str, exc: BaseException, budget: float) -> RabbitError:
+    import pika.exceptions as pex
+
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, pex.ProbableAuthenticationError) or "ACCESS_REFUSED" in text:
+        return RabbitError(f"{where}: login refused (wrong user or password)", kind="auth")
+    if isinstance(exc, pex.ProbableAccessDeniedError) or "NOT_ALLOWED" in text or "vhost" in text.lower():
+        return RabbitError(f"{where}: access to the vhost refused (does it exist, and may the user use it?)",
+                           kind="forbidden")
+    if isinstance(exc, pex.AMQPConnectionError):
+        inner = exc.args[0] if exc.args else None
+        inner_text = f"{type(inner).__name__}: {inner}" if inner is not None else text
+        if "timed out" in inner_text.lower() or "timeout" in inner_text.lower():
+            return RabbitError(f"{where} did not answer within {budget:.1f} s", kind="timeout")
+        if "refused" in inner_text.lower():
+            return RabbitError(f"{where}: connection refused", kind="refused")
+        if "ssl" in inner_text.lower() or "tls" in inner_text.lower() or "certificate" in inner_text.lower():
+            return RabbitError(f"{where}: TLS error: {inner_text}", kind="tls")
+        return RabbitError(f"{where}: cannot connect: {inner_text}", kind="refused")
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return RabbitError(f"{where} did not answer within {budget:.1f} s", kind="timeout")
+    if isinstance(exc, ssl.SSLError):
+        return RabbitError(f"{where}: TLS error: {exc}", kind="tls")
+    return RabbitError(f"{where}: {text}", kind="error")
