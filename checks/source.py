@@ -1,2 +1,5 @@
-"""Built-in source checks (filled in by its issue)."""
-CHECKS: list = []
+"""Built-in source checks (static AST analysis of the project's code; nothing is imported or executed)."""
+from . import source_db, source_errors, source_locks, source_names, source_retry
+
+CHECKS = [*source_errors.CHECKS, *source_db.CHECKS, *source_retry.CHECKS, *source_locks.CHECKS,
+          *source_names.CHECKS]

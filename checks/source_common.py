@@ -1,0 +1,98 @@
+"""Helpers shared by the source checks: the project index, tasks as the app registers them, wording."""
+from __future__ import annotations
+
+import ast
+from typing import Any, Optional
+
+from celery_doctor.model import Location, Snapshot
+from celery_doctor.pyast import MISSING, Module, Project, Task, project, segment
+from celery_doctor.settings import human_seconds
+
+CELERY_DEFAULT_MAX_RETRIES = 3
+CELERY_DEFAULT_RETRY_DELAY = 180.0
+
+
+def project_of(snapshot: Snapshot) -> Optional[Project]:
+    return project(snapshot.source)
+
+
+def loc(module: Module, node: ast.AST) -> Location:
+    return Location(module.path, getattr(node, "lineno", None))
+
+
+def code(module: Module, node: ast.AST, limit: int = 100) -> str:
+    return segment(module.file, node, limit)
+
+
+def config_task(snapshot: Snapshot, task: Task) -> Any:
+    """The app's TaskInfo for a task found in the source (by registered name, else by file and line)."""
+    config = snapshot.config
+    if config is None:
+        return None
+    info = config.tasks.get(task.name)
+    if info is not None:
+        return info
+    for info in config.tasks.values():
+        where = info.location
+        if where and where.path == task.module.path and where.line and task.first_line <= where.line <= task.node.lineno:
+            return info
+    return None
+
+
+def registered_name(snapshot: Snapshot, task: Task) -> str:
+    info = config_task(snapshot, task)
+    return info.name if info is not None else task.name
+
+
+def task_subject(snapshot: Snapshot, task: Task) -> str:
+    return f"task:{registered_name(snapshot, task)}"
+
+
+def option_seconds(proj: Project, task: Task, name: str) -> Optional[float]:
+    node = task.option(name)
+    return proj.seconds(task.module, node) if node is not None else None
+
+
+def option_value(proj: Project, task: Task, name: str, default: Any = None) -> Any:
+    """A literal option value of the task (decorator or base class); `default` when unset, MISSING when not literal."""
+    node = task.option(name)
+    if node is None:
+        return default
+    return proj.constant(task.module, node)
+
+
+def time_limit(snapshot: Snapshot, proj: Project, task: Task) -> tuple[Optional[float], str]:
+    """The hard time limit of a task and where it comes from."""
+    seconds = option_seconds(proj, task, "time_limit")
+    if seconds is not None:
+        return seconds, f"time_limit={human_seconds(seconds)} ({task.option_origin.get('time_limit', 'decorator')})"
+    info = config_task(snapshot, task)
+    if info is not None and info.time_limit:
+        return float(info.time_limit), f"time_limit={human_seconds(info.time_limit)} (the app's task settings)"
+    config = snapshot.config
+    if config is not None and config.value("task_time_limit"):
+        value = float(config.value("task_time_limit"))
+        return value, f"task_time_limit={human_seconds(value)}"
+    return None, "no time_limit"
+
+
+def soft_time_limit(snapshot: Snapshot, proj: Project, task: Task) -> Optional[float]:
+    seconds = option_seconds(proj, task, "soft_time_limit")
+    if seconds is not None:
+        return seconds
+    info = config_task(snapshot, task)
+    if info is not None and info.soft_time_limit:
+        return float(info.soft_time_limit)
+    config = snapshot.config
+    if config is not None and config.value("task_soft_time_limit"):
+        return float(config.value("task_soft_time_limit"))
+    return None
+
+
+def option_truthy(proj: Project, task: Task, name: str) -> Optional[bool]:
+    """None when the option is not set; its truth for a literal; True for an expression we cannot evaluate."""
+    node = task.option(name)
+    if node is None:
+        return None
+    value = proj.constant(task.module, node)
+    return True if value is MISSING else bool(value)
