@@ -490,6 +490,8 @@ class AmqpProbe:
         last_tag = None
         try:
             for _ in range(max(0, limit)):
+                if self.deadline.remaining() < 0.5:
+                    break  # leave time to put back what was read
                 method, properties, body = self._bounded(channel.basic_get, queue=queue, auto_ack=False)
                 if method is None:
                     break

@@ -160,6 +160,7 @@ class Env:
     app: object
     user: str
     password: str
+    add_ids: tuple
 
 
 def wait_for(predicate, timeout=20.0, what="condition"):
@@ -213,8 +214,7 @@ def env(tmp_path_factory):
         api("PUT", f"/policies/{q(vhost)}/cdt-ttl", {"pattern": "^polttl$", "definition": {"message-ttl": 30000},
                                                       "apply-to": "queues"})
         # Messages, published by the app itself.
-        for _ in range(3):
-            app_module.add.delay(1, 2)
+        add_ids = tuple(app_module.add.delay(1, 2).id for _ in range(3))
         for i in range(8):
             app_module.cap.delay(i)  # x-max-length 5, drop-head: 3 of them are already gone
         app_module.expiring.delay()
@@ -251,7 +251,8 @@ def env(tmp_path_factory):
                     and topic.get("publish_in") == 1)
 
         wait_for(stats_ready, 25, "management API statistics")
-        yield Env(vhost=vhost, url=url, mod=mod, base=str(base), app=app, user=user, password=password)
+        yield Env(vhost=vhost, url=url, mod=mod, base=str(base), app=app, user=user, password=password,
+                  add_ids=add_ids)
     finally:
         for c in conns:
             try:
@@ -544,6 +545,23 @@ def test_peek_reads_headers_requeues_and_warns(env):
         ch.close()  # unacked: back to the queue
     finally:
         conn.close()
+
+
+def test_trace_finds_a_queued_task_only_with_peek(env):
+    task_id = env.add_ids[1]
+    base = ("trace", task_id, "--app", env.mod, "--format", "json")
+    plain = run_cli(*base, cwd=env.base, env={"PYTHONPATH": env.base}, timeout=60)
+    data = json.loads(plain.stdout)
+    assert plain.returncode == 1 and not data["found"] and not data["locations"]
+    assert any(n["where"] == "rabbitmq queues" and "only read with --peek" in n["reason"] for n in data["not_checked"])
+    before = broker_picture(env)
+    peeked = run_cli(*base, "--peek", cwd=env.base, env={"PYTHONPATH": env.base}, timeout=60)
+    assert broker_picture(env) == before  # read and put back
+    assert peeked.returncode == 0, peeked.stdout + peeked.stderr
+    [location] = json.loads(peeked.stdout)["locations"]
+    assert location["where"] == "rabbitmq queue" and location["name"] == "queue:work" and location["state"] == "queued"
+    assert location["task"] == f"{env.mod}.add" and "nothing consumes this queue" in location["next"]
+    assert any("position 2 from the head" in d for d in location["details"])
 
 
 # --------------------------------------------------------------------------- bounded time

@@ -191,6 +191,20 @@ class RabbitNode:
 
 
 @dataclass(frozen=True)
+class PeekEntry:
+    """One message read under --peek (headers only), by its position from the head of the queue."""
+
+    position: int
+    id: Optional[str]
+    task: Optional[str]
+    eta: Optional[str] = None
+    expires: Optional[str] = None
+    retries: Optional[int] = None
+    redelivered: bool = False
+    transient: bool = False
+
+
+@dataclass(frozen=True)
 class PeekSample:
     queue: str
     read: int
@@ -201,6 +215,7 @@ class PeekSample:
     malformed: int = 0
     task_ids: tuple[str, ...] = ()
     error: Optional[str] = None
+    entries: tuple[PeekEntry, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -408,8 +423,10 @@ def collect_rabbitmq(ctx: Any) -> Part:
                 if not collector.api_reachable:
                     collector.read_passive(probe)
                 if peek:
-                    limit = min(PEEK_PER_QUEUE, max(1, int(getattr(options, "max_messages", PEEK_PER_QUEUE) or 1)))
-                    collector.read_peek(probe, limit)
+                    asked = max(1, int(getattr(options, "max_messages", PEEK_PER_QUEUE) or 1))
+                    deep = bool(getattr(options, "deep", False))
+                    collector.read_peek(probe, asked if deep else min(PEEK_PER_QUEUE, asked),
+                                        total_limit=PEEK_TOTAL * (10 if deep else 1))
         except RabbitError as exc:
             collector.amqp_error = exc.reason
             if not collector.api_reachable:
@@ -552,7 +569,7 @@ class _Collector:
                 self.passive.append(f"exchange {name!r}: does not exist (passive declare: 404 NOT_FOUND)")
 
     # -- --peek
-    def read_peek(self, probe: AmqpProbe, per_queue: int) -> None:
+    def read_peek(self, probe: AmqpProbe, per_queue: int, total_limit: int = PEEK_TOTAL) -> None:
         total = 0
         touched: list[str] = []
         for name in self.app_queues:
@@ -561,7 +578,7 @@ class _Collector:
                 continue
             if queue.type == "stream" or queue.exclusive:
                 continue
-            budget = min(per_queue, PEEK_TOTAL - total)
+            budget = min(per_queue, total_limit - total)
             if budget <= 0:
                 break
             try:
@@ -577,7 +594,8 @@ class _Collector:
             tasks: Counter = Counter()
             unsafe: Counter = Counter()
             ids = []
-            for message in messages:
+            entries = []
+            for position, message in enumerate(messages):
                 env = message.envelope
                 if env.ok and env.task:
                     tasks[env.task] += 1
@@ -585,6 +603,9 @@ class _Collector:
                         ids.append(env.id)
                 if env.unsafe_serializer:
                     unsafe[env.unsafe_serializer] += 1
+                entries.append(PeekEntry(position=position, id=env.id, task=env.task, eta=env.eta, expires=env.expires,
+                                         retries=env.retries, redelivered=message.redelivered,
+                                         transient=message.delivery_mode == 1))
             self.peek[name] = PeekSample(
                 queue=name,
                 read=len(messages),
@@ -594,6 +615,7 @@ class _Collector:
                 unsafe=dict(unsafe),
                 malformed=sum(1 for m in messages if not m.envelope.ok),
                 task_ids=tuple(ids),
+                entries=tuple(entries),
             )
         self.peeked = True
         quorum = [n for n in touched if (self.queues.get(n) and self.queues[n].type == "quorum")]
@@ -747,3 +769,68 @@ def scope_queues(state: RabbitState, names: Optional[Iterable[str]] = None) -> l
     if wanted:
         return [state.queues[n] for n in wanted if n in state.queues]
     return [q for n, q in sorted(state.queues.items()) if not INTERNAL_QUEUE.match(n)]
+
+
+# --------------------------------------------------------------------------- `trace TASK_ID`
+
+
+def trace_search(ctx: Any, task_id: str, snapshot: Any):
+    """Where one task id sits in RabbitMQ, from the snapshot's rabbitmq part: (locations, checked, not_checked).
+
+    RabbitMQ shows message contents only to a reader that takes them off the queue, so a task is found only
+    in the messages `--peek` read (and requeued); unacknowledged deliveries are with a worker and are found
+    by the workers search.
+    """
+    from ..trace import TraceLocation
+
+    part = snapshot.part("rabbitmq")
+    if not part.ok:
+        return [], [], [("rabbitmq", part.reason or part.status.value)]
+    state: RabbitState = part.data
+    if not state.peeked:
+        where = ", ".join(repr(n) for n in state.app_queues[:6]) or "the vhost's queues"
+        return [], [], [("rabbitmq queues", f"message headers in {where} are only read with --peek (basic.get + "
+                                            "requeue: marks them redelivered and can reorder them)")]
+    found = []
+    checked: list[str] = []
+    not_checked: list[tuple[str, str]] = []
+    for name, sample in sorted(state.peek.items()):
+        queue = state.queues.get(name)
+        if sample.error:
+            not_checked.append((f"rabbitmq queue {name}", sample.error))
+            continue
+        ready = queue.messages_ready if queue else None
+        checked.append(f"rabbitmq queue {name} ({sample.read} of {_count_text(ready)} ready messages read)")
+        if ready is not None and sample.read < ready:
+            not_checked.append((f"rabbitmq queue {name}", f"only the first {sample.read} of {ready} messages were read "
+                                                          "(raise --max-messages with --deep to read more)"))
+        for entry in sample.entries:
+            if entry.id != task_id:
+                continue
+            details = [f"position {entry.position + 1} from the head of the queue (when it was read)"]
+            if entry.eta:
+                details.append(f"eta {entry.eta}: a worker will hold it unacknowledged until then")
+            if entry.expires:
+                details.append(f"expires {entry.expires}")
+            if entry.retries:
+                details.append(f"retries {entry.retries}")
+            if entry.redelivered:
+                details.append("was already redelivered before this read (a worker had it and gave it back)")
+            if entry.transient:
+                details.append("transient (delivery_mode 1): lost if the broker restarts")
+            consumers = queue.consumers if queue else None
+            if consumers == 0:
+                nxt = "it waits: nothing consumes this queue (start a worker with -Q " + name + ")"
+            elif consumers:
+                nxt = f"one of the {consumers} consumer(s) will receive it after the {entry.position} message(s) ahead of it"
+            else:
+                nxt = "a consumer of this queue will receive it"
+            found.append(TraceLocation("rabbitmq queue", f"queue:{name}", "queued", nxt, tuple(details), entry.task))
+    if not state.api_reachable:
+        not_checked.append(("rabbitmq management API", state.api_error or "not reachable"))
+    checked.append("rabbitmq unacknowledged deliveries cannot be read from the broker: see the workers search")
+    return found, checked, not_checked
+
+
+def _count_text(value: Optional[int]) -> str:
+    return "?" if value is None else str(value)
