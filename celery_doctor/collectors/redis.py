@@ -1,0 +1,792 @@
+"""The Redis broker as it really is: server settings, queues, bindings, unacked messages, the messages themselves.
+
+Read-only and bounded (see celery_doctor/redisio.py for the commands used). The result is a frozen
+`RedisState`; checks in checks/redis.py read it, and cross-broker checks use `queue_views()`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from ..brokerview import QueueView
+from ..envelope import EnvelopeStats, MessageSummary, decode_payload, from_parts
+from ..masking import mask_url, scrub
+from ..model import Part
+from ..redisio import (BINDING_PREFIX, BLOCKING_COMMANDS, CHUNK, SEP, Reader, RedisReadError, connect_sentinel,
+                       connect_url, parse_binding, parse_url, priority_keys, split_failover, stream_unacked)
+from ..settings import REDIS_DEFAULT_VISIBILITY_TIMEOUT, as_seconds
+from . import CollectContext
+
+PIDBOX_EXCHANGE = "celery.pidbox"
+REPLY_EXCHANGE = "reply.celery.pidbox"
+RESULT_PREFIXES = (b"celery-task-meta-", b"celery-taskset-meta-", b"chord-unlock-")
+MAX_KEYS = 200_000  # keys SCANned in the app's database (default scan); --deep raises it
+MAX_FOREIGN_KEYS = 20_000  # keys SCANned in each other database
+MAX_QUEUES = 500
+MAX_UNACKED = 20_000  # unacked entries read one by one (default scan); the counts are always exact
+MAX_EXAMPLES = 20
+RESTORE_SLACK = 300.0  # kombu's unacked_mutex_expire: a restore sweep may be skipped this long
+
+
+# -- the state ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ServerInfo:
+    version: str
+    mode: str  # standalone / cluster / sentinel (redis_mode)
+    role: str  # master / slave
+    cluster_enabled: bool
+    uptime_s: Optional[int]
+    maxmemory: Optional[int]
+    maxmemory_policy: Optional[str]
+    used_memory: Optional[int]
+    evicted_keys: Optional[int]
+    aof_enabled: Optional[bool]
+    rdb_save: Optional[str]  # CONFIG GET save ("" = no snapshots); None when CONFIG is not available
+    rdb_last_save_time: Optional[int]
+    rdb_changes_since_last_save: Optional[int]
+    rdb_saves: Optional[int]  # snapshots taken since start (Redis 7+ INFO)
+    connected_clients: Optional[int]
+    blocked_clients: Optional[int]
+    settings_source: str  # "CONFIG GET" or "INFO"
+    config_refused: Optional[str] = None  # why CONFIG GET could not be used (ACL / renamed on managed Redis)
+    master_link: Optional[str] = None  # replica: the master it follows
+
+    @property
+    def persistence(self) -> Optional[bool]:
+        """True when AOF or RDB snapshots protect the data, False when neither does, None when unknown."""
+        if self.aof_enabled:
+            return True
+        if self.rdb_save is not None:
+            return bool(self.rdb_save.strip())
+        if self.rdb_saves:
+            return True
+        return None
+
+
+@dataclass(frozen=True)
+class ClientSummary:
+    available: bool
+    reason: Optional[str]  # why CLIENT LIST was not read
+    consumers_by_db: Mapping[int, int] = field(default_factory=dict)  # clients blocked in BRPOP & co
+    subscribers_by_db: Mapping[int, int] = field(default_factory=dict)  # clients in (P)SUBSCRIBE (worker mailboxes, monitors)
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class SubQueue:
+    key: str  # as stored (prefix included)
+    priority: int
+    depth: int
+
+
+@dataclass(frozen=True)
+class RedisQueue:
+    name: str
+    depth: int
+    subqueues: tuple[SubQueue, ...]
+    origins: tuple[str, ...]  # routed / declared / bound / found
+    exchanges: tuple[str, ...] = ()  # exchanges whose binding set names this queue
+    idle_s: Optional[int] = None  # OBJECT IDLETIME of the busiest sub-queue before our reads (None: unknown)
+    summary: Optional[MessageSummary] = None
+    sampled: int = 0
+    complete: bool = False  # every message of the queue was analysed
+    stream_note: Optional[str] = None  # why the analysis stopped early / moved
+
+    @property
+    def tasks(self) -> Mapping[str, int]:
+        return self.summary.task_counts if self.summary else {}
+
+
+@dataclass(frozen=True)
+class Binding:
+    exchange: str
+    routing_key: str
+    pattern: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class UnackedExample:
+    tag: str
+    age_s: float
+    queue: Optional[str]
+    task: Optional[str]
+    task_id: Optional[str]
+    eta: Optional[str]
+
+
+@dataclass(frozen=True)
+class UnackedState:
+    entries: int  # HLEN unacked
+    indexed: int  # ZCARD unacked_index
+    older_than_vt: int  # ZCOUNT unacked_index -inf (now - vt): the restore sweep should already have taken them
+    older_than_vt_slack: int  # older than vt + the mutex time: nobody is restoring them
+    oldest_age_s: Optional[float]
+    read: int  # entries read one by one (to know their queues and tasks)
+    by_queue: Mapping[str, int] = field(default_factory=dict)
+    stale_by_queue: Mapping[str, int] = field(default_factory=dict)  # older than vt + slack, per queue
+    tasks: Mapping[str, int] = field(default_factory=dict)
+    missing_payload: int = 0  # index entries whose hash value is gone
+    unindexed: Optional[int] = None  # hash entries without an index entry: never restored (None: not all read)
+    eta_beyond_vt: int = 0  # held ETA tasks whose ETA lies further than vt after their delivery
+    mutex_ttl_ms: Optional[int] = None  # PTTL unacked_mutex (-1: no expiry, None: no mutex)
+    examples: tuple[UnackedExample, ...] = ()
+
+
+@dataclass(frozen=True)
+class ForeignKeys:
+    """Kombu-shaped keys outside the app's database/prefix."""
+
+    db: int
+    prefix: str
+    queues: Mapping[str, int]  # queue -> depth (priority sub-queues summed)
+    bindings: tuple[str, ...]  # exchanges with a binding set
+    unacked: int
+
+    @property
+    def messages(self) -> int:
+        return sum(self.queues.values()) + self.unacked
+
+
+@dataclass(frozen=True)
+class FailoverURL:
+    url: str  # masked
+    reachable: Optional[bool]  # None: not tried
+    role: Optional[str]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class RedisState:
+    url: str  # masked, the one read
+    scheme: str
+    db: int
+    prefix: str
+    vt: float
+    vt_source: str
+    server: ServerInfo
+    clients: ClientSummary
+    keyspace: Mapping[int, int]  # db -> keys
+    queues: tuple[RedisQueue, ...]
+    bindings: tuple[Binding, ...]
+    missing_bindings: tuple[str, ...]  # exchanges the app routes through whose binding set is absent
+    pidbox_nodes: tuple[str, ...]  # workers whose mailbox is bound (alive or not)
+    unacked: UnackedState
+    foreign: tuple[ForeignKeys, ...]
+    failover: tuple[FailoverURL, ...] = ()
+    keys_scanned: int = 0
+    keys_complete: bool = True
+    result_keys: int = 0
+    deep: bool = False
+    max_messages: int = 0
+    notes: tuple[str, ...] = ()  # what could not be checked, and why
+    duration_s: float = 0.0
+    commands: int = 0
+
+    def queue(self, name: str) -> Optional[RedisQueue]:
+        for queue in self.queues:
+            if queue.name == name:
+                return queue
+        return None
+
+    @property
+    def consumers(self) -> Optional[int]:
+        """Clients blocked in BRPOP on the app's database (kombu consumers); None when unknown."""
+        if not self.clients.available:
+            return None
+        return self.clients.consumers_by_db.get(self.db, 0)
+
+    @property
+    def queued(self) -> int:
+        return sum(q.depth for q in self.queues)
+
+    @property
+    def at_risk(self) -> int:
+        """Every message the broker holds for the app: queued plus unacked."""
+        return self.queued + self.unacked.entries
+
+    def queue_views(self) -> dict[str, QueueView]:
+        consumers = self.consumers
+        views = {}
+        for queue in self.queues:
+            views[queue.name] = QueueView(
+                name=queue.name,
+                messages=queue.depth,
+                unacked=self.unacked.by_queue.get(queue.name, 0) if self.unacked.read >= self.unacked.entries else None,
+                consumers=0 if consumers == 0 else None,
+                task_counts=dict(queue.tasks),
+                sampled=queue.sampled,
+            )
+        return views
+
+
+# -- gathering ---------------------------------------------------------------------------------------
+class _Progress:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._last = 0.0
+        self._shown = False
+
+    def show(self, text: str, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.2:
+            return
+        self._last = now
+        self._shown = True
+        sys.stderr.write(f"\r\x1b[Kcelery-doctor: {text}")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _int(value: Any) -> Optional[int]:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _server(reader: Reader, notes: list) -> ServerInfo:
+    info = reader.info()
+    config, refused = reader.config_get("maxmemory", "maxmemory-policy", "save", "appendonly")
+    if config is None:
+        notes.append(f"CONFIG GET is not available ({refused}): memory and persistence settings read from INFO")
+        source = "INFO"
+        maxmemory = _int(info.get("maxmemory"))
+        policy = info.get("maxmemory_policy")
+        rdb_save = None
+        aof = info.get("aof_enabled")
+        aof = None if aof is None else bool(_int(aof))
+    else:
+        source = "CONFIG GET"
+        maxmemory = _int(config.get("maxmemory"))
+        policy = config.get("maxmemory-policy")
+        rdb_save = config.get("save")
+        aof = (config.get("appendonly") or "").lower() == "yes" if "appendonly" in config else None
+    master = None
+    if info.get("role") == "slave":
+        master = f"{info.get('master_host')}:{info.get('master_port')} (link {info.get('master_link_status')})"
+    return ServerInfo(
+        version=str(info.get("redis_version", "unknown")),
+        mode=str(info.get("redis_mode", "standalone")),
+        role=str(info.get("role", "unknown")),
+        cluster_enabled=bool(_int(info.get("cluster_enabled"))),
+        uptime_s=_int(info.get("uptime_in_seconds")),
+        maxmemory=maxmemory,
+        maxmemory_policy=str(policy) if policy is not None else None,
+        used_memory=_int(info.get("used_memory")),
+        evicted_keys=_int(info.get("evicted_keys")),
+        aof_enabled=aof,
+        rdb_save=rdb_save,
+        rdb_last_save_time=_int(info.get("rdb_last_save_time")),
+        rdb_changes_since_last_save=_int(info.get("rdb_changes_since_last_save")),
+        rdb_saves=_int(info.get("rdb_saves")),
+        connected_clients=_int(info.get("connected_clients")),
+        blocked_clients=_int(info.get("blocked_clients")),
+        settings_source=source,
+        config_refused=refused,
+        master_link=master,
+    ), {int(k[2:]): int(v.get("keys", 0)) for k, v in info.items()
+        if isinstance(k, str) and k.startswith("db") and k[2:].isdigit() and isinstance(v, Mapping)}
+
+
+def _clients(reader: Reader, server: ServerInfo, notes: list) -> ClientSummary:
+    clients, refused = reader.client_list(server.connected_clients)
+    if clients is None:
+        notes.append(f"CLIENT LIST not read ({refused}): consumers per database unknown; "
+                     f"the server reports {server.blocked_clients} blocked client(s) in all")
+        return ClientSummary(available=False, reason=refused, total=server.connected_clients or 0)
+    consumers: Counter = Counter()
+    subscribers: Counter = Counter()
+    for client in clients:
+        if client.get("name") == "celery-doctor":
+            continue
+        db = _int(client.get("db")) or 0
+        cmd = str(client.get("cmd", "")).lower()
+        if cmd in BLOCKING_COMMANDS:
+            consumers[db] += 1
+        if (_int(client.get("psub")) or 0) + (_int(client.get("sub")) or 0) > 0:
+            subscribers[db] += 1
+    return ClientSummary(True, None, dict(consumers), dict(subscribers), len(clients))
+
+
+@dataclass
+class _Scan:
+    lists: set = field(default_factory=set)
+    bindings: set = field(default_factory=set)  # exchange names (our prefix)
+    foreign_prefixes: dict = field(default_factory=dict)  # prefix -> {"bindings": set, "unacked": bool}
+    result_keys: int = 0
+    scanned: int = 0
+    complete: bool = True
+
+
+def _classify_keys(reader: Reader, limit: int, want_lists: bool = True) -> _Scan:
+    found = _Scan()
+    prefix = reader.prefix.encode()
+    unknown: list = []
+    marker = BINDING_PREFIX.encode()
+    unacked_names = (b"unacked", b"unacked_index")
+
+    def flush() -> None:
+        if not unknown:
+            return
+        for key, kind in zip(unknown, reader.types(unknown)):
+            if kind == "list":
+                found.lists.add(key)
+        unknown.clear()
+
+    scan = reader.scan(limit=limit)
+    for key in scan:
+        found.scanned += 1
+        at = key.find(marker)
+        if at >= 0:
+            key_prefix, exchange = key[:at], key[at + len(marker):]
+            if key_prefix == prefix:
+                found.bindings.add(_text(exchange))
+            else:
+                found.foreign_prefixes.setdefault(_text(key_prefix), {"bindings": set(), "unacked": False})["bindings"].add(_text(exchange))
+            continue
+        if key.startswith(RESULT_PREFIXES):
+            found.result_keys += 1
+            continue
+        if key.endswith(unacked_names) and key not in (prefix + b"unacked", prefix + b"unacked_index"):
+            other = key[:-len(b"unacked_index")] if key.endswith(b"unacked_index") else key[:-len(b"unacked")]
+            if not other.endswith(b"_"):  # a prefix like "app1:" or "x" (an "_unacked" suffix is someone else's)
+                found.foreign_prefixes.setdefault(_text(other), {"bindings": set(), "unacked": False})["unacked"] = True
+        if b"_kombu." in key or key.endswith((b"unacked", b"unacked_index", b"unacked_mutex")):
+            continue
+        if want_lists:
+            unknown.append(key)
+            if len(unknown) >= 1000:
+                flush()
+    flush()
+    found.complete = scan.complete
+    if not scan.complete:
+        found.complete = False
+    return found
+
+
+def _queue_of_list(key: bytes, prefix: bytes) -> Optional[str]:
+    if prefix and not key.startswith(prefix):
+        return None
+    name = key[len(prefix):]
+    text = _text(name)
+    if SEP in text:
+        base, _, step = text.rpartition(SEP)
+        if step.isdigit():
+            return base
+    return text
+
+
+def _is_kombu_list(reader: Reader, key: str) -> bool:
+    """The oldest element (LINDEX -1, O(1)) looks like a kombu message envelope."""
+    value, refused = reader.try_call("LINDEX", key, -1)
+    if refused or value is None:
+        return False
+    envelope = decode_payload(value)
+    return envelope.ok or (envelope.error or "").startswith(("no task name", "body is missing"))
+
+
+def _vt(config) -> tuple[float, str]:
+    options = config.transport_options if config is not None else {}
+    value = as_seconds(options.get("visibility_timeout"))
+    if value is None:
+        return float(REDIS_DEFAULT_VISIBILITY_TIMEOUT), f"{REDIS_DEFAULT_VISIBILITY_TIMEOUT} s (kombu default)"
+    return value, f"{value:g} s (broker_transport_options)"
+
+
+def _unacked(reader: Reader, options: Mapping[str, Any], vt: float, now: float, limit: Optional[int],
+             routes_to_queue) -> UnackedState:
+    hash_key = reader.key(str(options.get("unacked_key") or "unacked"))
+    index_key = reader.key(str(options.get("unacked_index_key") or "unacked_index"))
+    mutex_key = reader.key(str(options.get("unacked_mutex_key") or "unacked_mutex"))
+    mutex_expire = as_seconds(options.get("unacked_mutex_expire")) or RESTORE_SLACK
+    hlen, zcard, older, stale, oldest, pttl = reader.pipeline([
+        ("HLEN", hash_key), ("ZCARD", index_key),
+        ("ZCOUNT", index_key, "-inf", f"({now - vt}"),
+        ("ZCOUNT", index_key, "-inf", f"({now - vt - mutex_expire}"),
+        ("ZRANGE", index_key, 0, 0, "WITHSCORES"), ("PTTL", mutex_key)])
+    hlen = hlen if isinstance(hlen, int) else 0
+    zcard = zcard if isinstance(zcard, int) else 0
+    oldest_age = None
+    if isinstance(oldest, list) and len(oldest) >= 2:
+        oldest_age = max(0.0, now - float(oldest[1]))
+    by_queue: Counter = Counter()
+    stale_by_queue: Counter = Counter()
+    tasks: Counter = Counter()
+    examples = []
+    read = missing = eta_beyond = 0
+    for rows in stream_unacked(reader, index_key, hash_key, limit=limit):
+        for row in rows:
+            read += 1
+            age = max(0.0, now - row.delivered_at)
+            queue = task = task_id = eta = None
+            if row.payload is None:
+                missing += 1
+            else:
+                try:
+                    message, exchange, routing_key = json.loads(row.payload)
+                    envelope = from_parts(message.get("headers"), message.get("properties"), message.get("content-type"),
+                                          message.get("content-encoding"))
+                    queue = routes_to_queue(_text(exchange or ""), _text(routing_key or ""))
+                    task, task_id, eta = envelope.task, envelope.id, envelope.eta
+                    if envelope.eta_epoch is not None and envelope.eta_epoch - row.delivered_at > vt:
+                        eta_beyond += 1
+                except (ValueError, TypeError, AttributeError, RecursionError):
+                    queue = None
+                    task = "<undecodable unacked entry>"
+            by_queue[queue or "?"] += 1
+            if age > vt + mutex_expire:
+                stale_by_queue[queue or "?"] += 1
+            if task:
+                tasks[task] += 1
+            if len(examples) < MAX_EXAMPLES:
+                examples.append(UnackedExample(row.tag, round(age, 1), queue, task, task_id, eta))
+    unindexed = None
+    if read >= zcard:
+        unindexed = max(0, hlen - (read - missing))
+    return UnackedState(
+        entries=hlen, indexed=zcard, older_than_vt=older if isinstance(older, int) else 0,
+        older_than_vt_slack=stale if isinstance(stale, int) else 0, oldest_age_s=oldest_age, read=read,
+        by_queue=dict(by_queue), stale_by_queue=dict(stale_by_queue), tasks=dict(tasks), missing_payload=missing,
+        unindexed=unindexed, eta_beyond_vt=eta_beyond,
+        mutex_ttl_ms=pttl if isinstance(pttl, int) and pttl != -2 else None, examples=tuple(examples))
+
+
+def _summarise_queue(reader: Reader, ctx: CollectContext, name: str, subqueues: list[SubQueue], vt: float, now: float,
+                     progress: _Progress) -> tuple[Optional[MessageSummary], int, bool, Optional[str]]:
+    depth = sum(s.depth for s in subqueues)
+    if depth == 0:
+        return None, 0, True, None
+    stats = EnvelopeStats(now, vt)
+    deep = ctx.options.deep
+    budget = ctx.options.max_messages
+    notes = []
+    complete = True
+    if deep:
+        for sub in subqueues:
+            if not sub.depth:
+                continue
+            stream = reader.stream_list(sub.key, prefetch=sub.depth > 20 * CHUNK)
+            for items in stream:
+                stats.add_raw_chunk(items)
+                progress.show(f"reading {name}: {stats.analysed:,}/{depth:,} messages")
+            if stream.stopped:
+                complete = False
+                notes.append(f"stopped at {stream.read:,} of {sub.depth:,} in {sub.key!r}: {stream.stopped}")
+            if stream.shifted:
+                notes.append(f"{stream.shifted:,} message(s) were pushed while reading (accounted for)")
+            if stream.lost_track:
+                notes.append("more than a chunk was pushed between two reads: counts may be off by up to "
+                             f"{CHUNK} messages")
+    else:
+        remaining = budget
+        for sub in subqueues:
+            if not sub.depth or remaining <= 0:
+                if sub.depth:
+                    complete = False
+                continue
+            share = max(1, budget * sub.depth // depth) if depth > budget else sub.depth
+            share = min(share, remaining)
+            for items in reader.sample_list(sub.key, sub.depth, share):
+                stats.add_raw_chunk(items)
+            remaining -= share
+            if share < sub.depth:
+                complete = False
+    summary = stats.summary()
+    return summary, summary.analysed, complete and summary.analysed >= depth, "; ".join(notes) or None
+
+
+def _binding_routes(bindings: list[Binding]):
+    table: dict = {}
+    for b in bindings:
+        table.setdefault(b.exchange, []).append(b)
+
+    def route(exchange: str, routing_key: str) -> Optional[str]:
+        if not exchange:
+            return routing_key or None
+        for b in table.get(exchange, ()):
+            if not b.routing_key or b.routing_key == routing_key:
+                return b.queue
+        return routing_key or exchange
+
+    return route
+
+
+def _foreign(reader: Reader, scan: _Scan, keyspace: Mapping[int, int], config, notes: list, deep: bool) -> list[ForeignKeys]:
+    out = []
+    known = set(config.routed_queues()) | set(config.queue_names()) if config is not None else set()
+
+    def describe(r: Reader, db: int, prefix: str, exchanges: set, unacked_flag: bool) -> Optional[ForeignKeys]:
+        queues: dict = {}
+        for exchange in sorted(exchanges)[:200]:
+            if exchange in (PIDBOX_EXCHANGE, REPLY_EXCHANGE):
+                continue
+            members, _ = r.set_members(f"{prefix}{BINDING_PREFIX}{exchange}", limit=2000)
+            for member in members:
+                queues.setdefault(parse_binding(member)[2], 0)
+        for name in known:
+            queues.setdefault(name, 0)
+        names = sorted(queues)[:MAX_QUEUES]
+        keys = [f"{prefix}{key}" for name in names for _, key in priority_keys(name)]
+        depths = r.llen_many(keys)
+        for i, name in enumerate(names):
+            queues[name] = sum(depths[i * 4:(i + 1) * 4])
+        queues = {k: v for k, v in queues.items() if v}
+        unacked = r.call("HLEN", f"{prefix}unacked") or 0 if unacked_flag else 0
+        if not queues and not unacked and not exchanges:
+            return None
+        return ForeignKeys(db=db, prefix=prefix, queues=queues, bindings=tuple(sorted(exchanges)), unacked=int(unacked))
+
+    for prefix, found in sorted(scan.foreign_prefixes.items()):
+        entry = describe(reader, reader.db, prefix, found["bindings"], found["unacked"])
+        if entry:
+            out.append(entry)
+    for db in sorted(keyspace):
+        if db == reader.db or reader.deadline.remaining() < 1.0:
+            continue
+        other = reader.clone(db=db)
+        try:
+            other.open()
+            found = _classify_keys(other, limit=(MAX_KEYS if deep else MAX_FOREIGN_KEYS), want_lists=False)
+            prefixes: dict = {reader.prefix: {"bindings": set(), "unacked": False}}
+            prefixes.update(found.foreign_prefixes)
+            prefixes[reader.prefix]["bindings"] |= found.bindings
+            unacked_here = other.call("EXISTS", other.key("unacked")) or 0
+            prefixes[reader.prefix]["unacked"] = bool(unacked_here)
+            for prefix, data in sorted(prefixes.items()):
+                if not data["bindings"] and not data["unacked"]:
+                    continue
+                entry = describe(other, db, prefix, data["bindings"], data["unacked"])
+                if entry:
+                    out.append(entry)
+            if not found.complete:
+                notes.append(f"db {db}: only the first {found.scanned:,} keys were looked at for kombu keys")
+        except RedisReadError as exc:
+            notes.append(f"db {db} not read: {exc}")
+        finally:
+            other.close()
+    return out
+
+
+def _failover(urls: list[str], ctx: CollectContext, options: Mapping[str, Any]) -> tuple[Optional[Reader], list[FailoverURL], list[str]]:
+    """Try each `;`-separated URL in kombu's order; the first that answers is read. Every URL is reported."""
+    statuses = []
+    chosen = None
+    errors = []
+    use_ssl = _use_ssl(ctx)
+    for url in urls:
+        masked = mask_url(url) or ""
+        try:
+            reader = connect_url(url, ctx.deadline, options, cap=3.0, use_ssl=use_ssl)
+        except RedisReadError as exc:
+            statuses.append(FailoverURL(masked, False, None, str(exc)))
+            errors.append(str(exc))
+            continue
+        except Exception as exc:  # noqa: BLE001
+            statuses.append(FailoverURL(masked, False, None, scrub(f"{type(exc).__name__}: {exc}")))
+            errors.append(scrub(str(exc)))
+            continue
+        try:
+            role = str(reader.info("replication").get("role", "unknown"))
+        except RedisReadError as exc:
+            role = None
+            errors.append(str(exc))
+        statuses.append(FailoverURL(masked, True, role))
+        if chosen is None and role == "master":
+            chosen = reader
+        else:
+            if chosen is None and len(urls) == 1:
+                chosen = reader
+            else:
+                reader.close()
+    if chosen is None and statuses and any(s.reachable for s in statuses):
+        # only replicas answered: read the first one anyway (read-only commands work on replicas)
+        first = next(u for u, s in zip(urls, statuses) if s.reachable)
+        chosen = connect_url(first, ctx.deadline, options, cap=3.0, use_ssl=use_ssl)
+    return chosen, statuses, errors
+
+
+def _use_ssl(ctx: CollectContext) -> Any:
+    try:
+        return ctx.app.conf.get("broker_use_ssl")
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def collect_redis(ctx: CollectContext) -> Part:
+    started = time.monotonic()
+    if not ctx.broker_url:
+        return Part.unavailable("no broker URL")
+    try:
+        return _collect(ctx, started)
+    except RedisReadError as exc:
+        return Part.unavailable(str(exc))
+
+
+def _collect(ctx: CollectContext, started: float) -> Part:
+    config = ctx.config
+    options = dict(config.transport_options) if config is not None else {}
+    notes: list[str] = []
+    urls = split_failover(ctx.broker_url)
+    first = parse_url(urls[0])
+    failover: list[FailoverURL] = []
+    if first.scheme == "sentinel":
+        try:
+            reader, master = connect_sentinel(urls, ctx.deadline, options, cap=3.0)
+        except RedisReadError as exc:
+            return Part.unavailable(str(exc))
+        notes.append(f"sentinel: the sentinels named {master} as master of {options.get('master_name')!r}; "
+                     "its replicas and the sentinels' quorum were not checked")
+        failover = [FailoverURL(mask_url(u) or "", None, None, "sentinel") for u in urls]
+    else:
+        reader, failover, errors = _failover(urls, ctx, options)
+        if reader is None:
+            return Part.unavailable(errors[0] if len(errors) == 1 else "no broker URL answered: " + "; ".join(errors))
+        if len(urls) == 1:
+            failover = []
+    progress = _Progress(bool(ctx.options.progress))
+    try:
+        return Part.gathered(_read(reader, ctx, options, notes, failover, started, progress))
+    finally:
+        progress.done()
+        reader.close()
+
+
+def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes: list, failover: list,
+          started: float, progress: _Progress) -> "RedisState":
+    config = ctx.config
+    now = time.time()
+    vt, vt_source = _vt(config)
+    deep = bool(ctx.options.deep)
+    server, keyspace = _server(reader, notes)
+    if server.cluster_enabled:
+        notes.append("Redis Cluster: SCAN and the reads below saw only the node the URL points at")
+    clients = _clients(reader, server, notes)
+    progress.show("listing keys")
+    scan = _classify_keys(reader, limit=(50 * MAX_KEYS if deep else MAX_KEYS))
+    if not scan.complete:
+        notes.append(f"only the first {scan.scanned:,} keys of db {reader.db} were listed (SCAN stopped early): "
+                     "queues found only by their keys may be missing")
+    prefix = reader.prefix.encode()
+
+    # bindings
+    bindings: list[Binding] = []
+    exchanges = set(scan.bindings)
+    app_exchanges = _app_exchanges(config)
+    for exchange in sorted(exchanges | app_exchanges)[:MAX_QUEUES]:
+        members, complete = reader.set_members(reader.key(f"{BINDING_PREFIX}{exchange}"),
+                                               limit=(1_000_000 if deep else 20_000))
+        if not members:
+            continue
+        exchanges.add(exchange)
+        if not complete:
+            notes.append(f"binding set of {exchange!r}: only part of its members were read")
+        for member in members:
+            rk, pattern, queue = parse_binding(member)
+            bindings.append(Binding(exchange, rk, pattern, queue))
+    bindings.sort(key=lambda b: (b.exchange, b.queue, b.routing_key))
+    missing = tuple(sorted(e for e in app_exchanges if e not in exchanges))
+    pidbox_nodes = tuple(sorted({b.queue[:-len(".celery.pidbox")] if b.queue.endswith(".celery.pidbox") else b.queue
+                                 for b in bindings if b.exchange == PIDBOX_EXCHANGE}))
+
+    # queues
+    origins: dict[str, set] = {}
+    if config is not None:
+        for name in config.routed_queues():
+            origins.setdefault(name, set()).add("routed")
+        for name in config.queue_names():
+            origins.setdefault(name, set()).add("declared")
+    bound_by: dict[str, set] = {}
+    for b in bindings:
+        if b.exchange in (PIDBOX_EXCHANGE, REPLY_EXCHANGE):
+            continue
+        origins.setdefault(b.queue, set()).add("bound")
+        bound_by.setdefault(b.queue, set()).add(b.exchange)
+    found_lists: dict[str, set] = {}
+    for key in scan.lists:
+        name = _queue_of_list(key, prefix)
+        if name is None or name.endswith((".reply.celery.pidbox", ".celery.pidbox")):
+            continue
+        found_lists.setdefault(name, set()).add(key)
+    for name in sorted(found_lists):
+        if name in origins:
+            continue
+        if len(origins) >= MAX_QUEUES:
+            notes.append(f"more than {MAX_QUEUES} queues: the rest were not read")
+            break
+        if any(_is_kombu_list(reader, _text(k)) for k in sorted(found_lists[name])[:1]):
+            origins.setdefault(name, set()).add("found")
+    names = sorted(origins)[:MAX_QUEUES]
+    keys = [(name, step, reader.key(key)) for name in names for step, key in priority_keys(name)]
+    depths = reader.llen_many([k for _, _, k in keys])
+    per_queue: dict[str, list[SubQueue]] = {}
+    for (name, step, key), depth in zip(keys, depths):
+        per_queue.setdefault(name, []).append(SubQueue(key, step, depth))
+    idle: dict[str, Optional[int]] = {}
+    for name in names:
+        busiest = max(per_queue[name], key=lambda s: s.depth)
+        idle[name] = reader.idle_seconds(busiest.key) if busiest.depth else None
+
+    queues = []
+    for name in names:
+        subqueues = per_queue[name]
+        summary, sampled, complete, note = (None, 0, True, None)
+        if reader.deadline.remaining() > 1.0:
+            summary, sampled, complete, note = _summarise_queue(reader, ctx, name, subqueues, vt, now, progress)
+        elif sum(s.depth for s in subqueues):
+            complete, note = False, "not read: the deadline was near"
+        queues.append(RedisQueue(
+            name=name, depth=sum(s.depth for s in subqueues), subqueues=tuple(subqueues),
+            origins=tuple(sorted(origins[name])), exchanges=tuple(sorted(bound_by.get(name, ()))),
+            idle_s=idle.get(name), summary=summary, sampled=sampled, complete=complete, stream_note=note))
+
+    progress.show("reading unacked messages", force=True)
+    unacked = _unacked(reader, options, vt, now, None if deep else MAX_UNACKED, _binding_routes(bindings))
+    if unacked.read < unacked.entries:
+        notes.append(f"{unacked.read:,} of {unacked.entries:,} unacked entries were read one by one (use --deep for all); "
+                     "the counts by age are exact")
+    foreign = []
+    if reader.deadline.remaining() > 1.0:
+        progress.show("looking for kombu keys in other databases", force=True)
+        foreign = _foreign(reader, scan, keyspace, config, notes, deep)
+    else:
+        notes.append("other databases were not searched for kombu keys: the deadline was near")
+    if not reader.touch_free:
+        notes.append(f"Redis {server.version} has no CLIENT NO-TOUCH: this scan's reads reset the idle time of the "
+                     "keys it read (a second scan soon after sees them as recently used)")
+    return RedisState(
+        url=reader.target.masked, scheme=reader.target.scheme, db=reader.db, prefix=reader.prefix, vt=vt,
+        vt_source=vt_source, server=server, clients=clients, keyspace=keyspace, queues=tuple(queues),
+        bindings=tuple(bindings), missing_bindings=missing, pidbox_nodes=pidbox_nodes, unacked=unacked,
+        foreign=tuple(foreign), failover=tuple(failover), keys_scanned=scan.scanned, keys_complete=scan.complete,
+        result_keys=scan.result_keys, deep=deep, max_messages=ctx.options.max_messages, notes=tuple(notes),
+        duration_s=round(time.monotonic() - started, 3), commands=reader.commands)
+
+
+def _app_exchanges(config) -> set:
+    """Exchanges the app publishes through by name (routes without a queue): they need a binding set on Redis."""
+    if config is None:
+        return set()
+    out = set()
+    for route in config.routes.values():
+        if route.exchange and not route.queue and not route.error:
+            out.add(route.exchange)
+    for rule in config.route_rules:
+        exchange = rule.options.get("exchange")
+        if exchange and not rule.options.get("queue"):
+            out.add(str(getattr(exchange, "name", exchange)))
+    return out
