@@ -193,3 +193,19 @@ def test_management_api_unreachable_still_finds_workers(env):
     assert not state.discovered and "not reachable" in (state.discovery_error or "")
     assert not state.addressed
     assert {env["solo"].nodename, env["prefork"].nodename} <= {w.name for w in state.answered}
+
+
+def test_silent_management_api_leaves_time_for_the_broadcast(env):
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # accepts, never answers
+    try:
+        started = time.monotonic()
+        part = collect(env["app"], timeout=3.0, management_url=f"http://127.0.0.1:{silent.getsockname()[1]}")
+        assert time.monotonic() - started < 3.0
+        assert part.ok and "did not answer within" in part.data.discovery_error
+        assert {env["solo"].nodename, env["prefork"].nodename} <= {w.name for w in part.data.answered}
+    finally:
+        silent.close()

@@ -319,3 +319,25 @@ def test_killed_worker_is_silent_not_absent(tmp_path, worker_factory):
         assert reply_keys(client) == []
     finally:
         client.flushdb()
+
+
+@pytest.mark.parametrize("scheme", ["redis", "amqp"])
+def test_a_silent_broker_is_a_bounded_reason(scheme):
+    """A peer that accepts the connection and never answers: unavailable, named, before the deadline."""
+    import socket
+
+    from celery import Celery
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    port = silent.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0" if scheme == "redis" else f"amqp://guest:s3cret-pw@127.0.0.1:{port}//"
+    try:
+        app = Celery("silent", broker=url, set_as_current=False)
+        started = time.monotonic()
+        part = collect(app, timeout=2.0)
+        assert time.monotonic() - started < 2.0
+        assert not part.ok and "did not answer within" in part.reason and "s3cret" not in part.reason
+    finally:
+        silent.close()

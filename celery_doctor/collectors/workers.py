@@ -430,6 +430,11 @@ def _reserve(deadline) -> float:
     return min(1.0, max(0.3, 0.1 * deadline.seconds))
 
 
+def _connect_budget(deadline) -> float:
+    """Socket timeouts for the broker connection: leave the reserve, so a dead peer ends before the deadline."""
+    return deadline.budget(max(0.2, min(3.0, deadline.remaining() - _reserve(deadline))))
+
+
 def _serializer(app: Any) -> str:
     accept = [str(a).lower() for a in (app.conf.accept_content or ())]
     if "json" in accept or "application/json" in accept or not accept:
@@ -479,16 +484,16 @@ def _redis_round(ctx, namespace: str) -> _Round:
     from kombu import Producer
 
     app = ctx.app
-    cap = ctx.deadline.budget(3.0)
+    cap = _connect_budget(ctx.deadline)
     conn = app.connection_for_write(
         url=ctx.broker_url, connect_timeout=cap,
-        transport_options={"socket_timeout": max(cap, 1.0), "socket_connect_timeout": cap, "max_retries": 1},
+        transport_options={"socket_timeout": max(cap, 1.0), "socket_connect_timeout": cap, "max_retries": 0},
     )
     round_ = _Round(known=[], discovery="redis pidbox bindings", discovered=False)
     created: list[tuple[str, str]] = []  # (kind, key) written by this scan
     raw = None
     try:
-        conn.connect()
+        conn.ensure_connection(max_retries=0, timeout=cap)
         chan = conn.default_channel
         prefix = getattr(chan, "global_keyprefix", "") or ""
         sep = getattr(chan, "sep", REDIS_SEP)
@@ -604,11 +609,15 @@ def _rabbit_known(ctx, conn, namespace: str) -> tuple[Optional[list[str]], Optio
     path = (f"/api/queues/{quote(vhost, safe='')}?page=1&page_size=500&use_regex=true&name={pattern}"
             "&columns=name,consumers")
     try:
-        data = _management_get(base, path, user, password, ctx.deadline.budget(3.0))
+        # At most a third of what is left: a silent management API must leave time for the broadcast.
+        budget = ctx.deadline.budget(min(2.0, max(0.2, ctx.deadline.remaining() / 3)))
+        data = _management_get(base, path, user, password, budget)
     except urllib.error.HTTPError as exc:
         return None, scrub(f"management API {mask_url(base)} answered HTTP {exc.code}")
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, socket.timeout) or "timed out" in str(reason):
+            return None, scrub(f"management API {mask_url(base)} did not answer within {budget:.1f} s")
         return None, scrub(f"management API {mask_url(base)} not reachable: {reason}")
     items = data.get("items") if isinstance(data, Mapping) else data
     if not isinstance(items, list):
@@ -630,12 +639,12 @@ def _amqp_round(ctx, namespace: str) -> _Round:
     from kombu import Consumer, Producer, Queue
 
     app = ctx.app
-    cap = ctx.deadline.budget(3.0)
+    cap = _connect_budget(ctx.deadline)
     conn = app.connection_for_write(url=ctx.broker_url, connect_timeout=cap, heartbeat=0,
-                                    transport_options={"read_timeout": cap, "write_timeout": cap, "max_retries": 1})
+                                    transport_options={"read_timeout": cap, "write_timeout": cap, "max_retries": 0})
     round_ = _Round(known=[], discovery="rabbitmq pidbox queues (management API)", discovered=False)
     try:
-        conn.connect()
+        conn.ensure_connection(max_retries=0, timeout=cap)
         known, error = _rabbit_known(ctx, conn, namespace)
         if known is None:
             round_.discovery_error = error
@@ -733,7 +742,12 @@ def collect_workers(ctx) -> Part:
     try:
         round_ = _redis_round(ctx, namespace) if transport == "redis" else _amqp_round(ctx, namespace)
     except Exception as exc:  # noqa: BLE001 - a broker that fails is a reason, not a traceback
-        return Part.unavailable(scrub(f"worker broadcast failed: {type(exc).__name__}: {exc}"))
+        text = " ".join(str(exc).split())
+        if isinstance(exc, socket.timeout) or "timed out" in text.lower() or "timeout" in text.lower():
+            waited = time.monotonic() - started
+            return Part.unavailable(scrub(f"the broker did not answer within {waited:.1f} s "
+                                          f"({type(exc).__name__}: {text})"))
+        return Part.unavailable(scrub(f"worker broadcast failed: {type(exc).__name__}: {text}"))
     return Part.gathered(_state(transport, namespace, round_, time.monotonic() - started))
 
 
