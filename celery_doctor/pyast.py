@@ -775,3 +775,22 @@ def assigned_from(func: ast.AST, predicate: Callable[[ast.expr], bool]) -> dict[
             elif isinstance(target, ast.Tuple) and target.elts and isinstance(target.elts[0], ast.Name):
                 bound[target.elts[0].id] = node.lineno  # obj, created = X.objects.get_or_create(...)
     return bound
+
+
+def periodic_task_locations(tree: Optional[SourceTree]) -> list[tuple[Location, Optional[str], str]]:
+    """Every `add_periodic_task(...)` call: (location, the entry's literal `name=` or None, the signature's text).
+
+    For checks that see the resulting beat entry in the app's configuration and want to point at the code."""
+    proj = project(tree)
+    if proj is None:
+        return []
+    found = []
+    for module in proj.modules_mentioning("add_periodic_task"):
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Call) and last_name(node) == "add_periodic_task":
+                name = keyword(node, "name")
+                sig = node.args[1] if len(node.args) > 1 else keyword(node, "sig")
+                found.append((Location(module.path, node.lineno),
+                              name.value if isinstance(name, ast.Constant) and isinstance(name.value, str) else None,
+                              _segment(module.file, sig) if sig is not None else ""))
+    return found

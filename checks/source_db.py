@@ -34,9 +34,13 @@ def publish_subject(proj: Project, snapshot: Snapshot, module: Module, call: ast
     return f"task:{name}" if name else f"file:{module.path}"
 
 
+NOT_DB_SESSIONS = ("http", "request", "client", "api", "aiohttp", "browser", "web")
+
+
 def _is_session(recv: str) -> bool:
+    """A receiver that looks like a database session (not a requests/aiohttp/API client session)."""
     last = recv.split(".")[-1].lower() if recv else ""
-    return "session" in last
+    return "session" in last and not any(word in recv.lower() for word in NOT_DB_SESSIONS)
 
 
 def _is_write(call: ast.Call) -> bool:
@@ -44,15 +48,19 @@ def _is_write(call: ast.Call) -> bool:
         return False
     method = call.func.attr
     if method in SESSION_WRITES:
-        return True
+        first = call.args[0] if call.args else None
+        # session.delete("https://...") is an HTTP client, not the ORM
+        return not isinstance(first, (ast.Constant, ast.JoinedStr))
     if method == "execute" and call.args:
-        statement = call.args[0]
-        for node in ast.walk(statement):
-            if isinstance(node, ast.Call) and last_name(node) in WRITE_STATEMENTS:
-                return True
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
-                    node.value.strip().split(" ")[0].lower() in WRITE_STATEMENTS:
-                return True
+        for node in ast.walk(call.args[0]):
+            if not isinstance(node, ast.Call):
+                continue
+            name = last_name(node)
+            if name in WRITE_STATEMENTS:
+                return True  # insert(Order).values(...), update(Order)...
+            if name == "text" and node.args and isinstance(node.args[0], ast.Constant) and \
+                    str(node.args[0].value).strip().split(" ")[0].lower() in WRITE_STATEMENTS:
+                return True  # text("UPDATE ...")
     return False
 
 
@@ -255,6 +263,10 @@ ENGINE_USES = {"connect", "begin", "execute", "raw_connection", "create_all", "d
                "Session", "scalar"}
 
 
+def _is_main_guard(stmt: ast.AST) -> bool:
+    return isinstance(stmt, ast.If) and "__main__" in ast.dump(stmt.test)
+
+
 def import_time_nodes(module: Module) -> Iterator[ast.AST]:
     """Nodes that run when the module is imported: module level and class bodies, not function bodies."""
     pending = list(module.tree.body)
@@ -263,7 +275,7 @@ def import_time_nodes(module: Module) -> Iterator[ast.AST]:
         if isinstance(stmt, ast.ClassDef):
             pending[0:0] = list(stmt.body)
             continue
-        if isinstance(stmt, FuncNode):
+        if isinstance(stmt, FuncNode) or _is_main_guard(stmt):
             continue
         yield from walk_scope(stmt)
 
@@ -357,8 +369,8 @@ def engine_before_fork(snapshot: Snapshot):
             uses = [n for n in nodes if isinstance(n, ast.Call) and n is not call and name and (
                 name in {dotted_name(a) for a in n.args} | {dotted_name(k.value) for k in n.keywords}
                 or receiver(n) == name) and (last_name(n) in ENGINE_USES or last_name(n).startswith("create_all"))]
-            what = "engine" if kind == "engine" else "database client (open connection)"
-            evidence = [f"`{code(module, call, 70)}` at line {call.lineno} creates a {what} when {module.path} is "
+            what = "an engine" if kind == "engine" else "a database client (an open connection)"
+            evidence = [f"`{code(module, call, 70)}` at line {call.lineno} creates {what} when {module.path} is "
                         f"imported; the worker imports it ({worker[module.path]})",
                         "prefork children are forked after that import and inherit its pooled connections: two "
                         "children sharing one socket corrupt each other's queries (ResourceClosedError, SSL or "
@@ -372,8 +384,9 @@ def engine_before_fork(snapshot: Snapshot):
                 confidence = Confidence.CONFIGURED
             evidence.append("no worker_process_init handler disposes or re-creates it")
             target = name or "engine"
-            fix = (f"Add `@worker_process_init.connect` def _reset_db(**kwargs): {target}.dispose(close=False)` "
-                   "(celery.signals), or create it lazily per process, or pass `poolclass=NullPool`."
+            fix = (f"Dispose it in each pool process: `@worker_process_init.connect` (celery.signals) on "
+                   f"`def _reset_db(**kwargs): {target}.dispose(close=False)`; or create it lazily per process, or "
+                   "pass `poolclass=NullPool`."
                    if kind == "engine" else
                    f"Open the connection per process: create `{target}` in a `worker_process_init` handler (or on "
                    "first use in the task), not at import time.")
@@ -462,7 +475,8 @@ def scoped_session_not_removed(snapshot: Snapshot):
                       f"no task_postrun handler, Task base class or finally block calls {name}.remove(): each pool "
                       "process reuses one session (and its transaction) across tasks, so one failed flush makes "
                       "every later task in that process fail (PendingRollbackError)"],
-            fix=f"Add `@task_postrun.connect` def _remove_session(**kwargs): {name}.remove()` (celery.signals).",
+            fix=f"Remove it after every task: `@task_postrun.connect` (celery.signals) on "
+                f"`def _remove_session(**kwargs): {name}.remove()`.",
             location=loc(smodule, call))
 
 
@@ -509,11 +523,13 @@ class Orm:
         first = name.split(".")[0]
         if last in ("get_object_or_404",):
             return True
+        if "values" in name:
+            return False  # values()/values_list() give plain data
         if first in self.models and (last == first or ".objects" in name or ".query" in name):
             return last == first or last in ORM_GETTERS or last in ("all", "filter", "exclude", "order_by")
-        if last == "save" and any(w in first.lower() for w in ("serializer", "form")):
+        if last == "save" and (first.lower().endswith("serializer") or first.lower().endswith("form")):
             return True
-        if ".objects." in name and "values" not in name:
+        if ".objects." in name:
             return last in ORM_GETTERS or last in ("all", "filter", "exclude", "order_by", "select_related")
         if _is_session(receiver(expr)) and last in ("get", "merge") and expr.args:
             return dotted_name(expr.args[0]).split(".")[-1] in self.models
@@ -616,14 +632,14 @@ def orm_instance_argument(snapshot: Snapshot):
                 for value in _task_arguments(call):
                     why = ""
                     if isinstance(value, ast.Name) and value.id in instances:
-                        why = f"`{value.id}` is a model instance (bound at line {instances[value.id]})"
+                        why = f"`{value.id}`, a model instance (bound at line {instances[value.id]})"
                     elif isinstance(value, ast.Name) and value.id in params:
-                        why = (f"`{value.id}` is the model instance itself" if value.id == "self"
-                               else "`instance` is the model instance the signal was sent for")
+                        why = ("`self`, the model instance itself" if value.id == "self"
+                               else "`instance`, the model instance the signal was sent for")
                     elif orm.single(value):
-                        why = f"`{code(module, value, 50)}` returns a model instance"
+                        why = f"`{code(module, value, 50)}`, which returns a model instance"
                     elif dotted_name(value).endswith("request.user"):
-                        why = f"`{dotted_name(value)}` is the user model instance"
+                        why = f"`{dotted_name(value)}`, the user model instance"
                     if not why:
                         continue
                     effect = ("with the json serializer the publish raises EncodeError (not JSON serializable): "

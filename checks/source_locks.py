@@ -73,9 +73,23 @@ def acquisitions(proj: Project, module: Module, body: list) -> list[Acquire]:
     return found
 
 
+def _released(acquire: Acquire, body: list) -> bool:
+    """Whether the scope deletes the key it set: a lock, as opposed to a throttle key left to expire."""
+    if not acquire.deletable:
+        return True
+    dump = acquire.key_dump
+    return bool(dump) and any(isinstance(n, ast.Call) and last_name(n) in ("delete", "unlink") and n.args
+                              and ast.dump(n.args[0]) == dump for n in walk_scope(body))
+
+
+def locks(proj: Project, module: Module, body: list) -> list[Acquire]:
+    """Acquisitions that are released again in the same scope (de-duplication locks)."""
+    return [a for a in acquisitions(proj, module, body) if _released(a, body)]
+
+
 def task_acquisitions(proj: Project, task: Task) -> list[Acquire]:
-    """Acquisitions in the task body, and in helpers of this tree the body calls (one level deep)."""
-    found = acquisitions(proj, task.module, task.body)
+    """Locks taken in the task body, and in helpers of this tree the body calls (one level deep)."""
+    found = locks(proj, task.module, task.body)
     seen = set()
     for node in walk_scope(task.body):
         if not isinstance(node, ast.Call):
@@ -86,7 +100,7 @@ def task_acquisitions(proj: Project, task: Task) -> list[Acquire]:
         seen.add(name)
         helper = proj.function(name, task.module)
         if helper and helper[1] is not task.node and not proj.task_for(*helper):
-            found += acquisitions(proj, helper[0], helper[1].body)
+            found += locks(proj, helper[0], helper[1].body)
     return found
 
 

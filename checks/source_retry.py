@@ -61,7 +61,7 @@ def retry_delay(snapshot: Snapshot, proj: Project, task: Task) -> tuple[float, s
     info = config_task(snapshot, task)
     if info is not None and info.default_retry_delay is not None:
         return float(info.default_retry_delay), "default_retry_delay"
-    return CELERY_DEFAULT_RETRY_DELAY, "default_retry_delay (Celery's default)"
+    return CELERY_DEFAULT_RETRY_DELAY, "default_retry_delay, Celery's default"
 
 
 def _retry_ways(task: Task, calls: list[ast.Call]) -> str:

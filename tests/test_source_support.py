@@ -99,3 +99,17 @@ def line_of(source: str, needle: str, nth: int = 1) -> int:
     hits = [n for n, line in enumerate(textwrap.dedent(source).lstrip().splitlines(), 1) if needle in line]
     assert len(hits) >= nth, f"{needle!r} not found {nth} times"
     return hits[nth - 1]
+
+
+def test_periodic_task_locations_point_at_the_code(tmp_path):
+    snapshot = source_snapshot(tmp_path, {"proj/__init__.py": "", "proj/celery.py": """
+        from celery import Celery
+        app = Celery("proj")
+
+        @app.on_after_configure.connect
+        def setup(sender, **kwargs):
+            sender.add_periodic_task(60.0, ping.s(), name="ping")
+        """})
+    [(where, name, sig)] = pyast.periodic_task_locations(snapshot.source)
+    assert where.path.endswith("proj/celery.py") and where.line == 6
+    assert (name, sig) == ("ping", "ping.s()")
