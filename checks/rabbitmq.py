@@ -357,8 +357,9 @@ def route_to_missing_queue(snapshot: Snapshot):
                     + (" (declared in task_queues)" if name in declared else " (not in task_queues)")]
         if drops:
             evidence.append(f"the vhost's drop_unroutable counter is {drops:,}")
-        evidence.append("a publish to a missing queue through the default exchange is dropped without an error "
-                        "(Celery does not publish as mandatory)")
+        evidence.append("producers declare a queue once per process (kombu's declare cache): one that declared it "
+                        "before it disappeared now publishes into nothing, dropped without an error (Celery does not "
+                        "publish as mandatory); a new producer recreates it, with no consumer until a worker declares it")
         yield route_to_missing_queue.finding(subject=f"queue:{name}", evidence=evidence,
                                              confidence=Confidence.OBSERVED, location=_anchor(snapshot, "task_routes"))
 
