@@ -269,6 +269,62 @@ def explain(check_id: str = typer.Argument(..., help="A check id (CD101) or slug
     guarded(body)
 
 
+@app.command()
+def trace(
+    task_id: str = typer.Argument(..., help="The id of the task to look for."),
+    app_spec: Optional[str] = AppOpt,
+    broker: Optional[str] = BrokerOpt,
+    fmt: Optional[Format] = FormatOpt,
+    output: Optional[List[str]] = OutputOpt,
+    timeout: Optional[float] = TimeoutOpt,
+    management_url: Optional[str] = typer.Option(None, "--management-url", help="RabbitMQ management API URL."),
+    peek: bool = typer.Option(False, "--peek", help="RabbitMQ: read queued message headers with basic.get + requeue (sets redelivered, can reorder)."),
+    config_file: Optional[str] = ConfigOpt,
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Where is this task? Queues, unacked messages, workers and the result backend, read-only. Exit 0 found, 1 not found."""
+
+    def body() -> int:
+        from .collectors import ScanOptions
+        from .diagnose import RunOptions
+        from .options_file import find_pyproject, load_options
+        from .reporters.trace import format_trace_json, format_trace_markdown, format_trace_text
+        from .trace import trace as run_trace
+
+        _setup_logging(verbose)
+        if not task_id.strip() or len(task_id) > 255 or any(c.isspace() or not c.isprintable() for c in task_id):
+            raise UsageError("TASK_ID must be a non-empty id without spaces (at most 255 characters)")
+        file_options = load_options(config_file or find_pyproject())
+        chosen = Format(_pick(fmt and fmt.value, file_options, "format", "text"))
+        seconds = float(_pick(timeout, file_options, "timeout", 10.0))
+        if seconds <= 0:
+            raise UsageError("--timeout must be a positive number of seconds")
+        options = RunOptions(
+            mode="scan", app=_pick(app_spec, file_options, "app"), broker=_pick(broker, file_options, "broker"),
+            sources=list(file_options.get("source", [])), timeout=seconds,
+            select=[s.upper() for s in file_options.get("select", [])],
+            ignore=[s.upper() for s in file_options.get("ignore", [])],
+            scan=ScanOptions(management_url=_pick(management_url, file_options, "management-url"), peek=peek,
+                             consumer_timeout=file_options.get("consumer-timeout"), timeout=seconds),
+        )
+        result = run_trace(options, task_id)
+        renderers = {Format.json: format_trace_json, Format.markdown: format_trace_markdown,
+                     Format.text: format_trace_text, Format.sarif: format_trace_json}
+        outputs = list(output or [])
+        if not outputs:
+            sys.stdout.write(renderers[chosen](result))
+        for path in outputs:
+            kind = EXTENSIONS.get(os.path.splitext(path)[1].lower(), chosen)
+            try:
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.write(renderers[kind](result))
+            except OSError as exc:
+                raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        return EXIT_OK if result.found else EXIT_FINDINGS
+
+    guarded(body)
+
+
 def main() -> None:
     try:
         app()

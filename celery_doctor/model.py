@@ -159,6 +159,10 @@ def check(
     return wrap
 
 
+class SkipCheck(Exception):
+    """Raised by a check that finds, at run time, that the data it needs is not there; the message says why."""
+
+
 class PartStatus(str, enum.Enum):
     GATHERED = "gathered"
     UNAVAILABLE = "unavailable"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 from .masking import scrub, scrub_all
-from .model import Check, CheckResult, CheckStatus, Finding, Snapshot
+from .model import Check, CheckResult, CheckStatus, Finding, SkipCheck, Snapshot
 from .registry import Registry, selected
 
 RAISE_ENV = "CELERY_DOCTOR_RAISE_CHECK_ERRORS"  # tests set it so that a crashing check cannot hide
@@ -66,6 +66,9 @@ def run_checks(registry: Registry, snapshot: Snapshot, select: Sequence[str] = (
             continue
         try:
             produced = [_clean(f) for f in check.run(snapshot) or ()]
+        except SkipCheck as exc:
+            results.append(CheckResult(**base, status=CheckStatus.SKIPPED, reason=scrub(str(exc))))
+            continue
         except Exception as exc:  # noqa: BLE001 - one crashing check must not stop the others
             if raise_errors:
                 raise

@@ -1,0 +1,215 @@
+"""`celery-doctor trace TASK_ID`: where is one task? Looked for read-only, everywhere a task can be."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from .collectors import CollectContext
+from .deadline import Deadline
+from .diagnose import RunOptions, build_snapshot, load_target
+from .masking import scrub
+from .model import Finding, RankedFinding, Snapshot
+from .ranking import rank
+from .registry import load_registry
+from .runner import run_checks
+from .settings import human_seconds, transport_of
+
+
+@dataclass(frozen=True)
+class TraceLocation:
+    where: str  # "redis queue", "redis unacked", "rabbitmq queue", "worker", "result backend"
+    name: str  # queue:NAME, worker:NAME, backend
+    state: str  # queued, unacked, running, reserved, scheduled, revoked, SUCCESS, FAILURE, ...
+    next: str  # what happens to it next
+    details: tuple[str, ...] = ()
+    task: Optional[str] = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"where": self.where, "name": self.name, "state": self.state, "next": self.next,
+                "details": list(self.details), "task": self.task}
+
+
+@dataclass
+class TraceResult:
+    task_id: str
+    target: Any
+    started_at: str
+    duration_s: float = 0.0
+    locations: list[TraceLocation] = field(default_factory=list)
+    not_checked: list[tuple[str, str]] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    likely_causes: tuple[RankedFinding, ...] = ()
+
+    @property
+    def found(self) -> bool:
+        return bool(self.locations)
+
+    @property
+    def task_name(self) -> Optional[str]:
+        for loc in self.locations:
+            if loc.task:
+                return loc.task
+        return None
+
+
+# A searcher looks in one place and returns (locations, checked, not_checked).
+Searcher = Callable[[CollectContext, str, Snapshot], tuple[list[TraceLocation], list[str], list[tuple[str, str]]]]
+
+
+def _iso(ts: Optional[float]) -> Optional[str]:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def search_workers(ctx: CollectContext, task_id: str, snapshot: Snapshot):
+    part = snapshot.part("workers")
+    if not part.ok:
+        return [], [], [("workers", part.reason or part.status.value)]
+    state = part.data
+    found: list[TraceLocation] = []
+    for worker in state.workers:
+        for list_name, state_name in (("active", "running"), ("reserved", "reserved"), ("scheduled", "scheduled")):
+            for ref in getattr(worker, list_name) or ():
+                if ref.id != task_id:
+                    continue
+                details = []
+                nxt = ""
+                if state_name == "running":
+                    if ref.time_start:
+                        details.append(f"started {human_seconds(max(0.0, snapshot.now - ref.time_start))} ago "
+                                       f"({_iso(ref.time_start)})")
+                    details.append("acknowledged" if ref.acknowledged else "not acknowledged yet (acks_late)")
+                    nxt = "it finishes on this worker; if the worker process dies, " + (
+                        "the message is already acked: lost unless it was acks_late" if ref.acknowledged
+                        else "it is redelivered (or acked and lost without reject_on_worker_lost)")
+                elif state_name == "reserved":
+                    nxt = "it runs when a pool process of this worker is free; lost with early acks if this worker is killed"
+                else:
+                    details.append(f"eta {ref.eta}")
+                    nxt = "the worker holds it unacknowledged in memory until its ETA, then runs it"
+                if ref.redelivered:
+                    details.append("redelivered: it was delivered before (a duplicate run is possible)")
+                found.append(TraceLocation("worker", f"worker:{worker.name}", state_name, nxt, tuple(details), ref.name))
+    silent = [w.name for w in state.silent]
+    not_checked = [("workers", f"{', '.join(silent)} did not answer within {state.wait_s:g} s")] if silent else []
+    checked = [f"workers ({len(state.answered)} answered)"]
+    return found, checked, not_checked
+
+
+def search_backend(ctx: CollectContext, task_id: str, snapshot: Snapshot):
+    app = ctx.app
+    backend_url = app.conf.get("result_backend")
+    if not backend_url:
+        return [], [], [("result backend", "no result_backend is configured")]
+    scheme = str(backend_url).split(":", 1)[0].lower()
+    if scheme in ("rpc", "amqp"):
+        return [], [], [("result backend", f"{scheme}:// results can only be read by the caller that sent the task")]
+    budget = ctx.deadline.budget(cap=5.0)
+    for key in ("redis_socket_timeout", "redis_socket_connect_timeout"):
+        app.conf[key] = budget
+    app.conf["redis_retry_on_timeout"] = False
+    outcome: dict[str, Any] = {}
+
+    def lookup() -> None:
+        try:
+            outcome["meta"] = app.backend.get_task_meta(task_id)
+        except Exception as exc:  # noqa: BLE001
+            outcome["error"] = scrub(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=lookup, daemon=True, name="trace-backend")
+    thread.start()
+    thread.join(budget)
+    if thread.is_alive():
+        return [], [], [("result backend", f"did not answer within {budget:.1f} s")]
+    if "error" in outcome:
+        return [], [], [("result backend", outcome["error"])]
+    meta = outcome.get("meta") or {}
+    status = str(meta.get("status") or "PENDING")
+    if status == "PENDING":
+        return [], ["result backend (no record: PENDING means unknown, not queued)"], []
+    details = []
+    if meta.get("date_done"):
+        details.append(f"date_done {meta['date_done']}")
+    if status in ("FAILURE", "RETRY", "REVOKED") and meta.get("result") is not None:
+        details.append(scrub(f"error: {meta.get('result')!r}")[:300])
+    if meta.get("worker"):
+        details.append(f"worker {meta['worker']}")
+    nxt = {
+        "SUCCESS": "nothing: it ran and succeeded",
+        "FAILURE": "nothing: it failed and will not run again unless retried by the caller",
+        "RETRY": "a retry was scheduled: look for the new message in the queues and workers' scheduled lists",
+        "STARTED": "it is running (or its worker died while running it)",
+        "REVOKED": "nothing: it was revoked and will be discarded",
+    }.get(status, "")
+    return [TraceLocation("result backend", "backend", status, nxt, tuple(details), meta.get("name"))], ["result backend"], []
+
+
+BROKER_SEARCHERS = {"redis": "celery_doctor.collectors.redis:trace_search",
+                    "rabbitmq": "celery_doctor.collectors.rabbitmq:trace_search"}
+
+
+def _broker_searchers(transport: Optional[str]) -> list[Searcher]:
+    path = BROKER_SEARCHERS.get(transport or "")
+    if not path:
+        def unsupported(ctx, task_id, snapshot):
+            return [], [], [("broker", f"tracing is not supported on the {transport or 'unknown'} transport")]
+        return [unsupported]
+    import importlib
+
+    module_name, name = path.split(":")
+    return [getattr(importlib.import_module(module_name), name)]
+
+
+def _relevant_first(findings: tuple[RankedFinding, ...], task: Optional[str], queue: Optional[str]) -> tuple[RankedFinding, ...]:
+    def related(f: Finding) -> bool:
+        text = " ".join((f.subject, *f.evidence))
+        return bool((task and task in text) or (queue and f.subject == f"queue:{queue}"))
+
+    ordered = sorted(findings, key=lambda r: (not related(r.finding), r.rank))
+    return tuple(RankedFinding(i, r.score, r.why, r.finding) for i, r in enumerate(ordered, 1))
+
+
+def trace(options: RunOptions, task_id: str) -> TraceResult:
+    started = time.time()
+    deadline = Deadline(options.timeout)
+    app, raw_url = load_target(options, deadline)
+    registry = load_registry()
+    result = TraceResult(task_id=task_id, target=None,
+                         started_at=dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"))
+    snapshot, ctx = build_snapshot(options, deadline, app, raw_url)
+    result.target = snapshot.target
+    transport = snapshot.target.transport or transport_of(raw_url)
+    searchers: list[Searcher] = [*_broker_searchers(transport), search_workers, search_backend]
+    outcomes: dict[int, tuple] = {}
+
+    def run(index: int, searcher: Searcher) -> None:
+        try:
+            outcomes[index] = searcher(ctx, task_id, snapshot)
+        except Exception as exc:  # noqa: BLE001 - one place failing must not hide the others
+            outcomes[index] = ([], [], [(getattr(searcher, "__name__", "search"), scrub(f"{type(exc).__name__}: {exc}"))])
+
+    threads = [threading.Thread(target=run, args=(i, s), daemon=True) for i, s in enumerate(searchers)]
+    for thread in threads:
+        thread.start()
+    for index, thread in enumerate(threads):
+        thread.join(deadline.remaining())
+        if index not in outcomes:
+            name = getattr(searchers[index], "__name__", "search").replace("_", " ")
+            outcomes[index] = ([], [], [(name, f"did not answer within {options.timeout:g} s")])
+    for index in range(len(searchers)):
+        locations, checked, not_checked = outcomes[index]
+        result.locations.extend(locations)
+        result.checked.extend(checked)
+        result.not_checked.extend(not_checked)
+    for name, part in sorted(snapshot.parts.items()):
+        if name in ("redis", "rabbitmq") and not part.ok and part.reason and name == transport:
+            result.not_checked.append((name, scrub(part.reason)))
+    ran = run_checks(registry, snapshot, options.select, options.ignore)
+    queue = next((loc.name.split(":", 1)[1] for loc in result.locations if loc.name.startswith("queue:")), None)
+    result.likely_causes = _relevant_first(rank(ran.findings), result.task_name, queue)
+    result.duration_s = round(time.time() - started, 2)
+    return result
