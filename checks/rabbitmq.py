@@ -1,8 +1,8 @@
 """Live RabbitMQ checks (CD301-CD349): read the rabbitmq snapshot part (management API, or passive declares).
 
 Every check is a pure function of the snapshot. A check whose data the scan could not read (the management
-API was down, or the user may not read /api/nodes) does not pretend to pass: it raises the runner's
-`SkipCheck` when the installed runner has one, and CD319 lists it in any case.
+API was down, or the user may not read /api/nodes) does not pretend to pass: it raises `SkipCheck`,
+and CD319 lists it in any case.
 """
 from __future__ import annotations
 
@@ -43,13 +43,10 @@ def _state(snapshot: Snapshot) -> Optional[RabbitState]:
 
 
 def _require(state: RabbitState, *data: str) -> bool:
-    """True when the data is there; otherwise skip (the runner's SkipCheck when it exists, else no findings)."""
+    """True when the data is there; otherwise the check is skipped with the reason."""
     if state.has(*data):
         return True
-    skip = getattr(model, "SkipCheck", None)
-    if skip is not None:
-        raise skip(state.why_missing(*data))
-    return False
+    raise model.SkipCheck(state.why_missing(*data))
 
 
 def _routed(snapshot: Snapshot) -> dict[str, list[str]]:
