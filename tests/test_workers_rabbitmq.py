@@ -137,7 +137,7 @@ def test_busy_solo_worker_and_consumer_timeout(env):
                      env={"CELERY_DOCTOR_RAISE_CHECK_ERRORS": "1", "PYTHONPATH": str(env["base"])})
     wall = time.monotonic() - started
     data = json.loads(result.stdout)
-    assert data["duration_s"] <= timeout + 0.5 and wall <= timeout + 3.0, (data["duration_s"], wall)
+    assert data["duration_s"] <= timeout + 1.0 and wall <= timeout + 4.0, (data["duration_s"], wall)
     by_check = {}
     for f in data["findings"]:
         by_check.setdefault(f["check"], []).append(f)
@@ -190,7 +190,7 @@ def test_management_api_unreachable_still_finds_workers(env):
     part = collect(env["app"], timeout=2.5, management_url="http://127.0.0.1:1")
     assert part.ok
     state = part.data
-    assert not state.discovered and "not reachable" in (state.discovery_error or "")
+    assert not state.discovered and "connection refused" in (state.discovery_error or "")
     assert not state.addressed
     assert {env["solo"].nodename, env["prefork"].nodename} <= {w.name for w in state.answered}
 

@@ -181,8 +181,8 @@ def test_busy_solo_worker_is_named_busy_not_absent(env):
                      cwd=env["base"], env={"CELERY_DOCTOR_RAISE_CHECK_ERRORS": "1", "PYTHONPATH": str(env["base"])})
     wall = time.monotonic() - started
     data = json.loads(result.stdout)
-    assert data["duration_s"] <= timeout + 0.5, data["duration_s"]
-    assert wall <= timeout + 3.0, wall  # process start and imports included
+    assert data["duration_s"] <= timeout + 1.0, data["duration_s"]
+    assert wall <= timeout + 4.0, wall  # process start and imports included
     by_check = {}
     for f in data["findings"]:
         by_check.setdefault(f["check"], []).append(f)

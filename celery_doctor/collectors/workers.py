@@ -26,14 +26,12 @@ import json
 import re
 import socket
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from ..masking import mask_url, scrub
+from ..masking import scrub
 from ..model import Part
 from ..settings import as_seconds, transport_of
 
@@ -579,57 +577,33 @@ def _redis_round(ctx, namespace: str) -> _Round:
 
 # -- RabbitMQ ---------------------------------------------------------------------------------------
 
-def _management_base(ctx, conn) -> tuple[str, Optional[str], Optional[str]]:
-    """(base URL without credentials, user, password) for the management API."""
-    url = getattr(ctx.options, "management_url", None)
-    if url:
-        parts = urlsplit(url)
-        user, password = parts.username, parts.password
-        netloc = parts.hostname or "127.0.0.1"
-        if parts.port:
-            netloc += f":{parts.port}"
-        base = f"{parts.scheme or 'http'}://{netloc}{parts.path.rstrip('/')}"
-        return base, user or conn.userid, password if user else conn.password
-    return f"http://{conn.hostname or '127.0.0.1'}:15672", conn.userid, conn.password
+def _rabbit_known(ctx, namespace: str) -> tuple[Optional[list[str]], Optional[str]]:
+    """Workers = `<hostname>.<ns>.pidbox` queues with a consumer (or whose consumers are not counted yet:
+    the API reports consumers a few seconds late). GET only, through the shared management client."""
+    from ..rabbitmq_api import ManagementClient, RabbitError, broker_endpoint
 
-
-def _management_get(base: str, path: str, user: Optional[str], password: Optional[str], timeout: float) -> Any:
-    request = urllib.request.Request(base + path, method="GET")
-    if user is not None:
-        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) URL we built
-        return json.loads(response.read(32 * 1024 * 1024))
-
-
-def _rabbit_known(ctx, conn, namespace: str) -> tuple[Optional[list[str]], Optional[str]]:
-    base, user, password = _management_base(ctx, conn)
-    vhost = conn.virtual_host or "/"
-    pattern = quote(rf"\.{re.escape(namespace)}\.pidbox$", safe="")
-    path = (f"/api/queues/{quote(vhost, safe='')}?page=1&page_size=500&use_regex=true&name={pattern}"
-            "&columns=name,consumers")
+    url = ctx.broker_url or ctx.app.conf.broker_url
     try:
+        endpoint = broker_endpoint(url, getattr(ctx.app.conf, "broker_use_ssl", None))
         # At most a third of what is left: a silent management API must leave time for the broadcast.
-        budget = ctx.deadline.budget(min(2.0, max(0.2, ctx.deadline.remaining() / 3)))
-        data = _management_get(base, path, user, password, budget)
-    except urllib.error.HTTPError as exc:
-        return None, scrub(f"management API {mask_url(base)} answered HTTP {exc.code}")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, socket.timeout) or "timed out" in str(reason):
-            return None, scrub(f"management API {mask_url(base)} did not answer within {budget:.1f} s")
-        return None, scrub(f"management API {mask_url(base)} not reachable: {reason}")
+        cap = min(2.0, max(0.2, ctx.deadline.remaining() / 3))
+        client = ManagementClient.for_broker(endpoint, ctx.deadline, getattr(ctx.options, "management_url", None),
+                                             cap=cap)
+        data = client.get(f"queues/{quote(endpoint.vhost, safe='')}",
+                          {"page": 1, "page_size": 500, "use_regex": "true",
+                           "name": rf"\.{re.escape(namespace)}\.pidbox$", "columns": "name,consumers"})
+    except RabbitError as exc:
+        return None, exc.reason
     items = data.get("items") if isinstance(data, Mapping) else data
     if not isinstance(items, list):
-        return None, "management API returned an unexpected document"
+        return None, "the management API returned an unexpected document for the pidbox queues"
     suffix = f".{namespace}.pidbox"
     known = []
     for item in items:
         name = item.get("name") if isinstance(item, Mapping) else None
         if not isinstance(name, str) or not name.endswith(suffix):
             continue
-        consumers = item.get("consumers")
-        if consumers == 0:
+        if item.get("consumers") == 0:
             continue  # nobody listens: the worker is gone and its mailbox is expiring
         known.append(name[: -len(suffix)])
     return sorted(set(known))[:MAX_KNOWN_WORKERS], None
@@ -645,7 +619,7 @@ def _amqp_round(ctx, namespace: str) -> _Round:
     round_ = _Round(known=[], discovery="rabbitmq pidbox queues (management API)", discovered=False)
     try:
         conn.ensure_connection(max_retries=0, timeout=cap)
-        known, error = _rabbit_known(ctx, conn, namespace)
+        known, error = _rabbit_known(ctx, namespace)
         if known is None:
             round_.discovery_error = error
         else:
