@@ -21,15 +21,26 @@ def _state(snapshot: Snapshot):
     return snapshot.workers
 
 
-def _depths(snapshot: Snapshot) -> dict[str, Any]:
-    return broker_queues(snapshot) or {}
+class _Views(dict):
+    """Queue views from the broker part; `known` is False when no broker part was gathered."""
+
+    known = True
 
 
-def _depth_text(views: dict, queue: str) -> tuple[Optional[int], str]:
+def _depths(snapshot: Snapshot) -> _Views:
+    found = broker_queues(snapshot)
+    views = _Views(found or {})
+    views.known = found is not None
+    return views
+
+
+def _depth_text(views: _Views, queue: str) -> tuple[Optional[int], str]:
     view = views.get(queue)
-    if view is None:
-        return None, "messages waiting: unknown (no broker part gathered, or the queue does not exist yet)"
-    return view.messages, f"{plural(view.messages, 'message')} waiting in {queue!r}"
+    if view is not None:
+        return view.messages, f"{plural(view.messages, 'message')} waiting in {queue!r}"
+    if views.known:
+        return 0, f"no message waiting in {queue!r} now (the broker has no such queue yet, or it is empty)"
+    return None, "messages waiting: unknown (the broker's queues could not be read)"
 
 
 def _silent_text(state) -> Optional[str]:

@@ -103,3 +103,38 @@ def _installed():
     from importlib.metadata import version
 
     return version("celery"), version("kombu")
+
+
+class _BrokerPart:
+    """Stands in for a gathered broker part: only what brokerview.broker_queues reads."""
+
+    def __init__(self, views):
+        self.views = views
+
+    def queue_views(self):
+        return self.views
+
+
+def test_queued_messages_of_a_task_no_consumer_registers_are_counted():
+    from celery_doctor.brokerview import QueueView
+
+    app = Celery("queued", broker="redis://127.0.0.1:6379/7", set_as_current=False)
+    app.conf.task_default_queue = "qa"
+    app.conf.task_routes = {"a.orphan": {"queue": "nobody"}}
+
+    @app.task(name="a.orphan", shared=False)
+    def orphan():
+        return 1
+
+    worker = _worker("w@h", True, replies())  # consumes qa, registers a.add and a.sleepy
+    views = {"qa": QueueView(name="qa", messages=5, task_counts={"a.ghost": 3, "a.add": 2}, sampled=5),
+             "nobody": QueueView(name="nobody", messages=4, consumers=0, task_counts={"a.orphan": 4}, sampled=4)}
+    snapshot = make_snapshot(app, mode="scan", workers=Part.gathered(_state(worker)),
+                             redis=Part.gathered(_BrokerPart(views)))
+    ghost = [f for f in findings_of(by_id("CD402"), snapshot) if f.subject == "task:a.ghost"]
+    assert len(ghost) == 1 and ghost[0].messages_at_risk == 3
+    assert "3 messages of it waiting" in ghost[0].evidence[0]
+    assert not [f for f in findings_of(by_id("CD402"), snapshot) if f.subject == "task:a.add"]
+    unconsumed = {f.subject: f for f in findings_of(by_id("CD401"), snapshot)}
+    assert set(unconsumed) == {"queue:nobody"} and unconsumed["queue:nobody"].messages_at_risk == 4
+    assert "4 messages waiting in 'nobody'" in unconsumed["queue:nobody"].evidence
