@@ -149,17 +149,27 @@ class Reader:
         self.db = target.db if db is None else db
         self._use_ssl = use_ssl
         self._host, self._port = host or target.host, port or target.port
+        self.commands = 0
+        self.touch_free = False  # CLIENT NO-TOUCH accepted (Redis 7.2+): reads leave LRU/LFU data alone
         timeout = deadline.budget(cap)
         kwargs = dict(db=self.db, username=target.username, password=target.password, socket_timeout=timeout,
                       socket_connect_timeout=timeout, single_connection_client=True, decode_responses=False,
-                      retry=Retry(NoBackoff(), 0), health_check_interval=0, lib_name=None, lib_version=None,
-                      protocol=2)
+                      retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2)
         if target.socket_path:
             kwargs["unix_socket_path"] = target.socket_path
         else:
             kwargs.update(host=self._host, port=self._port)
             kwargs.update(_ssl_kwargs(target, use_ssl))
-        self.client = redis.Redis(**kwargs)
+        try:  # a single-connection client connects (and negotiates) right here
+            self.client = redis.Redis(**kwargs)
+        except (redis.TimeoutError, TimeoutError):
+            raise RedisReadError(f"Redis at {self.where} did not answer within {timeout:.1f} s") from None
+        except redis.AuthenticationError as exc:
+            raise RedisReadError(f"Redis at {self.where} refused the credentials: {exc}") from None
+        except redis.ConnectionError as exc:
+            raise RedisReadError(f"cannot reach Redis at {self.where}: {exc}") from None
+        except redis.RedisError as exc:
+            raise RedisReadError(f"Redis at {self.where} answered unexpectedly: {exc}") from None
         self.commands = 0
         self.touch_free = False  # CLIENT NO-TOUCH accepted (Redis 7.2+): reads leave LRU/LFU data alone
 
@@ -200,12 +210,16 @@ class Reader:
         self.commands += 1
         try:
             return self.client.execute_command(*args)
-        except redis.TimeoutError:
+        except (redis.TimeoutError, TimeoutError):
             raise RedisReadError(f"Redis at {self.where} did not answer {_text(args[0])} within {timeout:.1f} s") from None
         except redis.AuthenticationError as exc:
             raise RedisReadError(f"Redis at {self.where} refused the credentials: {exc}") from None
         except redis.ConnectionError as exc:
             raise RedisReadError(f"cannot reach Redis at {self.where}: {exc}") from None
+        except redis.ResponseError:
+            raise
+        except redis.RedisError as exc:
+            raise RedisReadError(f"Redis at {self.where} answered unexpectedly: {exc}") from None
 
     def try_call(self, *args: Any, cap: Optional[float] = None) -> tuple[Any, Optional[str]]:
         """(result, None), or (None, reason) when the server refused the command (ACL, renamed, unknown)."""
@@ -230,7 +244,7 @@ class Reader:
             pipe.execute_command(*command)
         try:
             return pipe.execute(raise_on_error=False)
-        except redis.TimeoutError:
+        except (redis.TimeoutError, TimeoutError):
             raise RedisReadError(f"Redis at {self.where} did not answer within {timeout:.1f} s") from None
         except redis.ConnectionError as exc:
             raise RedisReadError(f"cannot reach Redis at {self.where}: {exc}") from None
@@ -326,9 +340,9 @@ class Reader:
         if length <= want:
             return list(ListStream(self, key, chunk=min(CHUNK, max(want, 1)), limit=want))
         windows = max(1, min(windows, want))
-        size = max(1, want // windows)
+        sizes = [want // windows + (1 if w < want % windows else 0) for w in range(windows)]
         chunks = []
-        for w in range(windows):
+        for w, size in enumerate(sizes):
             start = (length - size) * w // max(1, windows - 1) if windows > 1 else 0
             got = 0
             while got < size:

@@ -493,21 +493,27 @@ def _summarise_queue(reader: Reader, ctx: CollectContext, name: str, subqueues: 
                 notes.append("more than a chunk was pushed between two reads: counts may be off by up to "
                              f"{CHUNK} messages")
     else:
-        remaining = budget
-        for sub in subqueues:
-            if not sub.depth or remaining <= 0:
-                if sub.depth:
-                    complete = False
+        shares = _shares([s.depth for s in subqueues], budget)
+        for sub, share in zip(subqueues, shares):
+            if share <= 0:
                 continue
-            share = max(1, budget * sub.depth // depth) if depth > budget else sub.depth
-            share = min(share, remaining)
             for items in reader.sample_list(sub.key, sub.depth, share):
                 stats.add_raw_chunk(items)
-            remaining -= share
-            if share < sub.depth:
-                complete = False
     summary = stats.summary()
     return summary, summary.analysed, complete and summary.analysed >= depth, "; ".join(notes) or None
+
+
+def _shares(depths: list[int], budget: int) -> list[int]:
+    """Split a sample budget over sub-queues in proportion to their depth (largest remainder first)."""
+    total = sum(depths)
+    if total <= budget:
+        return list(depths)
+    exact = [d * budget / total for d in depths]
+    shares = [int(x) for x in exact]
+    order = sorted(range(len(depths)), key=lambda i: exact[i] - shares[i], reverse=True)
+    for i in order[:budget - sum(shares)]:
+        shares[i] += 1
+    return [min(s, d) for s, d in zip(shares, depths)]
 
 
 def _binding_routes(bindings: list[Binding]):
