@@ -576,19 +576,26 @@ class Project:
         return _MISSING
 
     # ----- definitions -------------------------------------------------------------------------------------------
+    def _lookup(self, table: dict, name: str, prefer: Optional[Module]):
+        """A definition by name as seen from `prefer`: its own module, then what it imports, then a unique match."""
+        found = table.get(name) or []
+        if prefer is not None:
+            for module, node in found:
+                if module.path == prefer.path:
+                    return module, node
+            imported = self.imported_names.get(prefer.path, {}).get(name)
+            if imported:
+                source_module, original = imported
+                for module, node in table.get(original) or []:
+                    if module.name == source_module:
+                        return module, node
+        return found[0] if len(found) == 1 else None
+
     def function(self, name: str, prefer: Optional[Module] = None) -> Optional[tuple[Module, ast.AST]]:
-        found = self.functions.get(name) or []
-        for module, node in found:
-            if prefer is not None and module.path == prefer.path:
-                return module, node
-        return found[0] if len(found) == 1 else (found[0] if found else None)
+        return self._lookup(self.functions, name, prefer)
 
     def cls(self, name: str, prefer: Optional[Module] = None) -> Optional[tuple[Module, ast.ClassDef]]:
-        found = self.classes.get(name) or []
-        for module, node in found:
-            if prefer is not None and module.path == prefer.path:
-                return module, node
-        return found[0] if found else None
+        return self._lookup(self.classes, name, prefer)
 
     def class_chain(self, name: str, prefer: Optional[Module] = None) -> list[tuple[Module, ast.ClassDef]]:
         """The class and its base classes that are defined in this tree (most derived first)."""

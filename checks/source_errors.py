@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 from typing import Iterator, Optional
 
-from celery_doctor.model import Category, Confidence, Runbook, Snapshot, check
+from celery_doctor.model import Category, Runbook, Snapshot, check
 from celery_doctor.pyast import (
     FuncNode, Module, Project, assigned_from, dotted_name, exception_names, is_broad_handler, is_publish, keyword,
     last_name, only_logs, publishes, reraises_or_retries, walk_scope,
@@ -156,9 +156,11 @@ def _wrappers(snapshot: Snapshot, proj: Project):
     wrapped: dict[tuple[str, int], dict] = {}
     for task in proj.tasks:
         candidates: list[tuple[str, Module, ast.AST]] = []
-        for decorator in getattr(task.node, "decorator_list", ()):
-            if decorator is task.decorator:
-                continue
+        decorators = list(getattr(task.node, "decorator_list", ()))
+        # Only decorators below the task decorator wrap the function the worker runs; those above it wrap the
+        # Task object, which the worker never calls.
+        below = decorators[decorators.index(task.decorator) + 1:] if task.decorator in decorators else []
+        for decorator in below:
             target = decorator.func if isinstance(decorator, ast.Call) else decorator
             name = dotted_name(target).split(".")[-1]
             found = proj.function(name, task.module) if name else None

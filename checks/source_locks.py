@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from celery_doctor.model import Category, Confidence, Runbook, Snapshot, check
-from celery_doctor.pyast import FuncNode, Module, Project, Task, dotted_name, keyword, last_name, receiver, walk_scope
+from celery_doctor.pyast import Module, Project, Task, keyword, last_name, receiver, walk_scope
 from celery_doctor.settings import human_seconds
 
 from .source_common import code, loc, project_of, soft_time_limit, task_subject, time_limit
@@ -92,10 +92,10 @@ def task_acquisitions(proj: Project, task: Task) -> list[Acquire]:
     found = locks(proj, task.module, task.body)
     seen = set()
     for node in walk_scope(task.body):
-        if not isinstance(node, ast.Call):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
             continue
-        name = dotted_name(node.func).split(".")[-1]
-        if not name or name in seen:
+        name = node.func.id
+        if name in seen:
             continue
         seen.add(name)
         helper = proj.function(name, task.module)

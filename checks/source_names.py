@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import difflib
 from celery_doctor.model import Category, Confidence, Runbook, Snapshot, check
-from celery_doctor.pyast import FuncNode, Project, dotted_name, keyword, last_name, walk_scope
+from celery_doctor.pyast import Project, dotted_name, keyword, last_name, walk_scope
 from celery_doctor.settings import human_seconds
 
 from ._util import plural

@@ -178,6 +178,11 @@ def test_broad_except_in_a_decorator_and_a_base_class_around_tasks(tmp_path):
         @app.task(base=SafeTask)
         def export_orders(day):
             return day
+
+        @log_errors  # wraps the Task object, which the worker never calls: not a swallow in the worker
+        @app.task
+        def export_customers(day):
+            return day
         """
     bad = findings("CD501", tmp_path / "bad", {**APP, "proj/tasks.py": tasks,
                                                "proj/wrappers.py": "from celery import Task\n" + textwrap.dedent(decorator).replace("{reraise}", "")})
