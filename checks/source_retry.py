@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 from typing import Optional
 
-from celery_doctor.model import Category, Confidence, Impact, Location, Runbook, Snapshot, check
+from celery_doctor.model import Category, Confidence, Location, Runbook, Snapshot, check
 from celery_doctor.pyast import MISSING, Project, Task, dotted_name, keyword, names_in, walk_scope
 from celery_doctor.settings import human_seconds
 
@@ -170,7 +170,6 @@ def _fixed_countdown(proj: Project, task: Task, call: ast.Call) -> Optional[floa
     title="Retries at a fixed interval: a longer outage exhausts them and the task is lost as FAILURE",
     category=Category.TASK_CODE,
     needs=("source",),
-    impact=Impact.LOW,
     runbook=Runbook(
         symptom="After a 10 to 15 minute outage of the broker, database or an API, tasks that failed during it "
                 "end FAILURE with `MaxRetriesExceededError` (or the original error); while it lasts, retries arrive "

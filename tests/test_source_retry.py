@@ -132,7 +132,7 @@ def test_retries_without_backoff(tmp_path):
     assert "all retries are spent within 3 min" in by_line[0].evidence[1]
     assert "max_retries=5: all retries are spent within 150 s" in by_line[1].evidence[1]
     assert "a fixed 3 min (default_retry_delay, Celery's default)" in by_line[2].evidence[0]
-    assert all(f.impact is Impact.LOW for f in found)
+    assert all(f.impact is Impact.MEDIUM for f in found)
     fixed = NO_BACKOFF.replace("default_retry_delay=60", "retry_backoff=True, retry_backoff_max=600").replace(
         "countdown=30", "countdown=min(600, 10 * 2 ** self.request.retries)").replace(
         "raise self.retry(exc=exc)\n", "raise self.retry(exc=exc, countdown=backoff(self.request.retries))\n")
