@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 
 from celery_doctor.model import Category, Confidence, Impact, Location, Runbook, Snapshot, check
-from celery_doctor.pyast import calls, is_naive_now, keyword, last_name
+from celery_doctor.pyast import calls, is_naive_now, keyword, last_name, periodic_task_locations
 from celery_doctor.settings import as_seconds, human_seconds
 
 from ._util import plural, preview, setting_line, setting_location
@@ -81,21 +81,23 @@ def prefetch(snapshot: Snapshot):
 )
 def beat_expires(snapshot: Snapshot):
     config = snapshot.config
+    in_code = {name: loc for loc, name, _ in periodic_task_locations(snapshot.source) if name}
     for entry in config.beat:
+        where = in_code.get(entry.name) or setting_location(config, "beat_schedule")
         if entry.has_top_level_expires:
             yield beat_expires.finding(
                 subject=f"beat:{entry.name}", impact=Impact.HIGH,
                 title="Beat entry has a top-level 'expires' key: beat fails to load the schedule",
                 evidence=[f"beat_schedule[{entry.name!r}] has 'expires' beside 'task'; ScheduleEntry takes it only "
                           "inside 'options'", "beat raises TypeError and publishes nothing"],
-                location=setting_location(config, "beat_schedule"))
+                location=where)
         elif "expires" not in entry.options and entry.task != "celery.backend_cleanup":
             every = f" every {human_seconds(entry.interval_s)}" if entry.interval_s else ""
             yield beat_expires.finding(
                 subject=f"beat:{entry.name}",
                 evidence=[f"beat_schedule[{entry.name!r}] task={entry.task!r}{every} has no options.expires",
                           "runs published while workers are down pile up and all execute on recovery"],
-                location=setting_location(config, "beat_schedule"))
+                location=where)
 
 
 @check(
