@@ -372,12 +372,12 @@ class EnvelopeStats:
         """
         find, get = bytes.find, bytes.__getitem__
         try:
-            if not all(map(bytes.startswith, items, repeat(_START))) or not all(map(bytes.endswith, items, repeat(b"}}"))):
+            if not all(map(bytes.endswith, items, repeat(b"}}"))):
                 return False
         except TypeError:  # not bytes
             return False
         anchors = list(map(find, items, repeat(_TASK_ANCHOR)))
-        if -1 in anchors:
+        if -1 in anchors or not all(map(bytes.startswith, items, repeat(_START))):
             return False
         name_start = list(map(add, anchors, repeat(len(_TASK_ANCHOR))))
         name_end = list(map(find, items, repeat(b'"'), name_start))
@@ -453,13 +453,15 @@ class EnvelopeStats:
                 self.expired_examples.append((task, text))
 
     def _count_dups(self, keys: list) -> None:
-        hashes = [hash(k) for k in keys]
+        hashes = list(map(hash, keys))
         counts = self._dups
+        size = len(counts)
         _count_elements(counts, hashes)
-        repeated = [i for i, h in enumerate(hashes) if counts[h] > 1]
-        for i in repeated:
-            if hashes[i] not in self._dup_keys:
-                self._dup_keys[hashes[i]] = keys[i]
+        if len(counts) - size != len(hashes):  # some call of this chunk was seen before
+            known = self._dup_keys
+            for i in [i for i, h in enumerate(hashes) if counts[h] > 1]:
+                if hashes[i] not in known:
+                    known[hashes[i]] = keys[i]
         if len(counts) > DUPLICATE_TABLE:
             # Forget calls seen only once so far: memory stays bounded; a call whose copies lie further apart
             # than the table can hold may then be undercounted (by one) or missed.

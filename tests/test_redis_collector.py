@@ -202,3 +202,25 @@ def test_silent_broker_is_a_reason_not_a_hang(shop):
         assert f"127.0.0.1:{port}" in part.reason and "did not answer" in part.reason
     finally:
         silent.close()
+
+
+def test_server_checks_on_a_real_state_with_risky_settings(shop):
+    """The server-level checks read the state as gathered; the risky settings are applied to a real state
+    (changing them on the shared test Redis would disturb everyone else's tests)."""
+    from dataclasses import replace
+
+    app = shop["app"]
+    part = collect(app)
+    state = part.data
+    risky = replace(state, server=replace(state.server, maxmemory=100 * 2**20, maxmemory_policy="allkeys-lru",
+                                          used_memory=95 * 2**20, evicted_keys=12, cluster_enabled=True))
+    found = {f.check: f for f in run_checks(snapshot_with(app, replace(part, data=risky)))
+             if f.subject.startswith("server:")}
+    assert found["CD201"].messages_at_risk == state.at_risk and found["CD201"].impact.value == "high"
+    assert "allkeys-lru" in found["CD201"].evidence[0]
+    assert "95%" in found["CD202"].evidence[0]
+    assert "evicted_keys=12" in found["CD203"].evidence[0]
+    assert "cluster_enabled=1" in found["CD217"].evidence[0]
+    calm = replace(state, server=replace(state.server, maxmemory_policy="noeviction", aof_enabled=True))
+    quiet = {f.check for f in run_checks(snapshot_with(app, replace(part, data=calm))) if f.subject.startswith("server:")}
+    assert not quiet & {"CD201", "CD202", "CD203", "CD204", "CD217"}

@@ -27,24 +27,26 @@ def published(tmp_path_factory):
     queue = f"env-{uid()}"
     r = client(DB)
     before = set(r.scan_iter(count=1000))
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
-    add = app.tasks[f"{name}.add"]
-    with app.producer_or_acquire() as producer:
-        for i in range(40):
-            add.apply_async((i % 4, "x"), queue=queue, producer=producer)  # 4 calls, 10 copies each
-        for i in range(5):
-            add.apply_async((100 + i, 1), queue=queue, countdown=7200, producer=producer)  # ETA beyond 1 h
-        for i in range(3):
-            add.apply_async((200 + i, 1), queue=queue, expires=past, producer=producer)  # already expired
-        add.apply_async(("quote \" and \\ backslash", "ünïcødé"), queue=queue, producer=producer)
-        app.send_task(f"{name}.add", (1,), {"k": [1, 2]}, queue=queue, priority=6, producer=producer)
-        app.send_task("nobody.registers.this", (1, 2), queue=queue, producer=producer)
-        add.apply_async((7, 7), queue=queue, serializer="pickle", producer=producer)
-    raw = r.lrange(queue, 0, -1) + r.lrange(f"{queue}\x06\x166", 0, -1)
-    yield app, name, raw
-    created = [k for k in r.scan_iter(count=1000) if k not in before]
-    if created:
-        r.delete(*created)
+    try:
+        past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+        add = app.tasks[f"{name}.add"]
+        with app.producer_or_acquire() as producer:
+            for i in range(40):
+                add.apply_async((i % 4, "x"), queue=queue, producer=producer)  # 4 calls, 10 copies each
+            for i in range(5):
+                add.apply_async((100 + i, 1), queue=queue, countdown=7200, producer=producer)  # ETA beyond 1 h
+            for i in range(3):
+                add.apply_async((200 + i, 1), queue=queue, expires=past, producer=producer)  # already expired
+            add.apply_async(("quote \" and \\ backslash", "ünïcødé"), queue=queue, producer=producer)
+            app.send_task(f"{name}.add", (1,), {"k": [1, 2]}, queue=queue, priority=6, producer=producer)
+            app.send_task("nobody.registers.this", (1, 2), queue=queue, producer=producer)
+            add.apply_async((7, 7), queue=queue, serializer="pickle", producer=producer)
+        raw = r.lrange(queue, 0, -1) + r.lrange(f"{queue}\x06\x166", 0, -1)
+        yield app, name, raw
+    finally:
+        created = [k for k in r.scan_iter(count=1000) if k not in before]
+        if created:
+            r.delete(*created)
 
 
 def summaries(raw, vt=3600.0, now=None, chunk=7):

@@ -480,7 +480,7 @@ def _summarise_queue(reader: Reader, ctx: CollectContext, name: str, subqueues: 
         for sub in subqueues:
             if not sub.depth:
                 continue
-            stream = reader.stream_list(sub.key, prefetch=sub.depth > 20 * CHUNK)
+            stream = reader.stream_list(sub.key, prefetch=sub.depth > 5 * CHUNK)
             for items in stream:
                 stats.add_raw_chunk(items)
                 progress.show(f"reading {name}: {stats.analysed:,}/{depth:,} messages")
