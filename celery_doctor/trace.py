@@ -94,6 +94,11 @@ def search_workers(ctx: CollectContext, task_id: str, snapshot: Snapshot):
                 if ref.redelivered:
                     details.append("redelivered: it was delivered before (a duplicate run is possible)")
                 found.append(TraceLocation("worker", f"worker:{worker.name}", state_name, nxt, tuple(details), ref.name))
+        if task_id in worker.revoked_ids:
+            found.append(TraceLocation("worker", f"worker:{worker.name}", "revoked",
+                                       "this worker discards the task when it receives it ('Discarding revoked task')",
+                                       ("the id is in the worker's revoked list (kept in memory; forgotten on restart "
+                                        "unless the worker runs with --statedb)",)))
     silent = [w.name for w in state.silent]
     not_checked = [("workers", f"{', '.join(silent)} did not answer within {state.wait_s:g} s")] if silent else []
     checked = [f"workers ({len(state.answered)} answered)"]

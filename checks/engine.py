@@ -1,6 +1,7 @@
 """Checks about the run itself: a broker the scan could not reach is the first thing on-call must know."""
 from __future__ import annotations
 
+from celery_doctor.collectors import COLLECTOR_CRASH
 from celery_doctor.model import Category, Confidence, Impact, PartStatus, Runbook, Snapshot, check
 
 BROKER_PARTS = {"redis": "redis", "rabbitmq": "rabbitmq"}
@@ -34,7 +35,7 @@ def broker_unreachable(snapshot: Snapshot):
     if not name:
         return
     part = snapshot.part(name)
-    if part.status is PartStatus.UNAVAILABLE:
+    if part.status is PartStatus.UNAVAILABLE and not part.reason.startswith(COLLECTOR_CRASH):
         yield broker_unreachable.finding(
             subject=f"broker:{snapshot.target.broker}",
             evidence=[f"{name}: {part.reason}",

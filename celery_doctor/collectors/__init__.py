@@ -26,6 +26,7 @@ LIVE_COLLECTORS: Mapping[str, str] = {
     "workers": "celery_doctor.collectors.workers:collect_workers",
 }
 PART_TRANSPORT = {"redis": "redis", "rabbitmq": "rabbitmq"}
+COLLECTOR_CRASH = "collector failed:"  # the reason's prefix when a collector raised (a bug, not the broker)
 
 
 @dataclass
@@ -77,7 +78,7 @@ def gather_live(ctx: CollectContext, transport: Optional[str], collectors: Optio
         try:
             results[name] = _resolve(path)(ctx)
         except BaseException as exc:  # noqa: BLE001 - a crashing collector is a reason, not a crash
-            results[name] = Part.unavailable(scrub(f"collector failed: {type(exc).__name__}: {exc}"))
+            results[name] = Part.unavailable(scrub(f"{COLLECTOR_CRASH} {type(exc).__name__}: {exc}"))
 
     for name, path in collectors.items():
         if name in parts:

@@ -56,6 +56,7 @@ TRANSPORT_OPTION_KEYS = (
 )
 MAX_KNOWN_WORKERS = 5000
 MAX_TASKS_KEPT = 500  # per worker and per list (active, reserved, scheduled)
+MAX_REVOKED_KEPT = 50000  # a worker keeps at most 50,000 revoked ids itself
 REDIS_SEP = "\x06\x16"
 REDIS_PRIORITY_STEPS = (0, 3, 6, 9)
 
@@ -110,6 +111,7 @@ class WorkerInfo:
     reserved_total: Optional[int] = None
     scheduled_total: Optional[int] = None
     revoked: Optional[int] = None  # how many revoked ids it holds
+    revoked_ids: frozenset[str] = frozenset()  # the ids themselves (bounded), so trace can tell a revoked task
     celery_version: Optional[str] = None
     kombu_version: Optional[str] = None
     python_version: Optional[str] = None
@@ -415,6 +417,7 @@ def _worker(name: str, known: bool, replies: Mapping[str, Any], undecoded: Optio
         reserved_total=reserved_total,
         scheduled_total=scheduled_total,
         revoked=len(revoked) if isinstance(revoked, list) else None,
+        revoked_ids=frozenset(str(i) for i in revoked[:MAX_REVOKED_KEPT] if isinstance(i, str)) if isinstance(revoked, list) else frozenset(),
         celery_version=versions.get("celery"),
         kombu_version=versions.get("kombu"),
         python_version=versions.get("py"),
