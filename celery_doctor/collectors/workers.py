@@ -467,6 +467,9 @@ def _wait_for(ctx, round_: _Round) -> float:
     left = ctx.deadline.remaining() - _reserve(ctx.deadline)
     if round_.known:
         return max(0.0, left)
+    if round_.discovered:
+        # The broker listed every mailbox and none was bound: a worker would have bound one at start.
+        return max(0.0, min(left, 0.5))
     return max(0.0, min(left, max(1.0, 0.2 * ctx.deadline.seconds)))
 
 
