@@ -643,7 +643,9 @@ def collect_redis(ctx: CollectContext) -> Part:
         return Part.unavailable(str(exc))
 
 
-def _collect(ctx: CollectContext, started: float) -> Part:
+def open_reader(ctx: CollectContext) -> tuple[Reader, list[FailoverURL], list[str]]:
+    """A Reader on the broker the app would use (sentinel master, or the first failover URL that answers),
+    the status of every failover URL, and notes. Raises RedisReadError when none answers. (trace uses it too.)"""
     config = ctx.config
     options = dict(config.transport_options) if config is not None else {}
     notes: list[str] = []
@@ -651,19 +653,21 @@ def _collect(ctx: CollectContext, started: float) -> Part:
     first = parse_url(urls[0])
     failover: list[FailoverURL] = []
     if first.scheme == "sentinel":
-        try:
-            reader, master = connect_sentinel(urls, ctx.deadline, options, cap=3.0)
-        except RedisReadError as exc:
-            return Part.unavailable(str(exc))
+        reader, master = connect_sentinel(urls, ctx.deadline, options, cap=3.0)
         notes.append(f"sentinel: the sentinels named {master} as master of {options.get('master_name')!r}; "
                      "its replicas and the sentinels' quorum were not checked")
         failover = [FailoverURL(mask_url(u) or "", None, None, "sentinel") for u in urls]
-    else:
-        reader, failover, errors = _failover(urls, ctx, options)
-        if reader is None:
-            return Part.unavailable(errors[0] if len(errors) == 1 else "no broker URL answered: " + "; ".join(errors))
-        if len(urls) == 1:
-            failover = []
+        return reader, failover, notes
+    reader, failover, errors = _failover(urls, ctx, options)
+    if reader is None:
+        raise RedisReadError(errors[0] if len(errors) == 1 else "no broker URL answered: " + "; ".join(errors))
+    return reader, (failover if len(urls) > 1 else []), notes
+
+
+def _collect(ctx: CollectContext, started: float) -> Part:
+    config = ctx.config
+    options = dict(config.transport_options) if config is not None else {}
+    reader, failover, notes = open_reader(ctx)  # RedisReadError: collect_redis makes it the reason
     progress = _Progress(bool(ctx.options.progress))
     try:
         return Part.gathered(_read(reader, ctx, options, notes, failover, started, progress))
