@@ -4,14 +4,14 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
-from .collectors import CollectContext
+from .collectors import LIVE_COLLECTORS, CollectContext, gather_live, wanted_parts
 from .deadline import Deadline
 from .diagnose import RunOptions, build_snapshot, load_target
 from .masking import scrub
-from .model import Finding, RankedFinding, Snapshot
+from .model import Finding, Part, RankedFinding, Snapshot
 from .ranking import rank
 from .registry import load_registry
 from .runner import run_checks
@@ -153,20 +153,23 @@ def search_backend(ctx: CollectContext, task_id: str, snapshot: Snapshot):
     return [TraceLocation("result backend", "backend", status, nxt, tuple(details), meta.get("name"))], ["result backend"], []
 
 
-BROKER_SEARCHERS = {"redis": "celery_doctor.collectors.redis:trace_search",
-                    "rabbitmq": "celery_doctor.collectors.rabbitmq:trace_search"}
+# Searchers that read the broker themselves run at the same time as the scan; those that read what the
+# scan gathered (RabbitMQ shows message headers only to --peek, which the collector does) run after it.
+BROKER_SEARCHERS = {"redis": ("celery_doctor.trace_redis:trace_search", False),
+                    "rabbitmq": ("celery_doctor.collectors.rabbitmq:trace_search", True)}
 
 
-def _broker_searchers(transport: Optional[str]) -> list[Searcher]:
-    path = BROKER_SEARCHERS.get(transport or "")
+def _broker_searcher(transport: Optional[str]) -> tuple[Searcher, bool]:
+    """(searcher, whether it needs the scan's snapshot)."""
+    path, after_scan = BROKER_SEARCHERS.get(transport or "", (None, False))
     if not path:
         def unsupported(ctx, task_id, snapshot):
             return [], [], [("broker", f"tracing is not supported on the {transport or 'unknown'} transport")]
-        return [unsupported]
+        return unsupported, False
     import importlib
 
     module_name, name = path.split(":")
-    return [getattr(importlib.import_module(module_name), name)]
+    return getattr(importlib.import_module(module_name), name), after_scan
 
 
 def _relevant_first(findings: tuple[RankedFinding, ...], task: Optional[str], queue: Optional[str]) -> tuple[RankedFinding, ...]:
@@ -178,6 +181,26 @@ def _relevant_first(findings: tuple[RankedFinding, ...], task: Optional[str], qu
     return tuple(RankedFinding(i, r.score, r.why, r.finding) for i, r in enumerate(ordered, 1))
 
 
+def _advise(location: TraceLocation, snapshot: Snapshot) -> TraceLocation:
+    """Refine what happens next to a queued message with what the workers said (known only after the scan)."""
+    workers = snapshot.workers
+    if workers is None or not location.where.endswith("queue") or location.state != "queued":
+        return location
+    queue = location.name.split(":", 1)[1]
+    consumers = sorted(w.name for w in workers.answered if queue in w.queue_names)
+    silent = sorted(w.name for w in workers.silent)
+    details = list(location.details)
+    nxt = location.next
+    if consumers:
+        details.append(f"consumed by {', '.join(consumers)}")
+    else:
+        if silent:
+            details.append(f"no answering worker consumes it; silent workers: {', '.join(silent)}")
+        if "discard" not in nxt:
+            nxt = f"it waits: no live worker consumes {queue!r} (start one with -Q {queue})"
+    return replace(location, details=tuple(details), next=nxt)
+
+
 def trace(options: RunOptions, task_id: str) -> TraceResult:
     started = time.time()
     deadline = Deadline(options.timeout)
@@ -185,15 +208,24 @@ def trace(options: RunOptions, task_id: str) -> TraceResult:
     registry = load_registry()
     result = TraceResult(task_id=task_id, target=None,
                          started_at=dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"))
-    snapshot, ctx = build_snapshot(options, deadline, app, raw_url)
-    result.target = snapshot.target
-    transport = snapshot.target.transport or transport_of(raw_url)
-    searchers: list[Searcher] = [*_broker_searchers(transport), search_workers, search_backend]
+    static, _ = build_snapshot(replace(options, mode="lint"), deadline, app, raw_url)
+    result.target = static.target
+    transport = static.target.transport or transport_of(raw_url)
+    ctx = CollectContext(app=app, broker_url=raw_url, config=static.config, deadline=deadline,
+                         options=options.scan, app_spec=options.app)
+    # The scan's live parts (for likely causes and the workers' lists) get part of the time, so that the
+    # searches, which run at the same time, are not starved by a silent worker.
+    scan_ctx = replace(ctx, deadline=Deadline(max(0.5, deadline.remaining() * 0.7)))
+    gathered: list[dict[str, Part]] = []  # one slot, filled by the scan thread when it finishes
+    scan_thread = threading.Thread(target=lambda: gathered.append(gather_live(scan_ctx, transport)), daemon=True)
+    scan_thread.start()
+    broker_searcher, after_scan = _broker_searcher(transport)
+    searchers: list[Searcher] = [search_backend] + ([] if after_scan else [broker_searcher])
     outcomes: dict[int, tuple] = {}
 
-    def run(index: int, searcher: Searcher) -> None:
+    def run(index: int, searcher: Searcher, seen: Snapshot = static) -> None:
         try:
-            outcomes[index] = searcher(ctx, task_id, snapshot)
+            outcomes[index] = searcher(ctx, task_id, seen)
         except Exception as exc:  # noqa: BLE001 - one place failing must not hide the others
             outcomes[index] = ([], [], [(getattr(searcher, "__name__", "search"), scrub(f"{type(exc).__name__}: {exc}"))])
 
@@ -205,13 +237,21 @@ def trace(options: RunOptions, task_id: str) -> TraceResult:
         if index not in outcomes:
             name = getattr(searchers[index], "__name__", "search").replace("_", " ")
             outcomes[index] = ([], [], [(name, f"did not answer within {options.timeout:g} s")])
-    for index in range(len(searchers)):
+    scan_thread.join(deadline.remaining())
+    live = dict(gathered[0]) if gathered else wanted_parts(transport)
+    for name in LIVE_COLLECTORS:
+        live.setdefault(name, Part.unavailable(f"did not answer within {options.timeout:g} s"))
+    snapshot = replace(static.with_parts(**live), mode="scan")
+    post = [search_workers] + ([broker_searcher] if after_scan else [])
+    for offset, searcher in enumerate(post):
+        run(len(searchers) + offset, searcher, snapshot)
+    for index in range(len(searchers) + len(post)):
         locations, checked, not_checked = outcomes[index]
-        result.locations.extend(locations)
+        result.locations.extend(_advise(loc, snapshot) for loc in locations)
         result.checked.extend(checked)
         result.not_checked.extend(not_checked)
     for name, part in sorted(snapshot.parts.items()):
-        if name in ("redis", "rabbitmq") and not part.ok and part.reason and name == transport:
+        if name == transport and not part.ok and part.reason:
             result.not_checked.append((name, scrub(part.reason)))
     ran = run_checks(registry, snapshot, options.select, options.ignore)
     queue = next((loc.name.split(":", 1)[1] for loc in result.locations if loc.name.startswith("queue:")), None)
