@@ -279,6 +279,8 @@ def trace(
     timeout: Optional[float] = TimeoutOpt,
     management_url: Optional[str] = typer.Option(None, "--management-url", help="RabbitMQ management API URL."),
     peek: bool = typer.Option(False, "--peek", help="RabbitMQ: read queued message headers with basic.get + requeue (sets redelivered, can reorder)."),
+    deep: bool = typer.Option(False, "--deep", help="With --peek: read up to --max-messages per queue instead of a small sample."),
+    max_messages: Optional[int] = typer.Option(None, "--max-messages", help="Messages read per queue (default 1000)."),
     config_file: Optional[str] = ConfigOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -305,6 +307,7 @@ def trace(
             select=[s.upper() for s in file_options.get("select", [])],
             ignore=[s.upper() for s in file_options.get("ignore", [])],
             scan=ScanOptions(management_url=_pick(management_url, file_options, "management-url"), peek=peek,
+                             deep=deep, max_messages=int(_pick(max_messages, file_options, "max-messages", 1000)),
                              consumer_timeout=file_options.get("consumer-timeout"), timeout=seconds),
         )
         result = run_trace(options, task_id)
