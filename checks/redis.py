@@ -674,6 +674,8 @@ def redis_unacked_workers_gone(snapshot: Snapshot):
 )
 def redis_keys_elsewhere(snapshot: Snapshot):
     state = _state(snapshot)
+    config = snapshot.config
+    own = set(config.routed_queues()) | set(config.queue_names()) if config is not None else set()
     for foreign in state.foreign:
         where = f"db {foreign.db}" + (f" prefix {foreign.prefix!r}" if foreign.prefix else " (no prefix)")
         evidence = [f"the app uses db {state.db} with prefix {state.prefix!r}; kombu keys found in {where}"]
@@ -683,10 +685,21 @@ def redis_keys_elsewhere(snapshot: Snapshot):
             evidence.append(f"{foreign.unacked:,} unacked there")
         if foreign.bindings:
             evidence.append(f"binding sets for {preview(foreign.bindings)}")
-        yield redis_keys_elsewhere.finding(
-            subject=f"server:{state.url} {where}", evidence=evidence, confidence=Confidence.OBSERVED,
-            messages_at_risk=foreign.messages,
-            impact=Impact.HIGH if foreign.messages else Impact.LOW)
+        shared = sorted(own & set(foreign.queues))
+        if shared:
+            # The app's own queue names, somewhere the app does not look: a producer or worker is misconfigured.
+            evidence.append(f"the app's own queue name(s) {preview(shared)} hold messages there")
+            yield redis_keys_elsewhere.finding(
+                subject=f"server:{state.url} {where}", evidence=evidence, confidence=Confidence.OBSERVED,
+                messages_at_risk=sum(foreign.queues[q] for q in shared) or None,
+                impact=Impact.HIGH if foreign.messages else Impact.LOW)
+        else:
+            # Other queue names may just be another application sharing the server.
+            evidence.append("none of them is a queue of this app: another application may use that database "
+                            "(if so, ignore this); otherwise a producer writes where no worker of this app looks")
+            yield redis_keys_elsewhere.finding(
+                subject=f"server:{state.url} {where}", evidence=evidence, confidence=Confidence.INFERRED,
+                impact=Impact.LOW)
 
 
 @check(
