@@ -19,7 +19,7 @@ from .model import Location, Part, PartStatus, Report, Snapshot, Target
 from .ranking import rank
 from .registry import Registry, load_registry
 from .runner import run_checks
-from .target import TargetError, app_for_broker, load_app, validate_broker_url
+from .target import TargetError, app_for_broker, load_app, validate_broker_url, validate_management_url
 
 
 @dataclass
@@ -67,6 +67,8 @@ def load_target(options: RunOptions, deadline: Optional[Deadline] = None):
     broker = options.broker or (None if options.app else os.environ.get("CELERY_BROKER_URL"))
     if broker:
         SECRETS.add_url(broker)
+    if options.scan.management_url:
+        validate_management_url(options.scan.management_url)
     if options.app:
         with bounded(deadline.remaining(0.01) if deadline else options.timeout, f"importing app {options.app!r}",
                      shown=options.timeout):

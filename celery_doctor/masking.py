@@ -8,8 +8,10 @@ from urllib.parse import parse_qsl, urlencode
 MASK = "***"
 _SECRET_QUERY_KEYS = re.compile(r"pass|secret|token|key|auth|cred", re.I)
 
-# scheme://user:password@host  or scheme://:password@host
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:@/\s;]*):(?P<pw>[^@\s;]*)@")
+# scheme://user:password@host  or scheme://:password@host. Like urlsplit (and kombu, redis-py, amqp), the
+# userinfo runs to the LAST '@' before the host's end ('/', '?', '#'): a password may hold an unencoded '@'
+# (and a user name an '@' too: amqp://me@corp.example:pw@host//).
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/?#\s;]*):(?P<pw>[^/?#\s;]*)@")
 # ?password=...&ssl_keyfile=...
 _QUERY = re.compile(r"(?P<key>[?&;][^=&\s;]*(?:pass|secret|token|auth|cred)[^=&\s;]*)=(?P<val>[^&\s;]*)", re.I)
 

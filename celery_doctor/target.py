@@ -70,7 +70,10 @@ def validate_broker_url(url: str) -> str:
     first = url.split(";")[0].strip()
     if "://" not in first:
         raise TargetError(f"broker URL {scrub(url)!r} has no scheme (expected e.g. redis://host:6379/0)")
-    scheme = urlsplit(first).scheme.lower()
+    try:
+        scheme = urlsplit(first).scheme.lower()
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+        raise TargetError(f"malformed broker URL {scrub(first)!r}: {_one_line(exc)}") from None
     from kombu.transport import TRANSPORT_ALIASES
 
     if scheme not in TRANSPORT_ALIASES and scheme not in ("rediss", "sentinel"):
@@ -82,6 +85,23 @@ def validate_broker_url(url: str) -> str:
             urlsplit(part.strip()).port
         except ValueError as exc:
             raise TargetError(f"malformed broker URL {scrub(part)!r}: {_one_line(exc)}") from None
+    return url
+
+
+def validate_management_url(url: str) -> str:
+    """--management-url must be an http(s) URL with a host and a numeric port (when it has one)."""
+    SECRETS.add_url(url if "://" in url else "http://" + url)
+    text = url.strip()
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        split = urlsplit(text)
+        split.port  # noqa: B018 - raises ValueError for a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise TargetError(f"malformed --management-url {scrub(url)!r}: {_one_line(exc)}") from None
+    if split.scheme.lower() not in ("http", "https") or not split.hostname:
+        raise TargetError(f"--management-url {scrub(url)!r} is not an http(s) URL with a host "
+                          "(expected e.g. http://host:15672)")
     return url
 
 
