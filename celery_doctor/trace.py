@@ -184,7 +184,7 @@ def _relevant_first(findings: tuple[RankedFinding, ...], task: Optional[str], qu
 def _advise(location: TraceLocation, snapshot: Snapshot) -> TraceLocation:
     """Refine what happens next to a queued message with what the workers said (known only after the scan)."""
     workers = snapshot.workers
-    if workers is None or not location.where.endswith("queue") or location.state != "queued":
+    if workers is None or location.where != "redis queue" or location.state != "queued":
         return location
     queue = location.name.split(":", 1)[1]
     consumers = sorted(w.name for w in workers.answered if queue in w.queue_names)

@@ -198,7 +198,7 @@ def test_rabbitmq_trace_needs_peek_and_peek_leaves_the_queue_as_it_was(tmp_path)
         assert data["found"], data
         [location] = data["locations"]
         assert location["where"] == "rabbitmq queue" and location["name"] == f"queue:{queue}"
-        assert "no live worker consumes" in location["next"]
+        assert "nothing consumes this queue" in location["next"]
         assert depth() == (3, 0, 0)  # requeued: nothing consumed, nothing left unacked
     finally:
         with producer.connection_for_write() as conn:
