@@ -107,7 +107,10 @@ def _render(fmt: Format, report, registry, color: bool) -> str:
         return format_sarif(report, registry.checks)
     if fmt is Format.markdown:
         return format_markdown(report)
-    return format_text(report, color=color)
+    import shutil
+
+    width = min(160, max(100, shutil.get_terminal_size((120, 24)).columns))
+    return format_text(report, color=color, width=width)
 
 
 def exit_code(report, fail_on: FailOn) -> int:

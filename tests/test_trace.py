@@ -22,11 +22,11 @@ APP = """
     app.conf.task_acks_late = True
     app.conf.result_expires = 600
 
-    @app.task(name="traceapp.add")
+    @app.task(name="traceapp.add", shared=False)
     def add(x, y):
         return x + y
 
-    @app.task(name="traceapp.slow")
+    @app.task(name="traceapp.slow", shared=False)
     def slow(seconds):
         time.sleep(seconds)
         return seconds

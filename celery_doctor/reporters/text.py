@@ -44,7 +44,7 @@ def footer(report: Report) -> str:
     return line
 
 
-def format_text(report: Report, color: bool = False, width: int = 110) -> str:
+def format_text(report: Report, color: bool = False, width: int = 120) -> str:
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, color_system="standard" if color else None,
                       force_terminal=color, no_color=not color, highlight=False, emoji=False, soft_wrap=False)
