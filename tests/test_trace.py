@@ -53,10 +53,24 @@ def redis_app(tmp_path):
     created = set(client.keys("*")) - before
     for key in created:
         client.delete(key)
-    # binding set members of our queue in the shared binding table
-    for member in client.smembers("_kombu.binding.celery") if client.exists("_kombu.binding.celery") else ():
-        if queue.encode() in member:
-            client.srem("_kombu.binding.celery", member)
+    forget_traces_of(client, queue.encode(), *[w.encode() for w in _started_workers])
+    _started_workers.clear()
+
+
+_started_workers: list[str] = []
+
+
+def forget_traces_of(client, *needles: bytes) -> None:
+    """Remove what our queue and workers left in shared keys: binding members and unacked entries."""
+    for key in client.scan_iter(match="_kombu.binding*"):
+        if client.type(key) == b"set":
+            for member in client.smembers(key):
+                if any(n in member for n in needles):
+                    client.srem(key, member)
+    for tag, payload in client.hscan_iter("unacked"):
+        if any(n in payload for n in needles):
+            client.hdel("unacked", tag)
+            client.zrem("unacked_index", tag)
 
 
 def trace(task_id, cwd, env, *extra, timeout=8):
@@ -109,6 +123,7 @@ def test_not_found_lists_what_was_checked_and_ranks_causes(redis_app):
 def test_held_running_and_finished_tasks(redis_app, worker_factory):
     module, queue, env, cwd = redis_app
     worker = worker_factory("traceapp", cwd=cwd, broker=REDIS_URL, queues=[queue], pool="solo", env=env)
+    _started_workers.append(worker.nodename)
     held = module.add.apply_async((2, 3), countdown=120).id
     done = module.add.apply_async((4, 5)).id
     assert module.app.AsyncResult(done).get(timeout=20) == 9
