@@ -5,6 +5,7 @@ reported; only the envelope (a JSON document the transport wrote) and the header
 """
 from __future__ import annotations
 
+import binascii as _binascii
 import datetime as _dt
 import json
 from dataclasses import dataclass, field
@@ -84,18 +85,49 @@ def _int(value: Any) -> Optional[int]:
     return None
 
 
-def iso_to_epoch(value: Any) -> Optional[float]:
-    """An ISO-8601 time (as Celery writes `eta`/`expires`) as epoch seconds; naive times are read as UTC."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+def parse_iso(value: Any) -> Optional[_dt.datetime]:
+    """An ISO-8601 time as a worker reads it (Celery's `maybe_iso8601`: dateutil's `isoparse`), or None."""
     if not isinstance(value, str) or not value or len(value) > 64:
         return None
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
-        moment = _dt.datetime.fromisoformat(text)
+        return _dt.datetime.fromisoformat(text)
     except ValueError:
+        pass
+    try:
+        from dateutil.parser import isoparse  # a Celery dependency: what the worker itself calls
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return isoparse(value.strip())
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+def time_header_error(value: Any) -> Optional[str]:
+    """Why a worker rejects a message for this `eta`/`expires` header value, or None when it can read it.
+
+    celery.worker.request.Request passes a non-None value to `maybe_iso8601` (falsy values mean "no time",
+    datetimes pass, anything else goes to dateutil's `isoparse`); an error there raises InvalidTaskError and
+    the consumer rejects the message without requeue: the task is lost.
+    """
+    if value is None or not value or isinstance(value, _dt.datetime):
+        return None
+    if not isinstance(value, str):
+        return f"of type {type(value).__name__}, not an ISO 8601 string"
+    if parse_iso(value) is None:
+        return "not an ISO 8601 date"
+    return None
+
+
+def iso_to_epoch(value: Any) -> Optional[float]:
+    """An ISO-8601 time (as Celery writes `eta`/`expires`) as epoch seconds; naive times are read as UTC."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    moment = parse_iso(value)
+    if moment is None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_dt.timezone.utc)
@@ -125,8 +157,18 @@ def from_parts(headers: Any, properties: Any, content_type: Any = None, content_
         protocol = 1
     content_type = _str(content_type)
     error = None
-    if not values["task"] or not values["id"]:
+    if not values["task"] or values["id"] is None:  # an empty id is odd, but a worker runs the task
         error = "no task name or id in the headers (protocol 1 message, or not a Celery task message)"
+    for key in ("task", "id"):
+        raw_value = headers.get(key)
+        if raw_value is not None and not isinstance(raw_value, str):
+            error = f"the {key} header is of type {type(raw_value).__name__}, not a string"
+    if error is None:
+        for key in ("eta", "expires"):
+            problem = time_header_error(headers.get(key))
+            if problem:
+                error = f"the {key} header is {problem}: workers reject the message (InvalidTaskError)"
+                break
     return Envelope(
         ok=error is None,
         error=error,
@@ -185,7 +227,28 @@ def decode_payload(raw: Any) -> Envelope:
                           document.get("content-encoding"), size)
     if envelope.ok and not isinstance(document.get("body"), str):
         return Envelope(**{**envelope.__dict__, "ok": False, "error": "body is missing or not a string"})
+    if envelope.ok:
+        problem = body_encoding_error(document["body"], envelope.body_encoding)
+        if problem:
+            return Envelope(**{**envelope.__dict__, "ok": False, "error": problem})
     return envelope
+
+
+def body_encoding_error(body: str, encoding: Optional[str]) -> Optional[str]:
+    """Why kombu's virtual transport cannot even decode this body (`Channel.decode_body`), or None.
+
+    The body is never deserialized; only its transport encoding is undone, exactly as kombu does (base64
+    without validation). Kombu raises while building the message, after the message left the list: lost.
+    """
+    if not encoding or encoding.lower() == "utf-8":
+        return None
+    if encoding != "base64":
+        return f"body_encoding {encoding[:40]!r} is unknown to kombu: workers cannot decode the message"
+    try:
+        _binascii.a2b_base64(body.encode("utf-8", "surrogatepass"))
+    except (_binascii.Error, ValueError):
+        return "body is not valid base64: kombu cannot decode the message"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -215,6 +278,7 @@ _TASK_ANCHOR = b'"content-type": "application/json", "headers": {"lang": "py", "
 _ARGS_ANCHOR = b', "argsrepr": '
 _ORIGIN_ANCHOR = b', "origin": '
 _NO_ETA = b'"eta": null, "expires": null, '
+_ID_ANCHOR = b'", "id": "'  # what follows the task name: the id is a JSON string
 
 
 @dataclass(frozen=True)
@@ -272,6 +336,24 @@ def _dup_text(task: bytes, args_slice: bytes) -> tuple[str, Optional[str], Optio
     except (ValueError, UnicodeDecodeError, RecursionError):
         args = _decode_name(args_slice)
     return _decode_name(task), args, kwargs
+
+
+def _readable_times(values: list) -> bool:
+    """True when every fast-path `eta`/`expires` JSON value is null or a non-empty string a worker can parse."""
+    present = [value for value in values if value != b"null"]
+    if not present:
+        return True
+    if not (all(map(bytes.startswith, present, repeat(b'"'))) and all(map(bytes.endswith, present, repeat(b'"')))):
+        return False
+    inner = [value[1:-1] for value in present]
+    if b"" in inner or b"\\" in b"".join(inner) or max(map(len, inner)) > 64:
+        return False
+    try:  # what Celery writes (isoformat) parses in one C-level pass
+        list(map(_dt.datetime.fromisoformat, map(bytes.decode, inner)))
+        return True
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return all(parse_iso(value.decode("utf-8", "replace")) is not None for value in inner)
 
 
 def _raw_key(raw: bytes) -> Optional[tuple[bytes, bytes]]:
@@ -388,6 +470,8 @@ class EnvelopeStats:
         origin_at = list(map(find, items, repeat(_ORIGIN_ANCHOR), args_at))
         if -1 in args_at or -1 in origin_at or -1 in name_end:
             return False
+        if not all(map(bytes.startswith, items, repeat(_ID_ANCHOR), name_end)):
+            return False  # the id is not a JSON string right after the task name: the slow path judges it
         args = list(map(get, items, map(slice, map(add, args_at, repeat(len(_ARGS_ANCHOR))), origin_at)))
         untimed = list(map(find, items, repeat(_NO_ETA), name_end, args_at))
         timed = []
@@ -402,6 +486,8 @@ class EnvelopeStats:
                 if eta_at < 0 or expires_at < 0 or group_at < 0:
                     return False
                 timed.append((names[index], raw[eta_at + 9:expires_at], raw[expires_at + 13:group_at]))
+            if not (_readable_times([t[1] for t in timed]) and _readable_times([t[2] for t in timed])):
+                return False  # an eta/expires a worker rejects (or an empty one): the slow path reports it
         # Every check passed: account the chunk.
         n = len(items)
         self.analysed += n

@@ -1330,6 +1330,9 @@ def peek_side_effects(snapshot: Snapshot):
             text = _sample_text(state, name)
             if sample.unsafe:
                 text = f"{text}; unsafe serializers: {', '.join(f'{k} ({v})' for k, v in sample.unsafe.items())}"
+            if sample.malformed:
+                text = (f"{text}; {sample.malformed} malformed (not Celery task messages a worker can run: "
+                        "it rejects them, they are lost)")
             evidence.append(f"queue {name!r}: {text}")
     yield peek_side_effects.finding(subject=f"server:vhost {state.vhost}", evidence=evidence,
                                     confidence=Confidence.OBSERVED)

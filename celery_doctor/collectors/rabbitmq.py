@@ -572,9 +572,16 @@ class _Collector:
     def read_peek(self, probe: AmqpProbe, per_queue: int, total_limit: int = PEEK_TOTAL) -> None:
         total = 0
         touched: list[str] = []
-        for name in self.app_queues:
+        # A bare app (--broker) has no queues of its own: every queue of the vhost is in scope, as for the
+        # other reads (auto-delete ones are other clients' reply and event queues: left alone).
+        names = list(self.app_queues) or [n for n, q in sorted(self.queues.items()) if not q.auto_delete]
+        for name in names:
             queue = self.queues.get(name)
-            if queue is None or (queue.messages_ready is not None and queue.messages_ready <= 0):
+            if queue is None:
+                continue
+            # The management API's counts lag by its stats interval (5 s by default: a queue filled, or given
+            # back by another --peek, a moment ago still shows 0 ready); only a passive declare's count is exact.
+            if queue.source == "passive" and queue.messages_ready is not None and queue.messages_ready <= 0:
                 continue
             if queue.type == "stream" or queue.exclusive:
                 continue
