@@ -255,8 +255,8 @@ def body_encoding_error(body: str, encoding: Optional[str]) -> Optional[str]:
 # Streaming summaries: many envelopes in, one bounded summary out (a million messages never in memory).
 # ---------------------------------------------------------------------------------------------------
 from collections import Counter  # noqa: E402
-from itertools import repeat  # noqa: E402
-from operator import add  # noqa: E402
+from itertools import compress, repeat  # noqa: E402
+from operator import add, attrgetter, gt, lt, sub  # noqa: E402
 
 try:  # the C helper behind Counter.update: counts an iterable into a plain dict without a Python loop
     from collections import _count_elements  # type: ignore[attr-defined]
@@ -474,33 +474,31 @@ class EnvelopeStats:
             return False  # the id is not a JSON string right after the task name: the slow path judges it
         args = list(map(get, items, map(slice, map(add, args_at, repeat(len(_ARGS_ANCHOR))), origin_at)))
         untimed = list(map(find, items, repeat(_NO_ETA), name_end, args_at))
-        timed = []
+        timed = None
         if -1 in untimed:
-            for index, position in enumerate(untimed):
-                if position != -1:
-                    continue
-                raw, begin, stop = items[index], name_end[index], args_at[index]
-                eta_at = raw.find(b', "eta": ', begin, stop)
-                expires_at = raw.find(b', "expires": ', eta_at, stop)
-                group_at = raw.find(b', "group": ', expires_at, stop)
-                if eta_at < 0 or expires_at < 0 or group_at < 0:
-                    return False
-                timed.append((names[index], raw[eta_at + 9:expires_at], raw[expires_at + 13:group_at]))
-            if not (_readable_times([t[1] for t in timed]) and _readable_times([t[2] for t in timed])):
+            # Messages with an eta or expires: find both values, still one C-level pass per step.
+            picked = [i for i, position in enumerate(untimed) if position == -1]
+            some = [items[i] for i in picked]
+            stops = [args_at[i] for i in picked]
+            eta_at = list(map(find, some, repeat(b', "eta": '), [name_end[i] for i in picked], stops))
+            expires_at = list(map(find, some, repeat(b', "expires": '), eta_at, stops))
+            group_at = list(map(find, some, repeat(b', "group": '), expires_at, stops))
+            if -1 in eta_at or -1 in expires_at or -1 in group_at:
+                return False
+            timed = ([names[i] for i in picked],
+                     list(map(get, some, map(slice, map(add, eta_at, repeat(9)), expires_at))),
+                     list(map(get, some, map(slice, map(add, expires_at, repeat(13)), group_at))))
+            if not (_readable_times(timed[1]) and _readable_times(timed[2])):
                 return False  # an eta/expires a worker rejects (or an empty one): the slow path reports it
         # Every check passed: account the chunk.
         n = len(items)
         self.analysed += n
         self.fast_path += n
         self._count_tasks(names)
-        for name, eta, expires in timed:
-            task = _decode_name(name)
-            if eta != b"null":
-                text = _decode_name(eta.strip(b'"'))
-                self._eta(task, text, iso_to_epoch(text))
-            if expires != b"null":
-                text = _decode_name(expires.strip(b'"'))
-                self._expires(task, text, iso_to_epoch(text))
+        if timed is not None:
+            timed_names, etas, expires = timed
+            self._times(timed_names, etas, self._eta_many)
+            self._times(timed_names, expires, self._expires_many)
         self._count_dups(list(zip(names, args)))
         return True
 
@@ -519,6 +517,63 @@ class EnvelopeStats:
         kept = dict(merged.most_common(MAX_TASK_NAMES))
         kept[OTHER_TASKS] = sum(merged.values()) - sum(kept.values())
         return kept
+
+    def _times(self, names: list, values: list, account) -> None:
+        """Account the non-null eta (or expires) JSON values of fast-path messages, in message order: parsed
+        all at once when every one is a plain ISO-8601 string with a time zone (what Celery writes), else one
+        by one exactly as `iso_to_epoch` does."""
+        present = list(map(bytes.__ne__, values, repeat(b"null")))
+        if not any(present):
+            return
+        names = list(compress(names, present))
+        raws = [value.strip(b'"') for value in compress(values, present)]
+        epochs = None
+        if max(map(len, raws)) <= 64:
+            try:
+                texts = list(map(bytes.decode, raws))
+                moments = list(map(_dt.datetime.fromisoformat, texts))
+                if None not in map(attrgetter("tzinfo"), moments):
+                    epochs = list(map(_dt.datetime.timestamp, moments))
+            except (ValueError, TypeError, OverflowError, OSError, UnicodeDecodeError):
+                epochs = None
+        if epochs is None:
+            texts = list(map(_decode_name, raws))
+            epochs = list(map(iso_to_epoch, texts))
+        account(names, texts, epochs)
+
+    def _eta_many(self, names: list, texts: list, epochs: list) -> None:
+        self.eta_count += len(texts)
+        known = [e for e in epochs if e is not None] if None in epochs else epochs
+        if not known:
+            return
+        top = max(known)
+        if self.eta_max is None or top > self.eta_max:
+            self.eta_max = top
+        if self.vt is None:
+            return
+        beyond = [e is not None and e - self.now > self.vt for e in epochs] if known is not epochs else \
+            list(map(gt, map(sub, epochs, repeat(self.now)), repeat(self.vt)))
+        count = sum(beyond)
+        self.eta_beyond_vt += count
+        if count and len(self.eta_examples) < EXAMPLES:
+            for name, text in compress(zip(names, texts), beyond):
+                if len(self.eta_examples) >= EXAMPLES:
+                    break
+                self.eta_examples.append((_decode_name(name), text))
+
+    def _expires_many(self, names: list, texts: list, epochs: list) -> None:
+        self.expires_count += len(texts)
+        if None in epochs:
+            past = [e is not None and e < self.now for e in epochs]
+        else:
+            past = list(map(lt, epochs, repeat(self.now)))
+        count = sum(past)
+        self.expired += count
+        if count and len(self.expired_examples) < EXAMPLES:
+            for name, text in compress(zip(names, texts), past):
+                if len(self.expired_examples) >= EXAMPLES:
+                    break
+                self.expired_examples.append((_decode_name(name), text))
 
     def _eta(self, task: str, text: str, epoch: Optional[float]) -> None:
         self.eta_count += 1
