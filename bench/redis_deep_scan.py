@@ -139,7 +139,10 @@ def main() -> int:
         r.slowlog_reset()
 
         floor_s, read, size = floor(r, queue)
-        print(f"floor: raw chunked LRANGE (1,000/chunk, redis-py) of {read:,} messages ({size / 1e6:,.0f} MB): "
+        from redis.utils import HIREDIS_AVAILABLE
+
+        parser = "hiredis" if HIREDIS_AVAILABLE else "pure-Python parser, no hiredis"
+        print(f"floor: raw chunked LRANGE (1,000/chunk, redis-py, {parser}) of {read:,} messages ({size / 1e6:,.0f} MB): "
               f"{floor_s:.2f} s ({read / floor_s:,.0f} msg/s)", flush=True)
         deep_s, deep_rss, report, err = run_doctor(
             ["scan", "--app", name, "--deep", "--format", "json", "--select", "CD2", "--timeout", "30"], workdir)
