@@ -14,6 +14,7 @@ import typer
 from .masking import scrub
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool killed by it
 
 app = typer.Typer(
     name="celery-doctor",
@@ -67,6 +68,11 @@ def guarded(body: Callable[[], int]) -> None:
     except KeyboardInterrupt:
         typer.echo("celery-doctor: interrupted", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`celery-doctor checks | head`): not a crash. Quiet, like a SIGPIPE'd tool.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(EXIT_BROKEN_PIPE)
     except Exception as exc:  # noqa: BLE001 - last line of defence: no tracebacks for users
         crash = tempfile.NamedTemporaryFile("w", prefix="celery-doctor-crash-", suffix=".log", delete=False)
         with crash:
@@ -93,6 +99,14 @@ def _pick(cli_value, file_options: dict, key: str, default=None):
     if cli_value not in (None, [], ()):
         return cli_value
     return file_options.get(key, default)
+
+
+def _seconds(value) -> float:
+    """--timeout: a positive, finite number of seconds (nan and inf would disable every bound)."""
+    seconds = float(value)
+    if not (0 < seconds < float("inf")):
+        raise UsageError(f"--timeout must be a positive number of seconds, not {value!r}")
+    return seconds
 
 
 def _render(fmt: Format, report, registry, color: bool) -> str:
@@ -134,9 +148,7 @@ def _run(mode: str, app_spec, broker, source, select, ignore, fmt, output, fail_
         fail_on = FailOn(fail_on_value)
     except ValueError:
         raise UsageError(f"fail-on must be one of high, medium, low, never, not {fail_on_value!r}") from None
-    timeout = float(_pick(timeout, file_options, "timeout", 10.0))
-    if timeout <= 0:
-        raise UsageError("--timeout must be a positive number of seconds")
+    timeout = _seconds(_pick(timeout, file_options, "timeout", 10.0))
     max_messages = int(_pick(max_messages, file_options, "max-messages", 1000))
     if max_messages < 0:
         raise UsageError("--max-messages must be zero or more")
@@ -301,9 +313,7 @@ def trace(
             raise UsageError("TASK_ID must be a non-empty id without spaces (at most 255 characters)")
         file_options = load_options(config_file or find_pyproject())
         chosen = Format(_pick(fmt and fmt.value, file_options, "format", "text"))
-        seconds = float(_pick(timeout, file_options, "timeout", 10.0))
-        if seconds <= 0:
-            raise UsageError("--timeout must be a positive number of seconds")
+        seconds = _seconds(_pick(timeout, file_options, "timeout", 10.0))
         options = RunOptions(
             mode="scan", app=_pick(app_spec, file_options, "app"), broker=_pick(broker, file_options, "broker"),
             sources=list(file_options.get("source", [])), timeout=seconds,
@@ -331,9 +341,29 @@ def trace(
     guarded(body)
 
 
+def _is(exc: BaseException, name: str) -> bool:
+    """Click's exception classes by name (typer vendors its own copy of click, or uses click's)."""
+    return any(cls.__name__ == name for cls in type(exc).__mro__)
+
+
 def main() -> None:
+    """The console script: bad usage is one line on stderr and exit 2, like every other bad input."""
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="celery-doctor")
     except KeyboardInterrupt:
         sys.stderr.write("celery-doctor: interrupted\n")
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - click's usage errors (and only those) are handled here
+        if _is(exc, "NoArgsIsHelpError"):
+            sys.exit(EXIT_USAGE)  # the help was printed
+        if _is(exc, "Abort"):
+            sys.stderr.write("celery-doctor: interrupted\n")
+            sys.exit(EXIT_INTERRUPTED)
+        if _is(exc, "ClickException"):
+            message = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
+            ctx = getattr(exc, "ctx", None)
+            command = getattr(ctx, "command_path", None) or "celery-doctor"
+            sys.stderr.write(f"celery-doctor: error: {scrub(message)} (see `{command} --help`)\n")
+            sys.exit(getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)
+        raise
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -16,6 +16,9 @@ ALLOWED = {
 }
 
 
+CHOICES = {"format": ("text", "json", "sarif", "markdown"), "fail-on": ("high", "medium", "low", "never")}
+
+
 class OptionsFileError(Exception):
     pass
 
@@ -53,4 +56,11 @@ def load_options(path: Optional[str]) -> dict[str, Any]:
         elif not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
             name = expected.__name__ if isinstance(expected, type) else "number"
             raise OptionsFileError(f"{path}: [tool.celery-doctor] {key} must be a {name}, not {type(value).__name__}")
+        if expected is list and not all(isinstance(item, str) for item in section[key]):
+            bad = next(item for item in section[key] if not isinstance(item, str))
+            raise OptionsFileError(f"{path}: [tool.celery-doctor] {key} must be a list of strings, not of "
+                                   f"{type(bad).__name__}")
+        if key in CHOICES and section[key] not in CHOICES[key]:
+            raise OptionsFileError(f"{path}: [tool.celery-doctor] {key} must be one of "
+                                   f"{', '.join(CHOICES[key])}, not {section[key]!r}")
     return section

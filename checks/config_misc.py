@@ -325,5 +325,44 @@ def revokes(snapshot: Snapshot):
                                     "revoked ids are kept in memory only: lost on restart (unless workers run with --statedb)"])
 
 
+@check(
+    id="CD148",
+    slug="setting-wrong-type",
+    title="A setting has a type Celery cannot use as meant: workers, beat or producers fail or misbehave",
+    category=Category.WORKER,
+    needs=("config",),
+    runbook=Runbook(
+        symptom="Workers or beat crash at startup with a TypeError/AttributeError from Celery or kombu, every message "
+                "is refused (`accept_content` as a string), or a setting seems ignored (`task_acks_late = \"False\"` "
+                "behaves as True).",
+        why="Celery and kombu use most settings as they are, without converting them: a string where a boolean is "
+            "expected is true whatever it says, a string `accept_content` is read letter by letter, a non-dict "
+            "`broker_transport_options` breaks the connection, and `task_routes`/`task_queues` of the wrong shape "
+            "break routing. Values read from environment variables are strings unless converted.",
+        confirm="`celery -A proj inspect conf | grep <setting>` on a running worker, or "
+                "`python -c \"from proj.celery import app; print(repr(app.conf.<setting>))\"`.",
+        fix="Give the setting a value of the right type (convert environment variables: `int(...)`, "
+            "`os.environ.get('X') == '1'`, lists as lists, `kombu.Queue` objects in `task_queues`).",
+        risk="The corrected value takes effect for real: a boolean written as the string \"False\" was acting as True, "
+             "so fixing it changes behaviour (e.g. acknowledgement timing) on the next deploy.",
+        references=("https://docs.celeryq.dev/en/stable/userguide/configuration.html",),
+    ),
+)
+def setting_wrong_type(snapshot: Snapshot):
+    config = snapshot.config
+    for name, why in getattr(config, "problems", ()):
+        yield setting_wrong_type.finding(
+            subject=f"setting:{name}", confidence=Confidence.CONFIGURED,
+            evidence=[f"{name}={preview_value(config.value(name))} (set)", f"{name} {why}"],
+            fix=f"Set `{name}` to a value of the type Celery expects (see its documentation); convert values read "
+                "from the environment.",
+            location=setting_location(config, name))
+
+
+def preview_value(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 CHECKS = [prefetch, beat_expires, unsafe_serializer, serializer_not_accepted, results_look_lost, time_limits,
-          naive_expires, revokes]
+          naive_expires, revokes, setting_wrong_type]

@@ -132,6 +132,8 @@ class AppConfig:
     beat: tuple[BeatEntry, ...]
     config_origin: Optional[str] = None  # file the config came from, for locations
     app_module_file: Optional[str] = None
+    # (setting, why Celery cannot use its value as it is): settings of the wrong type or shape
+    problems: tuple[tuple[str, str], ...] = ()
 
     def setting(self, name: str) -> Setting:
         found = self.settings.get(name)
@@ -149,7 +151,8 @@ class AppConfig:
 
     @property
     def default_queue(self) -> str:
-        return self.value("task_default_queue") or "celery"
+        value = self.value("task_default_queue")
+        return value if isinstance(value, str) and value else "celery"
 
     def queue_names(self) -> list[str]:
         return [q.name for q in self.queues]
@@ -388,19 +391,140 @@ def _app_module_file(app: Any) -> Optional[str]:
     return None
 
 
+# Settings whose value Celery or kombu uses as it is (no conversion): the wrong type silently changes what they
+# do, or makes workers (or beat, or producers) fail. Only what is certain is listed.
+BOOL_SETTINGS = tuple(n for n in TRACKED_SETTINGS if n in {
+    "broker_connection_retry", "broker_connection_retry_on_startup", "broker_channel_error_retry", "result_extended",
+    "task_acks_late", "task_reject_on_worker_lost", "task_retry_on_worker_lost", "task_acks_on_failure_or_timeout",
+    "task_acks_on_failure", "task_acks_on_timeout", "task_always_eager", "task_eager_propagates",
+    "task_publish_retry", "task_create_missing_queues", "task_ignore_result", "task_track_started",
+    "worker_cancel_long_running_tasks_on_connection_loss", "worker_deduplicate_successful_tasks",
+    "worker_disable_prefetch", "worker_detect_quorum_queues", "enable_utc"})
+NUMBER_SETTINGS = ("broker_connection_max_retries", "broker_connection_timeout", "broker_pool_limit",
+                   "broker_heartbeat", "result_chord_expires", "task_time_limit", "task_soft_time_limit",
+                   "worker_prefetch_multiplier", "worker_concurrency", "worker_eta_task_limit",
+                   "worker_soft_shutdown_timeout", "task_default_retry_delay")
+MAPPING_SETTINGS = ("broker_transport_options", "task_publish_retry_policy", "beat_schedule")
+STRING_SETTINGS = ("broker_transport", "task_serializer", "result_serializer", "task_default_queue",
+                   "task_default_exchange", "task_default_exchange_type", "task_default_routing_key",
+                   "task_default_queue_type", "worker_pool", "worker_state_db", "timezone")
+LIST_OF_NAMES_SETTINGS = ("accept_content", "result_accept_content", "imports", "include")
+
+
+def _add(problems: list, name: str, why: str) -> None:
+    if all(existing != name for existing, _ in problems):
+        problems.append((name, why))
+
+
+def _numeric_text(value: str) -> bool:
+    try:
+        float(value)
+        return True
+    except ValueError:
+        return False
+
+
+def setting_problems(values: Mapping[str, Any], settings: Mapping[str, Setting]) -> list:
+    """(setting, why) for explicit settings whose type Celery cannot use as the app meant."""
+    problems: list = []
+    for name in TRACKED_SETTINGS:
+        setting = settings.get(name)
+        if setting is None or not setting.explicit:
+            continue
+        value = values.get(name)
+        if value is None:
+            continue
+        kind = type(value).__name__
+        if name in BOOL_SETTINGS and not isinstance(value, (bool, int)):
+            if isinstance(value, str):
+                _add(problems, name, f"is the string {value[:40]!r}, not True/False: Celery tests its truth value, so any "
+                                     "non-empty string (\"False\", \"no\" and \"0\" included) means True")
+            else:
+                _add(problems, name, f"is of type {kind}, not True/False: Celery uses its truth value")
+        elif name in NUMBER_SETTINGS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            if isinstance(value, str) and _numeric_text(value):
+                _add(problems, name, f"is the string {value!r}, not a number: Celery passes it on unconverted "
+                                     "(comparisons and arithmetic on it fail or go wrong)")
+            else:
+                _add(problems, name, f"is of type {kind} ({str(value)[:40]!r}), not a number: workers fail to start or "
+                                     "fail when they use it")
+        elif name in MAPPING_SETTINGS and not isinstance(value, Mapping):
+            if name == "beat_schedule" and isinstance(value, (list, tuple)) and not value:
+                continue  # empty: no entries, beat runs nothing
+            _add(problems, name, f"is of type {kind}, not a dict: " + (
+                "kombu cannot connect with it (it reads options with .get)" if name == "broker_transport_options"
+                else "beat cannot load the schedule" if name == "beat_schedule"
+                else "publishing fails when a retry policy is needed"))
+        elif name in STRING_SETTINGS and not isinstance(value, str):
+            _add(problems, name, f"is of type {kind} ({str(value)[:40]!r}), not a string")
+        elif name in LIST_OF_NAMES_SETTINGS:
+            if isinstance(value, str):
+                why = ("kombu reads it letter by letter (\"json\" -> 'j', 's', ...): workers accept no content type "
+                       "and refuse every message" if "accept" in name
+                       else "Celery reads it as a sequence of module names, one letter each")
+                _add(problems, name, f"is the string {value!r}, not a list: {why}")
+            elif not isinstance(value, (list, tuple, set, frozenset)):
+                _add(problems, name, f"is of type {kind}, not a list")
+            elif any(not isinstance(item, str) for item in value):
+                _add(problems, name, "holds items that are not strings")
+    beat = values.get("beat_schedule")
+    if isinstance(beat, Mapping):
+        for key, entry in beat.items():
+            if not isinstance(entry, Mapping):
+                _add(problems, "beat_schedule", f"entry {str(key)[:60]!r} is of type {type(entry).__name__}, not a dict: "
+                                                "beat fails to start")
+            elif not isinstance(entry.get("task"), str) or not entry.get("task"):
+                _add(problems, "beat_schedule", f"entry {str(key)[:60]!r} has no task name (task="
+                                                f"{entry.get('task')!r}): beat fails to start")
+            elif isinstance(entry.get("schedule"), str) or entry.get("schedule") is None:
+                _add(problems, "beat_schedule", f"entry {str(key)[:60]!r} has schedule={entry.get('schedule')!r}: "
+                                                "not a number of seconds, a timedelta or a schedule object")
+    return problems
+
+
+def _queues(value: Any, default_type: str, problems: list) -> tuple[QueueInfo, ...]:
+    """task_queues as declared; anything Celery could not declare is a problem, not a crash."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset, Mapping)):
+        _add(problems, "task_queues", f"is of type {type(value).__name__} ({str(value)[:40]!r}), not a list of "
+                                      "kombu.Queue: workers cannot declare or consume the queues")
+        return ()
+    items = value.values() if isinstance(value, Mapping) else value
+    out = []
+    for item in items:
+        if not isinstance(getattr(item, "name", None), str):
+            _add(problems, "task_queues", f"holds {str(item)[:40]!r} of type {type(item).__name__}, not a kombu.Queue: "
+                                          "workers cannot declare or consume the queues")
+            continue
+        try:
+            out.append(_queue_info(item, default_type))
+        except Exception as exc:  # noqa: BLE001 - an odd queue object is a problem, not a crash
+            _add(problems, "task_queues", f"queue {item.name!r} cannot be read: {type(exc).__name__}: {exc}")
+    return tuple(out)
+
+
 def collect_config(app: Any) -> AppConfig:
     conf = app.conf
     settings = {name: read_setting(conf, name) for name in TRACKED_SETTINGS}
     conf_values = {name: s.value for name, s in settings.items()}
     broker_url = conf_values.get("broker_url")
     broker_url = broker_url if isinstance(broker_url, str) else None
-    transport = transport_of(broker_url, conf_values.get("broker_transport"))
-    default_type = conf_values.get("task_default_queue_type") or "classic"
-    queues = tuple(_queue_info(q, default_type) for q in (conf_values.get("task_queues") or ()))
+    problems = setting_problems(conf_values, settings)
+    broker_transport = conf_values.get("broker_transport")
+    transport = transport_of(broker_url, broker_transport if isinstance(broker_transport, str) else None)
+    default_type = conf_values.get("task_default_queue_type")
+    default_type = default_type if isinstance(default_type, str) and default_type else "classic"
+    queues = _queues(conf_values.get("task_queues"), default_type, problems)
     registered = frozenset(str(n) for n in app.tasks.keys())
     tasks = {name: _task_info(app.tasks[name], conf_values)
              for name in sorted(registered) if not name.startswith(BUILTIN_TASK_PREFIX)}
-    rules, dynamic = _route_rules(conf_values.get("task_routes"))
+    try:
+        rules, dynamic = _route_rules(conf_values.get("task_routes"))
+    except (TypeError, ValueError) as exc:
+        rules, dynamic = (), 0
+        _add(problems, "task_routes", f"cannot be read as routes ({type(exc).__name__}: {exc}): Celery's router "
+                                      "fails on it, so tasks cannot be sent")
     routes = {name: _resolve_route(app, name) for name in sorted(tasks)}
     beat = _beat_entries(conf_values.get("beat_schedule"))
     for entry in beat:
@@ -425,4 +549,5 @@ def collect_config(app: Any) -> AppConfig:
         beat=beat,
         config_origin=_config_origin(app),
         app_module_file=_app_module_file(app),
+        problems=tuple(problems),
     )
