@@ -121,11 +121,36 @@ def build_snapshot(options: RunOptions, deadline: Deadline, app: Any, raw_url: O
 
 
 def _not_checked(snapshot: Snapshot) -> tuple[tuple[str, str], ...]:
+    """Parts that could not be gathered, and the pieces missing from parts that were (partial failures)."""
     out = []
     for name, part in sorted(snapshot.parts.items()):
         if part.status in (PartStatus.UNAVAILABLE, PartStatus.NOT_REQUESTED):
             out.append((name, scrub(part.reason)))
+        elif part.ok and part.data is not None:
+            out.extend((label, scrub(reason)) for label, reason in partly_checked(name, part.data))
     return tuple(out)
+
+
+def partly_checked(name: str, data: Any) -> list[tuple[str, str]]:
+    """(what, why) for the pieces of a gathered live part that could not be read."""
+    out: list[tuple[str, str]] = []
+    try:
+        if name == "rabbitmq":
+            if not getattr(data, "api_reachable", True) and getattr(data, "api_error", None):
+                out.append(("rabbitmq management API", f"{data.api_error} (read over AMQP instead: only queue "
+                                                       "depths and consumer counts of the app's queues)"))
+            if getattr(data, "amqp_error", None):
+                out.append(("rabbitmq AMQP", str(data.amqp_error)))
+        elif name == "redis":
+            out.extend(("redis", str(note)) for note in (getattr(data, "notes", None) or ()))
+        elif name == "workers":
+            silent = [w.name for w in (getattr(data, "silent", None) or ())]
+            if silent:
+                out.append(("workers", f"{', '.join(silent)} did not answer within {data.wait_s:g} s: "
+                                       "their queues, tasks and settings were not read"))
+    except Exception:  # noqa: BLE001 - a report must never fail on its own bookkeeping
+        return out
+    return out
 
 
 def diagnose(options: RunOptions, registry: Optional[Registry] = None) -> tuple[Report, Registry]:
