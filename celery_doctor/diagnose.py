@@ -142,11 +142,11 @@ def partly_checked(name: str, data: Any) -> list[tuple[str, str]]:
             if getattr(data, "amqp_error", None):
                 out.append(("rabbitmq AMQP", str(data.amqp_error)))
         elif name == "redis":
-            out.extend(("redis", str(note)) for note in (getattr(data, "notes", None) or ()))
+            out.extend(("redis (partly read)", str(note)) for note in (getattr(data, "notes", None) or ()))
         elif name == "workers":
             silent = [w.name for w in (getattr(data, "silent", None) or ())]
             if silent:
-                out.append(("workers", f"{', '.join(silent)} did not answer within {data.wait_s:g} s: "
+                out.append(("workers (partly read)", f"{', '.join(silent)} did not answer within {data.wait_s:g} s: "
                                        "their queues, tasks and settings were not read"))
     except Exception:  # noqa: BLE001 - a report must never fail on its own bookkeeping
         return out
