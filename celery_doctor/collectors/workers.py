@@ -604,10 +604,11 @@ def _rabbit_known(ctx, namespace: str) -> tuple[Optional[list[str]], Optional[st
     if not isinstance(items, list):
         return None, "the management API returned an unexpected document for the pidbox queues"
     suffix = f".{namespace}.pidbox"
+    reply_suffix = f".reply.{namespace}.pidbox"  # another client's reply queue (celery inspect, another doctor)
     known = []
     for item in items:
         name = item.get("name") if isinstance(item, Mapping) else None
-        if not isinstance(name, str) or not name.endswith(suffix):
+        if not isinstance(name, str) or not name.endswith(suffix) or name.endswith(reply_suffix):
             continue
         if item.get("consumers") == 0:
             continue  # nobody listens: the worker is gone and its mailbox is expiring
