@@ -33,6 +33,10 @@ BLOCKING_COMMANDS = {"brpop", "blpop", "brpoplpush", "blmove", "blmpop"}
 DEFAULT_CAP = 5.0  # seconds any single command may wait, at most
 
 
+# What Redis answers to AUTH when it has no password at all (7.x, and before 6.0).
+_NO_PASSWORD_SET = ("called without any password configured", "no password is set")
+
+
 class RedisReadError(Exception):
     """A masked, one-line reason why Redis could not be read."""
 
@@ -253,7 +257,15 @@ class Reader:
             kwargs.update(host=self._host, port=self._port)
             kwargs.update(_ssl_kwargs(target, use_ssl))
         try:  # a single-connection client connects (and negotiates) right here
-            self.client = redis.Redis(**kwargs)
+            try:
+                self.client = redis.Redis(**kwargs)
+            except redis.AuthenticationError as exc:
+                if not (kwargs.get("password") and any(t in str(exc) for t in _NO_PASSWORD_SET)):
+                    raise
+                # The server has no password. Clients that authenticate with HELLO (kombu with redis-py 5+, RESP3)
+                # are let in whatever password they send: the workers are connected, so read it as they do.
+                kwargs.update(username=None, password=None)
+                self.client = redis.Redis(**kwargs)
         except (redis.TimeoutError, TimeoutError):
             raise RedisReadError(f"Redis at {self.where} did not answer within {timeout:.1f} s") from None
         except redis.AuthenticationError as exc:

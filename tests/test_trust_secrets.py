@@ -349,3 +349,18 @@ def test_canaries_in_rabbitmq_error_messages_never_leak(rabbit_target, tmp_path)
     assert "management API" in api_tls.stdout, api_tls
     assert malformed.code == 2 and len(malformed.stderr.strip().splitlines()) == 1, malformed
     assert "--management-url" in malformed.stderr, malformed
+
+
+@pytest.mark.redis
+def test_a_password_sent_to_a_redis_without_one_is_read_as_the_workers_do(tmp_path):
+    """Redis with no password lets in clients that authenticate with HELLO (kombu, RESP3) whatever they send;
+    the doctor must read it too (not report the broker unreachable), and still never print the password."""
+    if not redis_available():
+        pytest.skip("no Redis")
+    secret = canary("N")
+    run = cli("scan", "--broker", f"redis://:{secret}@127.0.0.1:6379/{BROKER_DB}", "--format", "json",
+              "--timeout", "4", "-v", cwd=tmp_path)
+    assert_clean(run, secret)
+    parts = {n["part"] for n in run.json()["not_checked"]}
+    assert "redis" not in parts and "workers" not in parts, run.json()["not_checked"]
+    assert "CD001" not in {f["check"] for f in run.json()["findings"]}
