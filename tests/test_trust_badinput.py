@@ -357,9 +357,27 @@ def test_unreachable_wrong_and_refusing_targets_are_named_not_crashes(tmp_path):
     _count("unreachable / refusing / wrong targets", len(cases))
 
 
+@pytest.mark.parametrize("args", [("checks",), ("explain", "CD101"), ("lint", "--broker", REDIS, "--format", "json")])
+def test_a_reader_that_goes_away_is_not_a_crash(tmp_path, args):
+    """`celery-doctor checks | head -1`: the pipe closes before the report is written."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "celery_doctor", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    proc.stdout.close()  # before the doctor has written anything: every write fails with EPIPE
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 141, (proc.returncode, stderr)
+    assert not stderr.strip(), stderr
+    assert not list(tmp_path.glob("celery-doctor-crash-*.log"))
+    _count("closed pipes", 1)
+
+
 def test_count_of_bad_inputs():
     """Runs last in this module: the number of bad inputs tried above (-s shows it)."""
     total = sum(TRIED.values())
     print(f"\nbad inputs tried: {total} ({', '.join(f'{k}: {v}' for k, v in sorted(TRIED.items()))})")
-    if len(TRIED) >= 7:  # the whole module ran (not a -k selection)
+    if len(TRIED) >= 8:  # the whole module ran (not a -k selection)
         assert total >= 150, TRIED
