@@ -232,8 +232,6 @@ WRONG_TYPES = [
 ]
 
 
-@pytest.mark.filterwarnings("ignore::celery.exceptions.CDeprecationWarning")
-@pytest.mark.filterwarnings("ignore:Task name:UserWarning")
 @pytest.mark.parametrize("mode", ["lint", "scan"])
 def test_config_values_of_the_wrong_type_are_findings_not_crashes(mode):
     """Each wrong value in an app object; the config collector and every check run on it (a crashing check
@@ -257,7 +255,7 @@ def test_config_values_of_the_wrong_type_are_findings_not_crashes(mode):
         app = Celery(f"trust_types_{uid()}", broker=REDIS, set_as_current=False)
         app.conf[setting] = value
 
-        @app.task(name="t.add")
+        @app.task(name="t.add", shared=False)
         def add(x, y):
             return x + y
 

@@ -118,7 +118,8 @@ def redis_target(tmp_path_factory):
         app = importlib.import_module(module).app
         queued = app.tasks[f"{module}.add"].apply_async((1, 2))
         done_id = f"done-{tag}"
-        app.backend.store_result(done_id, 3, "SUCCESS")
+        redis_client(BACKEND_DB).set(app.backend.get_key_for_task(done_id),
+                                     app.backend.encode({"status": "SUCCESS", "result": 3, "task_id": done_id}))
         app.pool.force_close_all()
     finally:
         sys.path.remove(str(directory))
