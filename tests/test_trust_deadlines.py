@@ -8,6 +8,7 @@ The longest run is printed (-s) by the last test.
 """
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -44,6 +45,9 @@ def _run_all(cases, tmp_path, parallel=3):
         entries = [(n.get("part") or n.get("where"), n["reason"]) for n in data["not_checked"]]
         for where, words in expected:
             assert any(w.startswith(where) and words in r for w, r in entries), (args, where, words, entries)
+        for where, reason in entries:  # "within 2 s", "within 1.7 s": a duration a person can read
+            for number in re.findall(r"within ([0-9.]+) s", reason):
+                assert re.fullmatch(r"\d+(\.\d)?", number), (where, reason)
     return runs
 
 

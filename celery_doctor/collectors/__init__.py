@@ -91,7 +91,8 @@ def gather_live(ctx: CollectContext, transport: Optional[str], collectors: Optio
         if name in results:
             parts[name] = results[name]
         else:
-            parts[name] = Part.unavailable(f"did not answer within {ctx.deadline.seconds:g} s")
+            seconds = f"{ctx.deadline.seconds:.1f}".rstrip("0").rstrip(".")  # 3 -> "3", 2.0014 -> "2"
+            parts[name] = Part.unavailable(f"did not answer within {seconds} s")
     return parts
 
 
