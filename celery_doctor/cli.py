@@ -92,7 +92,8 @@ def _setup_logging(verbose: bool) -> None:
     handler.setFormatter(Masking("celery-doctor: %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    root.setLevel(logging.WARNING)  # libraries (celery, kombu) stay quiet unless something is wrong
+    logging.getLogger("celery_doctor").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _pick(cli_value, file_options: dict, key: str, default=None):

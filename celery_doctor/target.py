@@ -65,26 +65,24 @@ def load_app(spec: str, cwd: Optional[str] = None):
 
 
 def validate_broker_url(url: str) -> str:
+    """Every `;`-separated failover URL must have a known scheme and a well-formed host and port."""
+    from kombu.transport import TRANSPORT_ALIASES
     from kombu.utils.url import url_to_parts
 
-    first = url.split(";")[0].strip()
-    if "://" not in first:
-        raise TargetError(f"broker URL {scrub(url)!r} has no scheme (expected e.g. redis://host:6379/0)")
-    try:
-        scheme = urlsplit(first).scheme.lower()
-    except ValueError as exc:  # e.g. "Invalid IPv6 URL"
-        raise TargetError(f"malformed broker URL {scrub(first)!r}: {_one_line(exc)}") from None
-    from kombu.transport import TRANSPORT_ALIASES
-
-    if scheme not in TRANSPORT_ALIASES and scheme not in ("rediss", "sentinel"):
-        raise TargetError(f"unknown broker scheme {scheme!r} in {scrub(url)!r}")
-    for part in url.split(";"):
+    parts = [part.strip() for part in url.split(";") if part.strip()]
+    if not parts:
+        raise TargetError("the broker URL is empty")
+    for part in parts:
+        if "://" not in part:
+            raise TargetError(f"broker URL {scrub(part)!r} has no scheme (expected e.g. redis://host:6379/0)")
         try:
-            parts = url_to_parts(part.strip())
-            _ = parts.port  # raises ValueError for a non-numeric port
-            urlsplit(part.strip()).port
+            scheme = urlsplit(part).scheme.lower()
+            _ = url_to_parts(part).port
+            urlsplit(part).port  # raises ValueError for a non-numeric port or a broken IPv6 host
         except ValueError as exc:
             raise TargetError(f"malformed broker URL {scrub(part)!r}: {_one_line(exc)}") from None
+        if scheme not in TRANSPORT_ALIASES and scheme not in ("rediss", "sentinel"):
+            raise TargetError(f"unknown broker scheme {scheme!r} in {scrub(part)!r}")
     return url
 
 

@@ -113,7 +113,8 @@ def search_backend(ctx: CollectContext, task_id: str, snapshot: Snapshot):
     scheme = str(backend_url).split(":", 1)[0].lower()
     if scheme in ("rpc", "amqp"):
         return [], [], [("result backend", f"{scheme}:// results can only be read by the caller that sent the task")]
-    budget = ctx.deadline.budget(cap=5.0)
+    # Stop waiting a little before the deadline, so a silent backend is reported under its own name.
+    budget = max(0.05, min(5.0, ctx.deadline.remaining() - 0.3))
     for key in ("redis_socket_timeout", "redis_socket_connect_timeout"):
         app.conf[key] = budget
     app.conf["redis_retry_on_timeout"] = False
@@ -170,6 +171,19 @@ def _broker_searcher(transport: Optional[str]) -> tuple[Searcher, bool]:
 
     module_name, name = path.split(":")
     return getattr(importlib.import_module(module_name), name), after_scan
+
+
+def _unique(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each reason once per system ("rabbitmq" and "rabbitmq queues" are one system)."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for where, reason in items:
+        key = (where.split()[0], reason)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((where, reason))
+    return out
 
 
 def _relevant_first(findings: tuple[RankedFinding, ...], task: Optional[str], queue: Optional[str]) -> tuple[RankedFinding, ...]:
@@ -253,6 +267,7 @@ def trace(options: RunOptions, task_id: str) -> TraceResult:
     for name, part in sorted(snapshot.parts.items()):
         if name == transport and not part.ok and part.reason:
             result.not_checked.append((name, scrub(part.reason)))
+    result.not_checked = _unique(result.not_checked)
     ran = run_checks(registry, snapshot, options.select, options.ignore)
     queue = next((loc.name.split(":", 1)[1] for loc in result.locations if loc.name.startswith("queue:")), None)
     result.likely_causes = _relevant_first(rank(ran.findings), result.task_name, queue)

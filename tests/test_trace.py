@@ -194,15 +194,18 @@ def test_rabbitmq_trace_needs_peek_and_peek_leaves_the_queue_as_it_was(tmp_path)
     producer.conf.task_default_queue = queue
     ids = [producer.send_task("traceapp.add", (i, i)).id for i in range(3)]
 
-    def depth():
+    def depth(expected=(3, 0, 0)):
+        """The queue's (ready, unacked, consumers), waiting for the management API's counters to catch up."""
         request = urllib.request.Request(f"http://127.0.0.1:15672/api/queues/%2F/{queue}")
         request.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
-        for _ in range(50):
+        seen = None
+        for _ in range(60):
             data = json.load(urllib.request.urlopen(request, timeout=5))
-            if data.get("messages_ready") is not None and data.get("messages") == data.get("messages_ready"):
-                return data["messages_ready"], data["messages_unacknowledged"], data["consumers"]
-            time.sleep(0.2)
-        return data.get("messages_ready"), data.get("messages_unacknowledged"), data.get("consumers")
+            seen = (data.get("messages_ready"), data.get("messages_unacknowledged"), data.get("consumers"))
+            if seen == expected:
+                return seen
+            time.sleep(0.25)
+        return seen
 
     try:
         assert depth() == (3, 0, 0)
