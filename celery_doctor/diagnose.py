@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import signal
 import threading
@@ -20,6 +21,9 @@ from .ranking import rank
 from .registry import Registry, load_registry
 from .runner import run_checks
 from .target import TargetError, app_for_broker, load_app, validate_broker_url, validate_management_url
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,6 +86,7 @@ def load_target(options: RunOptions, deadline: Optional[Deadline] = None):
         raise TargetError("nothing to diagnose: give --app MODULE[:ATTR] or --broker URL (or set CELERY_BROKER_URL)")
     raw_url = app.conf.broker_url if isinstance(app.conf.broker_url, str) else None
     SECRETS.add_url(raw_url)
+    log.debug("target: app %s, broker %s", options.app or "(none)", mask_url(raw_url))
     if raw_url and options.mode == "scan":
         validate_broker_url(raw_url)
     return app, raw_url
@@ -160,6 +165,8 @@ def diagnose(options: RunOptions, registry: Optional[Registry] = None) -> tuple[
     app, raw_url = load_target(options, deadline)
     snapshot, _ = build_snapshot(options, deadline, app, raw_url)
     result = run_checks(registry, snapshot, options.select, options.ignore)
+    log.debug("ran %d checks in %s mode: %d findings, %d suppressed inline", len(result.results), options.mode,
+              len(result.findings), result.suppressed)
     config = snapshot.config
     anchor = None
     if config and config.app_module_file:

@@ -10,6 +10,7 @@ unavailable by `gather_live`; its thread is a daemon and is abandoned.
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ LIVE_COLLECTORS: Mapping[str, str] = {
     "workers": "celery_doctor.collectors.workers:collect_workers",
 }
 PART_TRANSPORT = {"redis": "redis", "rabbitmq": "rabbitmq"}
+log = logging.getLogger(__name__)
 COLLECTOR_CRASH = "collector failed:"  # the reason's prefix when a collector raised (a bug, not the broker)
 
 
@@ -93,6 +95,8 @@ def gather_live(ctx: CollectContext, transport: Optional[str], collectors: Optio
         else:
             seconds = f"{ctx.deadline.seconds:.1f}".rstrip("0").rstrip(".")  # 3 -> "3", 2.0014 -> "2"
             parts[name] = Part.unavailable(f"did not answer within {seconds} s")
+    for name, part in sorted(parts.items()):
+        log.debug("part %s: %s%s", name, part.status.value, f" ({scrub(part.reason)})" if part.reason else "")
     return parts
 
 
