@@ -10,7 +10,7 @@ from typing import Optional
 from .collectors.redis import open_reader
 from .envelope import Envelope, decode_payload
 from .redisio import SEP, Reader, RedisReadError, stream_unacked
-from .settings import REDIS_DEFAULT_VISIBILITY_TIMEOUT, as_seconds, human_seconds
+from .settings import REDIS_DEFAULT_VISIBILITY_TIMEOUT, human_seconds
 from .trace import TraceLocation
 
 UNACKED_SWEEP_S = 100  # kombu's restore sweep period (unacked_restore_interval x throttle), roughly
@@ -86,7 +86,7 @@ def _search_lists(reader: Reader, task_id: str, snapshot) -> Optional[TraceLocat
 def _search_unacked(reader: Reader, task_id: str, snapshot) -> Optional[TraceLocation]:
     config = snapshot.config
     options = dict(config.transport_options) if config is not None else {}
-    vt = as_seconds(options.get("visibility_timeout")) or float(REDIS_DEFAULT_VISIBILITY_TIMEOUT)
+    vt = config.visibility_timeout[0] if config is not None else float(REDIS_DEFAULT_VISIBILITY_TIMEOUT)
     hash_key = reader.key(str(options.get("unacked_key") or "unacked"))
     index_key = reader.key(str(options.get("unacked_index_key") or "unacked_index"))
     needle = task_id.encode()

@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 from celery_doctor.pyast import Delay, literal_delays
-from celery_doctor.settings import REDIS_DEFAULT_VISIBILITY_TIMEOUT, as_seconds, human_seconds
+from celery_doctor.settings import as_seconds, human_seconds
 
 from ._util import plural, preview, setting_location
 
@@ -13,9 +13,9 @@ VT_SUBJECT = "setting:broker_transport_options.visibility_timeout"
 
 
 def visibility_timeout(config) -> tuple[float, str]:
-    value = as_seconds(config.transport_options.get("visibility_timeout"))
-    if value is None:
-        return float(REDIS_DEFAULT_VISIBILITY_TIMEOUT), f"visibility_timeout={REDIS_DEFAULT_VISIBILITY_TIMEOUT} s (kombu default)"
+    value, explicit = config.visibility_timeout
+    if not explicit:
+        return value, f"visibility_timeout={value:g} s (kombu default)"
     return value, f"visibility_timeout={value:g} s ({human_seconds(value)}, set in broker_transport_options)"
 
 

@@ -62,8 +62,7 @@ def _relevant(snapshot: Snapshot):
 
 
 def _app_vt(config) -> float:
-    value = as_seconds(config.transport_options.get("visibility_timeout"))
-    return value if value is not None else float(REDIS_DEFAULT_VISIBILITY_TIMEOUT)
+    return config.visibility_timeout[0]
 
 
 def _worker_vt(worker, config) -> tuple[float, str]:

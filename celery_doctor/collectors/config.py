@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 
 from ..masking import mask_url
 from ..model import Location
-from ..settings import Setting, read_setting, transport_of
+from ..settings import REDIS_DEFAULT_VISIBILITY_TIMEOUT, Setting, as_seconds, read_setting, transport_of
 
 # Settings any check may read; everything is captured with its default so checks stay pure.
 TRACKED_SETTINGS = (
@@ -148,6 +148,14 @@ class AppConfig:
     def transport_options(self) -> Mapping[str, Any]:
         value = self.value("broker_transport_options")
         return value if isinstance(value, Mapping) else {}
+
+    @property
+    def visibility_timeout(self) -> tuple[float, bool]:
+        """Redis' visibility timeout in seconds, and whether the app set it (else kombu's default)."""
+        value = as_seconds(self.transport_options.get("visibility_timeout"))
+        if value is None:
+            return float(REDIS_DEFAULT_VISIBILITY_TIMEOUT), False
+        return value, True
 
     @property
     def default_queue(self) -> str:

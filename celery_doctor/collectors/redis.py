@@ -401,11 +401,10 @@ def _is_kombu_list(reader: Reader, key: str) -> bool:
 
 
 def _vt(config) -> tuple[float, str]:
-    options = config.transport_options if config is not None else {}
-    value = as_seconds(options.get("visibility_timeout"))
-    if value is None:
+    if config is None:
         return float(REDIS_DEFAULT_VISIBILITY_TIMEOUT), f"{REDIS_DEFAULT_VISIBILITY_TIMEOUT} s (kombu default)"
-    return value, f"{value:g} s (broker_transport_options)"
+    value, explicit = config.visibility_timeout
+    return value, f"{value:g} s (broker_transport_options)" if explicit else f"{value:g} s (kombu default)"
 
 
 def _unacked(reader: Reader, options: Mapping[str, Any], vt: float, now: float, limit: Optional[int],
