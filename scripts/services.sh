@@ -37,6 +37,10 @@ if ! $SUDO rabbitmqctl -q status >/dev/null 2>&1; then
   wait_for 120 $SUDO rabbitmqctl -q await_startup || { echo "rabbitmq did not start" >&2; exit 1; }
 fi
 $SUDO rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null
-wait_for 90 curl -sf -u guest:guest http://127.0.0.1:15672/api/overview \
-  || { echo "rabbitmq management API did not come up on 15672" >&2; exit 1; }
+management_up() {
+  python3 -c 'import base64, urllib.request as u
+r = u.Request("http://127.0.0.1:15672/api/overview", headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+u.urlopen(r, timeout=3).read()'
+}
+wait_for 90 management_up || { echo "rabbitmq management API did not come up on 15672" >&2; exit 1; }
 echo "services: redis and rabbitmq (management on 15672) are up" >&2
