@@ -224,3 +224,26 @@ def test_server_checks_on_a_real_state_with_risky_settings(shop):
     calm = replace(state, server=replace(state.server, maxmemory_policy="noeviction", aof_enabled=True))
     quiet = {f.check for f in run_checks(snapshot_with(app, replace(part, data=calm))) if f.subject.startswith("server:")}
     assert not quiet & {"CD201", "CD202", "CD203", "CD204", "CD217"}
+
+
+def test_another_apps_queues_elsewhere_are_only_a_low_inferred_note(shop, tmp_path):
+    """Queues under another prefix that are none of the app's: maybe another application sharing the server."""
+    from celery_doctor.model import Confidence, Impact
+
+    tag = shop["tag"]
+    neighbour = write_app(tmp_path, f"neighbour_{tag}", DB, conf=f'''
+app.conf.broker_transport_options = {{"global_keyprefix": "neighbour{tag}:"}}
+app.conf.task_default_queue = "billing-{tag}"
+''')
+    other_app = import_app(tmp_path, neighbour)
+    for i in range(3):
+        other_app.tasks[f"{neighbour}.add"].delay(i, i)
+    findings = run_checks(snapshot_with(shop["app"], collect(shop["app"])))
+    found = [f for f in findings if f.check == "CD215" and f"neighbour{tag}:" in f.subject]
+    assert len(found) == 1, [f.subject for f in findings if f.check == "CD215"]
+    assert found[0].confidence is Confidence.INFERRED and found[0].impact is Impact.LOW
+    assert found[0].messages_at_risk is None
+    assert any("another application may use" in e for e in found[0].evidence)
+    # the app's own queue name under the stray prefix stays an observed, high finding
+    stray = [f for f in findings if f.check == "CD215" and f"stray{tag}:" in f.subject]
+    assert stray[0].confidence is Confidence.OBSERVED and stray[0].impact is Impact.HIGH
