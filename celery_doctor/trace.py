@@ -105,6 +105,9 @@ def search_workers(ctx: CollectContext, task_id: str, snapshot: Snapshot):
     return found, checked, not_checked
 
 
+UNSAFE_SERIALIZERS = {"pickle", "yaml", "application/x-python-serialize", "application/x-yaml"}
+
+
 def search_backend(ctx: CollectContext, task_id: str, snapshot: Snapshot):
     app = ctx.app
     backend_url = app.conf.get("result_backend")
@@ -114,6 +117,11 @@ def search_backend(ctx: CollectContext, task_id: str, snapshot: Snapshot):
     if scheme in ("rpc", "amqp"):
         return [], [], [("result backend", f"{scheme}:// results can only be read by the caller that sent the task")]
     # Stop waiting a little before the deadline, so a silent backend is reported under its own name.
+    accepted = list(app.conf.get("result_accept_content") or app.conf.get("accept_content") or ())
+    unsafe = sorted({str(v).lower() for v in [app.conf.get("result_serializer"), *accepted]} & UNSAFE_SERIALIZERS)
+    if unsafe:
+        # Reading the result would deserialize it with an unsafe loader: never do that.
+        return [], [], [("result backend", f"results may be stored with {', '.join(unsafe)}: not loaded")]
     budget = max(0.05, min(5.0, ctx.deadline.remaining() - 0.3))
     for key in ("redis_socket_timeout", "redis_socket_connect_timeout"):
         app.conf[key] = budget

@@ -222,3 +222,30 @@ def test_rabbitmq_trace_needs_peek_and_peek_leaves_the_queue_as_it_was(tmp_path)
         with producer.connection_for_write() as conn:
             conn.default_channel.queue_delete(queue)
         producer.close()
+
+
+@pytest.mark.redis
+def test_result_backend_with_pickle_is_not_read(redis_app, tmp_path):
+    """A result stored with pickle would be unpickled by get_task_meta: trace must not read it."""
+    import pickle
+
+    module, queue, env, cwd = redis_app
+    marker = tmp_path / "unpickled"
+    task_id = str(uuid.uuid4())
+
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    client = redis.Redis(db=DB)
+    client.set(f"celery-task-meta-{task_id}", pickle.dumps({"status": "SUCCESS", "result": Boom(),
+                                                            "task_id": task_id}), ex=60)
+    (cwd / "pickleapp.py").write_text(
+        "import os\nfrom celery import Celery\n"
+        "app = Celery('pickleapp', broker=os.environ['TRACE_BROKER'], backend=os.environ['TRACE_BACKEND'])\n"
+        "app.conf.result_serializer = 'pickle'\napp.conf.accept_content = ['json', 'pickle']\n")
+    result = run_cli("trace", task_id, "--app", "pickleapp", "--format", "json", "--timeout", "5", cwd=cwd, env=env)
+    data = json.loads(result.stdout)
+    assert not marker.exists()
+    assert any(item["where"] == "result backend" and "pickle" in item["reason"] for item in data["not_checked"])
+    client.delete(f"celery-task-meta-{task_id}")
