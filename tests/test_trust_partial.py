@@ -19,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.test_trust_support import (AclUser, Blackholes, canary, cli, delete_new_keys, drop_vhost, make_vhost,
+from urllib.parse import quote
+
+from tests.test_trust_support import (AclUser, Blackholes, api, canary, cli, delete_new_keys, drop_vhost, make_vhost,
                                       rabbit_available, redis_available, redis_client, refused_port, uid,
                                       write_module)
 from tests.workerproc import WorkerFactory
@@ -102,6 +104,7 @@ def busy_workers(tmp_path_factory):
             app.pool.force_close_all()
             setup.update(silent=silent, idle=idle, held=held.id)
         time.sleep(0.5)  # the solo pool is inside the task now
+        _wait_until_the_api_lists_mailboxes(vhost, [setups["rabbitmq"]["silent"], setups["rabbitmq"]["idle"]])
         yield directory, setups
     finally:
         for worker in factory.workers:
@@ -109,6 +112,19 @@ def busy_workers(tmp_path_factory):
         factory.stop_all()
         delete_new_keys(DB, before)
         drop_vhost(vhost)
+
+
+def _wait_until_the_api_lists_mailboxes(vhost: str, workers, timeout: float = 20) -> None:
+    """The management API's consumer counts lag behind the broker by a stats interval; the doctor discovers
+    RabbitMQ workers from them, so wait until both mailboxes show a consumer before scanning."""
+    wanted = {f"{w.nodename}.celery.pidbox" for w in workers}
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        queues = api("GET", f"/queues/{quote(vhost, safe='')}") or []
+        if wanted <= {q.get("name") for q in queues if q.get("consumers")}:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the management API never listed consumers on {sorted(wanted)}")
 
 
 @pytest.mark.workers
