@@ -16,21 +16,25 @@ from __future__ import annotations
 import queue as _queue
 import socket as _socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .deadline import Deadline
 from .masking import mask_url, scrub
+from .redis_memory import ElementSizes, MemoryGuard, MemoryPressure
 
 SEP = "\x06\x16"  # kombu's priority / binding separator
 PRIORITY_STEPS = (0, 3, 6, 9)
 BINDING_PREFIX = "_kombu.binding."
-CHUNK = 1000  # elements per LRANGE: about a quarter of a millisecond of server time for 1 KB messages
+CHUNK = 1000  # elements per LRANGE at most: about a quarter of a millisecond of server time for 1 KB messages
+# (fewer when the elements are large: see redis_memory.py, every reply is bounded in bytes too)
 SMALL_SET = 1000  # SMEMBERS up to this size, SSCAN above
 MAX_CLIENT_LIST = 5000  # above this many connected clients, CLIENT LIST is skipped (it is O(clients))
 BLOCKING_COMMANDS = {"brpop", "blpop", "brpoplpush", "blmove", "blmpop"}
 DEFAULT_CAP = 5.0  # seconds any single command may wait, at most
+WRAP_UP = 0.75  # seconds kept back from every command's wait for the collector to hand in what it read
 
 
 # What Redis answers to AUTH when it has no password at all (7.x, and before 6.0).
@@ -141,6 +145,17 @@ class _Unexpected(Exception):
     """The reply was not the RESP2 array of bulk strings an LRANGE returns."""
 
 
+class Oversized(bytes):
+    """Stands in a reply for an element that was drained off the socket, not kept: `size` is all that is known."""
+
+    size: int
+
+    def __new__(cls, size: int) -> "Oversized":
+        obj = super().__new__(cls, b"")
+        obj.size = size
+        return obj
+
+
 class BulkArrayReader:
     """Reads one RESP2 reply that is an array of bulk strings (an LRANGE reply) straight off a socket.
 
@@ -148,15 +163,40 @@ class BulkArrayReader:
     this one receives the whole reply into one reusable buffer and walks it by the declared lengths, never
     scanning the payloads, then slices every element out at once: about a third of the cost. (With hiredis
     installed, redis-py parses in C and is used instead: see `Reader.lrange_raw`.)
+
+    Its own memory is capped: an element declared larger than `element_cap` is drained in small pieces and
+    comes back as an `Oversized` placeholder, and a reply that keeps coming beyond `reply_cap` bytes (a
+    server that is not Redis) is refused.
     """
 
     KEEP = 4 << 20  # a buffer grown beyond this for one huge reply is given back afterwards
+    DRAIN = 1 << 20
 
-    def __init__(self, size: int = 1 << 20) -> None:
+    def __init__(self, size: int = 1 << 20, element_cap: int = 64 << 20, reply_cap: int = 80 << 20) -> None:
         self.size = size
         self.buf = bytearray(size)
+        self.element_cap = element_cap
+        self.reply_cap = reply_cap
+        self.last_bytes = 0  # bytes the last reply carried on the wire (drained elements included)
 
-    def read(self, sock: Any) -> list[bytes]:
+    def _drain(self, sock: Any, count: int, until: float) -> None:
+        scratch = bytearray(min(self.DRAIN, max(1, count)))
+        view = memoryview(scratch)
+        try:
+            while count > 0:
+                if time.monotonic() > until:
+                    raise TimeoutError("the reply did not end in time")
+                received = sock.recv_into(view[:min(len(scratch), count)])
+                if not received:
+                    raise ConnectionError("the server closed the connection")
+                count -= received
+        finally:
+            view.release()
+
+    def read(self, sock: Any, expect: Optional[int] = None, seconds: float = 5.0) -> list[bytes]:
+        """The elements of one LRANGE reply; `expect`: at most this many (what was asked for); `seconds`: the
+        whole reply must have come by then (a per-recv timeout alone lets a trickle go on for ever)."""
+        until = time.monotonic() + seconds
         buf = self.buf
         view = memoryview(buf)
         got = 0
@@ -165,9 +205,15 @@ class BulkArrayReader:
         pos = 0
         starts: list[int] = []
         ends: list[int] = []
+        oversized: dict[int, int] = {}  # element index -> declared size, for drained elements
+        wire = 0  # bytes of drained elements
         try:
             while True:
+                if time.monotonic() > until:
+                    raise TimeoutError("the reply did not end in time")
                 if got == len(buf):
+                    if got > 2 * self.reply_cap:
+                        raise _Unexpected(f"a reply larger than {self.reply_cap >> 20} MB")
                     view.release()
                     buf.extend(bytes(len(buf)))
                     view = memoryview(buf)
@@ -178,6 +224,8 @@ class BulkArrayReader:
                 if total is None:
                     nl = buf.find(b"\r\n", 0, got)
                     if nl < 0:
+                        if got > 64:
+                            raise _Unexpected("no reply header")
                         continue
                     kind = buf[0]
                     if kind == 45:  # "-": an error reply (WRONGTYPE ...)
@@ -187,16 +235,37 @@ class BulkArrayReader:
                     if kind != 42:  # "*"
                         raise _Unexpected(f"reply starts with {bytes(buf[:1])!r}")
                     total = max(0, int(buf[1:nl]))
+                    if expect is not None and total > expect:
+                        raise _Unexpected(f"{total} elements where at most {expect} were asked for")
                     pos = nl + 2
                 find = buf.find
                 while count < total:
                     nl = find(b"\r\n", pos, got)
                     if nl < 0:
+                        if got - pos > 32:
+                            raise _Unexpected("an element header without its end")
                         break
                     if buf[pos] != 36:  # "$"
                         raise _Unexpected(f"array element starts with {bytes(buf[pos:pos + 1])!r}")
                     start = nl + 2
-                    end = start + int(buf[pos + 1:nl])
+                    size = int(buf[pos + 1:nl])
+                    if size > self.element_cap or start + size + 2 > self.reply_cap:
+                        # Drain it: keep what precedes it, read its bytes into a small scratch buffer.
+                        have = got - start
+                        if have < size + 2:
+                            self._drain(sock, size + 2 - have, until)
+                            got = pos
+                        else:
+                            rest = bytes(buf[start + size + 2:got])
+                            buf[pos:pos + len(rest)] = rest
+                            got = pos + len(rest)
+                        wire += size
+                        oversized[count] = size
+                        starts.append(pos)
+                        ends.append(pos)
+                        count += 1
+                        continue
+                    end = start + size
                     if end + 2 > got:
                         break
                     starts.append(start)
@@ -212,14 +281,93 @@ class BulkArrayReader:
             view.release()
             if len(buf) > self.KEEP:
                 self.buf = bytearray(self.size)
-        return list(map(data.__getitem__, map(slice, starts, ends)))
+        self.last_bytes = got + wire
+        items = list(map(data.__getitem__, map(slice, starts, ends)))
+        for index, size in oversized.items():
+            items[index] = Oversized(size)
+        return items
+
+
+MAX_PARSED_REPLY = 128 << 20  # any reply redis-py parses for us (INFO, CLIENT LIST, HMGET ...) is far smaller
+
+
+def _capped_parser_class() -> Any:
+    """redis-py's pure-Python RESP2 parser, refusing any one reply over MAX_PARSED_REPLY bytes (a server that
+    is not Redis can send an endless one), or None when this redis-py has no such parser to extend."""
+    try:
+        from redis._parsers import _RESP2Parser as base  # redis-py 5+
+    except ImportError:  # pragma: no cover - redis-py 4.x
+        try:
+            from redis.connection import PythonParser as base
+        except ImportError:
+            return None
+    import redis
+
+    class _Counted:
+        def __init__(self, buffer: Any, connection: Any) -> None:
+            self._inner = buffer
+            self._connection = connection
+            self.used = 0
+            self.until = float("inf")
+            receive = buffer._read_from_socket
+
+            def guarded_receive(*args: Any, **kwargs: Any) -> Any:
+                # readline() receives until it sees CRLF: a line without end is caught here, not after it
+                with buffer._buffer.getbuffer() as view:
+                    held = view.nbytes
+                if held > MAX_PARSED_REPLY:
+                    raise redis.exceptions.InvalidResponse(f"a reply larger than {MAX_PARSED_REPLY >> 20} MB")
+                if time.monotonic() > self.until:
+                    raise redis.exceptions.TimeoutError("the reply did not end in time")
+                return receive(*args, **kwargs)
+
+            buffer._read_from_socket = guarded_receive
+
+        def start(self) -> None:
+            self.used = 0
+            self.until = time.monotonic() + float(getattr(self._connection, "socket_timeout", None) or 5.0)
+
+        def _count(self, size: int) -> None:
+            self.used += size
+            if self.used > MAX_PARSED_REPLY:
+                raise redis.exceptions.InvalidResponse(f"a reply larger than {MAX_PARSED_REPLY >> 20} MB")
+            if time.monotonic() > self.until:  # a trickle: every recv gets a byte, none times out
+                raise redis.exceptions.TimeoutError("the reply did not end in time")
+
+        def readline(self, *args: Any, **kwargs: Any) -> bytes:
+            line = self._inner.readline(*args, **kwargs)
+            self._count(len(line or b""))
+            return line
+
+        def read(self, length: int, *args: Any, **kwargs: Any) -> bytes:
+            self._count(length)  # before reading: a declared length alone can be the problem
+            return self._inner.read(length, *args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+    class CappedRESP2Parser(base):  # type: ignore[misc, valid-type]
+        def on_connect(self, connection: Any) -> None:
+            super().on_connect(connection)
+            if getattr(self, "_buffer", None) is not None:
+                self._buffer = _Counted(self._buffer, connection)
+
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(getattr(self, "_buffer", None), _Counted):
+                self._buffer.start()
+            return super().read_response(*args, **kwargs)
+
+    return CappedRESP2Parser
+
+
+_PARSER_CLASS = _capped_parser_class()
 
 
 def _raw_readable(connection: Any) -> bool:
-    """True when `connection` uses redis-py's pure-Python RESP2 parser with nothing buffered: its socket
-    can then be read directly. False with hiredis (faster in C), RESP3, or anything unexpected."""
+    """True when `connection` uses our pure-Python RESP2 parser with nothing buffered: its socket can then be
+    read directly. False with RESP3 or anything unexpected."""
     parser = getattr(connection, "_parser", None)
-    if type(parser).__name__ != "_RESP2Parser" or getattr(connection, "_sock", None) is None:
+    if _PARSER_CLASS is None or not isinstance(parser, _PARSER_CLASS) or getattr(connection, "_sock", None) is None:
         return False
     buffer = getattr(parser, "_buffer", None)
     try:
@@ -233,7 +381,7 @@ class Reader:
 
     def __init__(self, target: BrokerURL, deadline: Deadline, prefix: str = "", cap: float = DEFAULT_CAP,
                  use_ssl: Any = None, host: Optional[str] = None, port: Optional[int] = None,
-                 db: Optional[int] = None) -> None:
+                 db: Optional[int] = None, guard: Optional[MemoryGuard] = None) -> None:
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -245,27 +393,39 @@ class Reader:
         self.db = target.db if db is None else db
         self._use_ssl = use_ssl
         self._host, self._port = host or target.host, port or target.port
+        self.guard = guard or MemoryGuard()  # shared by every connection of the run to this server
         self.commands = 0
         self.touch_free = False  # CLIENT NO-TOUCH accepted (Redis 7.2+): reads leave LRU/LFU data alone
         timeout = deadline.budget(cap)
         kwargs = dict(db=self.db, username=target.username, password=target.password, socket_timeout=timeout,
-                      socket_connect_timeout=timeout, single_connection_client=True, decode_responses=False,
+                      socket_connect_timeout=timeout, decode_responses=False,
                       retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2)
         if target.socket_path:
-            kwargs["unix_socket_path"] = target.socket_path
+            kwargs["path"] = target.socket_path
+            kwargs["connection_class"] = redis.UnixDomainSocketConnection
         else:
             kwargs.update(host=self._host, port=self._port)
-            kwargs.update(_ssl_kwargs(target, use_ssl))
+            ssl_kwargs = _ssl_kwargs(target, use_ssl)
+            if ssl_kwargs.pop("ssl", False):
+                kwargs["connection_class"] = redis.SSLConnection
+            kwargs.update(ssl_kwargs)
+        if _PARSER_CLASS is not None:
+            kwargs["parser_class"] = _PARSER_CLASS
+
+        def connect(**kw: Any) -> Any:
+            # A pool of our own so that the capped parser reaches the connection; one connection, made here.
+            return redis.Redis(connection_pool=redis.ConnectionPool(**kw), single_connection_client=True)
+
         try:  # a single-connection client connects (and negotiates) right here
             try:
-                self.client = redis.Redis(**kwargs)
+                self.client = connect(**kwargs)
             except redis.AuthenticationError as exc:
                 if not (kwargs.get("password") and any(t in str(exc) for t in _NO_PASSWORD_SET)):
                     raise
                 # The server has no password. Clients that authenticate with HELLO (kombu with redis-py 5+, RESP3)
                 # are let in whatever password they send: the workers are connected, so read it as they do.
                 kwargs.update(username=None, password=None)
-                self.client = redis.Redis(**kwargs)
+                self.client = connect(**kwargs)
         except (redis.TimeoutError, TimeoutError):
             raise RedisReadError(f"Redis at {self.where} did not answer within {timeout:.1f} s") from None
         except redis.AuthenticationError as exc:
@@ -288,7 +448,7 @@ class Reader:
     def clone(self, db: Optional[int] = None) -> "Reader":
         """Another connection to the same server (a second database, or a prefetching thread)."""
         return Reader(self.target, self.deadline, self.prefix, self.cap, self._use_ssl, self._host, self._port,
-                      self.db if db is None else db)
+                      self.db if db is None else db, guard=self.guard)
 
     def key(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -296,7 +456,9 @@ class Reader:
     def _arm(self, cap: Optional[float]) -> float:
         if self.deadline.expired():
             raise RedisReadError(f"Redis at {self.where}: the scan's deadline passed")
-        timeout = self.deadline.budget(min(cap or self.cap, self.cap))
+        # leave the caller time to assemble what it read before the run's deadline (a part not handed in by
+        # then is lost whole)
+        timeout = max(0.05, min(min(cap or self.cap, self.cap), self.deadline.remaining() - WRAP_UP))
         connection = self.client.connection
         if connection is not None:
             connection.socket_timeout = timeout
@@ -370,6 +532,7 @@ class Reader:
     def close(self) -> None:
         try:
             self.client.close()
+            self.client.connection_pool.disconnect()  # our own pool: close() alone would only release it
         except Exception:  # noqa: BLE001 - closing a broken socket is not an error worth reporting
             pass
 
@@ -435,6 +598,27 @@ class Reader:
             if len(members) >= limit:
                 return list(members), False
 
+    # -- memory: our replies must not become the server's memory pressure (redis_memory.py) ----------------
+    def check_memory(self) -> None:
+        """Read INFO memory when it is due, then raise MemoryPressure if reading must stop."""
+        if self.guard.recheck_due():
+            raw, refused = self.try_call("INFO", "memory")
+            self.guard.update(None if refused else (raw if isinstance(raw, dict) else parse_info(_text(raw))),
+                              refused)
+        self.guard.ensure_readable()
+
+    def element_estimate(self, key: str, length: Optional[int] = None) -> Optional[int]:
+        """Bytes per element of a list, from MEMORY USAGE / LLEN (an over-estimate: it counts the list's
+        overhead too); None when MEMORY USAGE is refused or the list is empty."""
+        if length is None:
+            length = int(self.call("LLEN", key) or 0)
+        if length <= 0:
+            return None
+        usage, refused = self.try_call("MEMORY", "USAGE", key)
+        if refused or not isinstance(usage, int):
+            return None
+        return max(1, usage // length)
+
     # -- lists ---------------------------------------------------------------------------------------
     def lrange(self, key: str, start: int, stop: int) -> list[bytes]:
         return list(self.call("LRANGE", key, start, stop) or ())
@@ -472,14 +656,21 @@ class Reader:
         import redis
 
         connection = self.client.connection
-        self._pending = None
+        asked, self._pending = self._pending, None
+        expect = asked[2] - asked[1] + 1 if asked and asked[1] >= 0 and asked[2] >= asked[1] else None
         timeout = self._arm(None)
         try:
             if _raw_readable(connection):
                 if self._array is None:
-                    self._array = BulkArrayReader()
-                return self._array.read(connection._sock)
-            return list(connection.read_response() or ())
+                    self._array = BulkArrayReader(element_cap=self.guard.element_cap)
+                items = self._array.read(connection._sock, expect, timeout)
+                wire = self._array.last_bytes
+            else:
+                items = list(connection.read_response() or ())
+                wire = sum(len(i) for i in items) + 16 * len(items)
+            sizes = [i.size if isinstance(i, Oversized) else len(i) for i in items]
+            self.guard.observe(wire, max(sizes, default=0), sum(1 for i in items if isinstance(i, Oversized)))
+            return items
         except redis.ResponseError:
             raise  # the whole error line was read: the connection is still in step
         except (redis.TimeoutError, TimeoutError, _socket.timeout):
@@ -513,26 +704,41 @@ class Reader:
                     prefetch: bool = False) -> "ListStream":
         return ListStream(self, key, chunk=chunk, limit=limit, reserve=reserve, prefetch=prefetch)
 
-    def sample_list(self, key: str, length: int, want: int, windows: int = 4) -> list[list[bytes]]:
-        """Up to `want` elements in `windows` evenly spaced windows (head, middle, tail): a sample, not a stream."""
+    def sample_list(self, key: str, length: int, want: int, windows: int = 4) -> "ListSample":
+        """Up to `want` elements in `windows` evenly spaced windows (head, middle, tail): a sample, not a stream.
+        Iterate for chunks; `stopped` says why it ended early."""
+        return ListSample(self, key, length, want, windows)
+
+
+class ListSample:
+    """Evenly spaced windows of a list, each read as a bounded `ListStream`."""
+
+    def __init__(self, reader: Reader, key: str, length: int, want: int, windows: int = 4) -> None:
+        self.reader, self.key, self.length, self.want, self.windows = reader, key, length, want, windows
+        self.read = 0
+        self.oversized = 0
+        self.stopped: Optional[str] = None
+        self.error: Optional[str] = None
+
+    def __iter__(self) -> Iterator[list]:
+        length, want = self.length, self.want
         if length <= 0 or want <= 0:
-            return []
+            return
         if length <= want:
-            return list(ListStream(self, key, chunk=min(CHUNK, max(want, 1)), limit=want))
-        windows = max(1, min(windows, want))
-        sizes = [want // windows + (1 if w < want % windows else 0) for w in range(windows)]
-        chunks = []
-        for w, size in enumerate(sizes):
-            start = (length - size) * w // max(1, windows - 1) if windows > 1 else 0
-            got = 0
-            while got < size:
-                step = min(CHUNK, size - got)
-                items = self.lrange_raw(key, start + got, start + got + step - 1)
-                if not items:
-                    break
-                chunks.append(items)
-                got += len(items)
-        return chunks
+            plan = [(0, length)]
+        else:
+            windows = max(1, min(self.windows, want))
+            sizes = [want // windows + (1 if w < want % windows else 0) for w in range(windows)]
+            plan = [((length - size) * w // max(1, windows - 1) if windows > 1 else 0, size)
+                    for w, size in enumerate(sizes)]
+        for start, size in plan:
+            stream = ListStream(self.reader, self.key, limit=size, start=start, length=length)
+            yield from stream
+            self.read += stream.read
+            self.oversized += stream.oversized
+            if stream.stopped and not stream.stopped.startswith("the limit"):
+                self.stopped, self.error = stream.stopped, stream.error
+                return
 
 
 class KeyScan:
@@ -576,30 +782,57 @@ class KeyScan:
 
 
 class ListStream:
-    """Every element of a list, oldest-pushed last, in bounded LRANGE chunks; yields lists of raw elements.
+    """Every element of a list (or `limit` of them from index `start`), in LRANGE chunks bounded in elements
+    and in bytes; yields lists of raw elements.
 
     Reads from the head (index 0, where producers LPUSH) towards the tail (where workers BRPOP). A push
     while we read shifts every index by one: each chunk overlaps the previous one by one element and the
     stream re-synchronises on it, so nothing is counted twice. Pops at the tail only end the stream early.
     `shifted` counts elements pushed meanwhile; `lost_track` is set when more than a chunk was pushed between
-    two reads (counts may then be off by up to a chunk). `stopped` says why the stream ended before the end.
+    two reads (counts may then be off by up to a chunk). `stopped` says why the stream ended before the end
+    (deadline, limit, memory pressure, a lost connection); `error` is set too when a read failed. A stream
+    never raises: what it could not read is said in `stopped`.
+
+    Chunk sizes follow `ElementSizes`: the first LRANGE asks for as many elements as MEMORY USAGE / LLEN
+    says fit in the reply budget (one when unknown), later ones for what the elements seen so far allow.
     """
 
     def __init__(self, reader: Reader, key: str, chunk: int = CHUNK, limit: Optional[int] = None,
-                 reserve: float = 0.5, prefetch: bool = False) -> None:
+                 reserve: float = 0.5, prefetch: bool = False, start: int = 0, length: Optional[int] = None) -> None:
         self.reader, self.key, self.chunk, self.limit, self.reserve = reader, key, max(1, chunk), limit, reserve
         self.prefetch = prefetch
+        self.start = max(0, start)
+        self.length = length  # LLEN when the caller knows it (saves a command)
         self.read = 0
         self.shifted = 0
         self.lost_track = False
         self.stopped: Optional[str] = None
         self.error: Optional[str] = None
+        self.oversized = 0  # elements drained, not kept (larger than the read cap)
+
+    def _sizes(self, reader: Reader) -> Optional[ElementSizes]:
+        """How to size chunks; None (with `stopped` set) when not even one element may be read."""
+        estimate = reader.element_estimate(self.key, self.length)
+        if estimate is not None:
+            refused = reader.guard.may_read_element(estimate)
+            if refused:
+                self.stopped = f"not read: {refused}"
+                return None
+        return ElementSizes(reader.guard, estimate, limit=self.chunk, in_flight=2)
+
+    def _want(self, sizes: ElementSizes) -> int:
+        want = sizes.next_count()
+        return want if self.limit is None else min(want, self.limit - self.read)
 
     def _chunks(self, reader: Reader, stop: threading.Event) -> Iterator[list]:
-        position = 0  # index of the next unread element
+        position = self.start  # index of the next unread element
         last = None
         ahead: Optional[tuple] = None  # (key, start, stop) of the LRANGE this stream sent ahead
         try:
+            reader.check_memory()
+            sizes = self._sizes(reader)
+            if sizes is None:
+                return
             while not stop.is_set():
                 if self.limit is not None and self.read >= self.limit:
                     self.stopped = f"the limit of {self.limit:,} messages"
@@ -607,14 +840,18 @@ class ListStream:
                 if reader.deadline.remaining() < self.reserve:
                     self.stopped = "the deadline"
                     return
-                want = self.chunk if self.limit is None else min(self.chunk, self.limit - self.read)
-                # after the first chunk, re-read the last element seen: the stream re-synchronises on it
-                wanted = (position, position + want - 1) if last is None else (position - 1, position + want - 1)
                 # the reply asked for ahead is used if nobody ran another command on this Reader meanwhile
-                if ahead is None or reader.pending() != ahead or ahead[1:] != wanted:
-                    reader.lrange_send(self.key, *wanted)  # (drops a pending reply first)
+                if ahead is None or reader.pending() != ahead:
+                    reader.check_memory()
+                    want = self._want(sizes)
+                    # after the first chunk, re-read the last element seen: the stream re-synchronises on it
+                    first = position if last is None else position - 1
+                    reader.lrange_send(self.key, first, position + want - 1)  # (drops a pending reply first)
+                else:
+                    want = ahead[2] - position + 1
                 ahead = None
                 items = reader.lrange_receive()
+                sizes.learn([i.size if isinstance(i, Oversized) else len(i) for i in items])
                 if last is None:
                     new = items
                     position += len(new)
@@ -639,13 +876,23 @@ class ListStream:
                     return
                 last = new[-1]
                 self.read += len(new)
+                self.oversized += sum(1 for i in new if isinstance(i, Oversized))
                 if len(items) >= want and not stop.is_set() and reader.deadline.remaining() >= self.reserve:
                     # Ask for the next chunk now: the server prepares it while the caller works on this one.
-                    following = self.chunk if self.limit is None else min(self.chunk, self.limit - self.read)
+                    reader.check_memory()
+                    following = self._want(sizes)
                     if following > 0:
                         reader.lrange_send(self.key, position - 1, position + following - 1)
                         ahead = reader.pending()
                 yield new
+        except MemoryPressure as exc:
+            self.stopped = str(exc)
+        except RedisReadError as exc:
+            self.error = str(exc)
+            self.stopped = f"a read failed: {exc}"
+        except Exception as exc:  # noqa: BLE001 - WRONGTYPE and the like: said, never a traceback
+            self.error = scrub(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+            self.stopped = f"a read failed: {self.error}"
         finally:
             if ahead is not None and reader.pending() == ahead:
                 reader.discard_reply()
@@ -672,8 +919,10 @@ class ListStream:
                             continue
             except RedisReadError as exc:
                 self.error = str(exc)
+                self.stopped = f"the second connection failed: {exc}"
             except Exception as exc:  # noqa: BLE001 - reported as a reason, never a traceback
                 self.error = scrub(f"{type(exc).__name__}: {exc}")
+                self.stopped = f"the second connection failed: {self.error}"
             finally:
                 reader.close()
                 while True:
@@ -694,7 +943,7 @@ class ListStream:
                 try:
                     items = box.get(timeout=max(0.1, self.reader.deadline.remaining()))
                 except _queue.Empty:
-                    self.stopped = "the deadline"
+                    self.stopped = self.stopped or "the deadline"
                     return
                 if items is done:
                     return
@@ -702,8 +951,6 @@ class ListStream:
         finally:
             stop.set()
             thread.join(1.0)
-        if self.error:
-            raise RedisReadError(self.error)
 
 
 # -- the ack emulation -------------------------------------------------------------------------------
@@ -712,11 +959,16 @@ class UnackedRow:
     tag: str
     delivered_at: float
     payload: Optional[bytes]  # the JSON [message, exchange, routing_key] from the `unacked` hash; None if absent
+    skipped: Optional[str] = None  # why the payload was not read (too large to read safely)
 
 
 def stream_unacked(reader: Reader, index_key: str, hash_key: str, chunk: int = 500,
                    limit: Optional[int] = None) -> Iterator[list[UnackedRow]]:
-    """`unacked_index` by rank (oldest delivery first) in chunks, each joined with its `unacked` hash value."""
+    """`unacked_index` by rank (oldest delivery first) in chunks, each joined with its `unacked` hash value.
+
+    Hash values are whole messages: HSTRLEN tells their sizes first, and HMGET asks for them in groups that
+    fit the reply budget; a value too large to read safely comes back with `skipped` set. Raises
+    MemoryPressure when reading must stop (the caller says so)."""
     start = 0
     while limit is None or start < limit:
         if reader.deadline.remaining() < 0.3:
@@ -728,8 +980,33 @@ def stream_unacked(reader: Reader, index_key: str, hash_key: str, chunk: int = 5
         if rows and not isinstance(rows[0], (list, tuple)):
             rows = [(rows[i], rows[i + 1]) for i in range(0, len(rows) - 1, 2)]
         tags = [r[0] for r in rows]
-        values = reader.call("HMGET", hash_key, *tags)
-        yield [UnackedRow(_text(tag), float(score), value) for (tag, score), value in zip(rows, values)]
+        lengths = reader.pipeline([("HSTRLEN", hash_key, tag) for tag in tags])
+        values: dict = {}
+        skipped: dict = {}
+        group: list = []
+        group_bytes = 0
+
+        def fetch() -> None:
+            reader.check_memory()
+            for tag, value in zip(group, reader.call("HMGET", hash_key, *group)):
+                values[tag] = value
+
+        for tag, size in zip(tags, lengths):
+            size = size if isinstance(size, int) else 0
+            if size <= 0:
+                continue  # the index names a delivery whose hash value is gone
+            refused = reader.guard.may_read_element(size)
+            if refused:
+                skipped[tag] = f"not read: {refused.replace('its messages average', 'the message is')}"
+                continue
+            if group and group_bytes + size > reader.guard.reply_budget():
+                fetch()
+                group, group_bytes = [], 0
+            group.append(tag)
+            group_bytes += size
+        if group:
+            fetch()
+        yield [UnackedRow(_text(tag), float(score), values.get(tag), skipped.get(tag)) for tag, score in rows]
         if len(rows) < chunk:
             return
         start += len(rows)

@@ -3,9 +3,10 @@ unacked messages nobody restores, and what the queued messages themselves say.""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Optional
 
-from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
+from celery_doctor.model import Category, Confidence, Impact, Runbook, SkipCheck, Snapshot, check
 from celery_doctor.settings import human_seconds
 
 from ._util import plural, preview
@@ -48,6 +49,22 @@ def _scaled(queue, count: int) -> tuple[int, str, Confidence]:
 
 def _queues_with_summary(state):
     return [q for q in state.queues if q.summary is not None and q.summary.analysed]
+
+
+def _reads_messages(fn):
+    """For checks over queued messages: finding nothing where a queue's read was cut short (deadline, memory
+    pressure, a lost connection) is not a pass but a skip, naming the queues."""
+
+    @functools.wraps(fn)
+    def run(snapshot: Snapshot):
+        found = list(fn(snapshot))
+        if not found:
+            cut = [q.name for q in _state(snapshot).queues if q.cut]
+            if cut:
+                raise SkipCheck(f"messages of {preview(cut)} were only partly read (see Not checked)")
+        return found
+
+    return run
 
 
 # -- server ------------------------------------------------------------------------------------------
@@ -110,7 +127,10 @@ def redis_eviction_policy(snapshot: Snapshot):
                 "or (with an allkeys policy) queues vanish.",
         why="When used memory reaches `maxmemory`, Redis either refuses writes (noeviction: LPUSH of new tasks and "
             "the workers' unacked bookkeeping fail) or evicts keys (queues included under allkeys-*). A backlog "
-            "that keeps growing gets there.",
+            "that keeps growing gets there. Reply buffers count toward `maxmemory` too: a client reading large "
+            "LRANGE replies (a monitor, a script, `redis-cli LRANGE q 0 -1`) can be what tips it over, so "
+            "celery-doctor bounds its own replies to a small share of the free memory and stops reading messages "
+            "when little is left.",
         confirm="`redis-cli INFO memory` → `used_memory` vs `maxmemory`; `celery-doctor scan` lists queue depths.",
         fix="Drain or purge the backlog that fills memory (start consumers for it), move results/caches to another "
             "Redis, or raise `maxmemory`.",
@@ -123,17 +143,21 @@ def redis_memory_near_limit(snapshot: Snapshot):
     if not server.maxmemory or server.used_memory is None:
         return
     ratio = server.used_memory / server.maxmemory
-    if ratio < 0.8:
+    if ratio < 0.8 and not state.memory_stop:
         return
+    evidence = [f"used_memory={server.used_memory:,} bytes ({_mb(server.used_memory)}) is {ratio:.0%} of "
+                f"maxmemory={server.maxmemory:,} ({_mb(server.maxmemory)}), "
+                f"{_mb(server.maxmemory - server.used_memory)} left",
+                f"maxmemory-policy={server.maxmemory_policy}: "
+                + ("new publishes will be refused" if (server.maxmemory_policy or "") == "noeviction"
+                   else "keys will be evicted")]
+    if state.memory_stop:
+        evidence.append("celery-doctor stopped reading queued messages so as not to add its reply buffers to that "
+                        "memory: queue contents are not checked")
+    evidence.append(_exposed(state))
     yield redis_memory_near_limit.finding(
         subject=_server_subject(state), confidence=Confidence.OBSERVED, messages_at_risk=state.at_risk,
-        evidence=[f"used_memory={server.used_memory:,} bytes ({_mb(server.used_memory)}) is {ratio:.0%} of "
-                  f"maxmemory={server.maxmemory:,} ({_mb(server.maxmemory)})",
-                  f"maxmemory-policy={server.maxmemory_policy}: "
-                  + ("new publishes will be refused" if (server.maxmemory_policy or "") == "noeviction"
-                     else "keys will be evicted"),
-                  _exposed(state)],
-        impact=Impact.HIGH if ratio >= 0.9 else Impact.MEDIUM)
+        evidence=evidence, impact=Impact.HIGH if ratio >= 0.9 or state.memory_stop else Impact.MEDIUM)
 
 
 @check(
@@ -354,6 +378,7 @@ def redis_backlog_no_consumer(snapshot: Snapshot):
         references=(REDIS_DOCS, "https://github.com/celery/kombu/issues/337"),
     ),
 )
+@_reads_messages
 def redis_queued_eta_beyond_vt(snapshot: Snapshot):
     state = _state(snapshot)
     for queue in _queues_with_summary(state):
@@ -394,6 +419,7 @@ def redis_queued_eta_beyond_vt(snapshot: Snapshot):
         risk="Longer expiries let stale work run late; for beat jobs, late duplicates can pile up (CD212).",
     ),
 )
+@_reads_messages
 def redis_expired_messages(snapshot: Snapshot):
     state = _state(snapshot)
     for queue in _queues_with_summary(state):
@@ -426,6 +452,7 @@ def redis_expired_messages(snapshot: Snapshot):
         risk="Keeping an old name alive keeps the old code path: remove it once the queue has drained.",
     ),
 )
+@_reads_messages
 def redis_unregistered_messages(snapshot: Snapshot):
     state = _state(snapshot)
     registered = snapshot.config.registered
@@ -465,6 +492,7 @@ def redis_unregistered_messages(snapshot: Snapshot):
              "short.",
     ),
 )
+@_reads_messages
 def redis_duplicate_messages(snapshot: Snapshot):
     state = _state(snapshot)
     for queue in _queues_with_summary(state):
@@ -505,6 +533,7 @@ def redis_duplicate_messages(snapshot: Snapshot):
         risk="Deleting them loses whatever they were meant to do: record them first.",
     ),
 )
+@_reads_messages
 def redis_malformed_messages(snapshot: Snapshot):
     state = _state(snapshot)
     for queue in _queues_with_summary(state):
@@ -538,6 +567,7 @@ def redis_malformed_messages(snapshot: Snapshot):
              "JSON, custom objects are not): pass ids or plain data instead.",
     ),
 )
+@_reads_messages
 def redis_unsafe_serializer_messages(snapshot: Snapshot):
     state = _state(snapshot)
     accept = snapshot.config.value("accept_content") or ("json",)

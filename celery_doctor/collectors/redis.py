@@ -16,7 +16,8 @@ from ..brokerview import QueueView
 from ..envelope import EnvelopeStats, MessageSummary, decode_payload, from_parts
 from ..masking import mask_url, scrub
 from ..model import Part
-from ..redisio import (BINDING_PREFIX, BLOCKING_COMMANDS, CHUNK, SEP, Reader, RedisReadError, connect_sentinel,
+from ..redis_memory import MemoryPressure
+from ..redisio import (BINDING_PREFIX, BLOCKING_COMMANDS, SEP, Oversized, Reader, RedisReadError, connect_sentinel,
                        connect_url, parse_binding, parse_url, priority_keys, split_failover, stream_unacked)
 from ..settings import REDIS_DEFAULT_VISIBILITY_TIMEOUT, as_seconds
 from . import CollectContext
@@ -95,6 +96,7 @@ class RedisQueue:
     sampled: int = 0
     complete: bool = False  # every message of the queue was analysed
     stream_note: Optional[str] = None  # why the analysis stopped early / moved
+    cut: Optional[str] = None  # the read was cut short (deadline, memory, lost connection): how far it got, why
 
     @property
     def tasks(self) -> Mapping[str, int]:
@@ -135,6 +137,8 @@ class UnackedState:
     eta_beyond_vt: int = 0  # held ETA tasks whose ETA lies further than vt after their delivery
     mutex_ttl_ms: Optional[int] = None  # PTTL unacked_mutex (-1: no expiry, None: no mutex)
     examples: tuple[UnackedExample, ...] = ()
+    too_large: int = 0  # entries whose message was too large to read safely (counted, not decoded)
+    stopped: Optional[str] = None  # why reading the entries stopped early (memory pressure)
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,9 @@ class RedisState:
     unacked: UnackedState
     foreign: tuple[ForeignKeys, ...]
     failover: tuple[FailoverURL, ...] = ()
+    memory_stop: Optional[str] = None  # why reading messages stopped: the server was close to maxmemory
+    largest_reply: int = 0  # bytes of the largest reply this scan made Redis build
+    oversized: int = 0  # messages too large to read safely, skipped
     keys_scanned: int = 0
     keys_complete: bool = True
     result_keys: int = 0
@@ -261,6 +268,7 @@ def _text(value: Any) -> str:
 
 def _server(reader: Reader, notes: list) -> ServerInfo:
     info = reader.info()
+    reader.guard.update(info)
     config, refused = reader.config_get("maxmemory", "maxmemory-policy", "save", "appendonly")
     if config is None:
         notes.append(f"CONFIG GET is not available ({refused}): memory and persistence settings read from INFO")
@@ -392,7 +400,11 @@ def _queue_of_list(key: bytes, prefix: bytes) -> Optional[str]:
 
 
 def _is_kombu_list(reader: Reader, key: str) -> bool:
-    """The oldest element (LINDEX -1, O(1)) looks like a kombu message envelope."""
+    """The oldest element (LINDEX -1, O(1)) looks like a kombu message envelope (not read when the list's
+    elements are too large to read safely)."""
+    estimate = reader.element_estimate(key)
+    if estimate is not None and reader.guard.may_read_element(estimate):
+        return False
     value, refused = reader.try_call("LINDEX", key, -1)
     if refused or value is None:
         return False
@@ -427,33 +439,45 @@ def _unacked(reader: Reader, options: Mapping[str, Any], vt: float, now: float, 
     stale_by_queue: Counter = Counter()
     tasks: Counter = Counter()
     examples = []
-    read = missing = eta_beyond = 0
-    for rows in stream_unacked(reader, index_key, hash_key, limit=limit):
-        for row in rows:
-            read += 1
-            age = max(0.0, now - row.delivered_at)
-            queue = task = task_id = eta = None
-            if row.payload is None:
-                missing += 1
-            else:
-                try:
-                    message, exchange, routing_key = json.loads(row.payload)
-                    envelope = from_parts(message.get("headers"), message.get("properties"), message.get("content-type"),
-                                          message.get("content-encoding"))
-                    queue = routes_to_queue(_text(exchange or ""), _text(routing_key or ""))
-                    task, task_id, eta = envelope.task, envelope.id, envelope.eta
-                    if envelope.eta_epoch is not None and envelope.eta_epoch - row.delivered_at > vt:
-                        eta_beyond += 1
-                except (ValueError, TypeError, AttributeError, RecursionError):
-                    queue = None
-                    task = "<undecodable unacked entry>"
-            by_queue[queue or "?"] += 1
-            if age > vt + mutex_expire:
-                stale_by_queue[queue or "?"] += 1
-            if task:
-                tasks[task] += 1
-            if len(examples) < MAX_EXAMPLES:
-                examples.append(UnackedExample(row.tag, round(age, 1), queue, task, task_id, eta))
+    counts = Counter()
+
+    def account(row) -> None:
+        counts["read"] += 1
+        age = max(0.0, now - row.delivered_at)
+        queue = task = task_id = eta = None
+        if row.skipped:
+            counts["too_large"] += 1
+            task = "<too large to read>"
+        elif row.payload is None:
+            counts["missing"] += 1
+        else:
+            try:
+                message, exchange, routing_key = json.loads(row.payload)
+                envelope = from_parts(message.get("headers"), message.get("properties"), message.get("content-type"),
+                                      message.get("content-encoding"))
+                queue = routes_to_queue(_text(exchange or ""), _text(routing_key or ""))
+                task, task_id, eta = envelope.task, envelope.id, envelope.eta
+                if envelope.eta_epoch is not None and envelope.eta_epoch - row.delivered_at > vt:
+                    counts["eta_beyond"] += 1
+            except (ValueError, TypeError, AttributeError, RecursionError):
+                queue = None
+                task = "<undecodable unacked entry>"
+        by_queue[queue or "?"] += 1
+        if age > vt + mutex_expire:
+            stale_by_queue[queue or "?"] += 1
+        if task:
+            tasks[task] += 1
+        if len(examples) < MAX_EXAMPLES:
+            examples.append(UnackedExample(row.tag, round(age, 1), queue, task, task_id, eta))
+
+    stopped = None
+    try:
+        for rows in stream_unacked(reader, index_key, hash_key, limit=limit):
+            for row in rows:
+                account(row)
+    except MemoryPressure as exc:
+        stopped = str(exc)
+    read, missing, eta_beyond = counts["read"], counts["missing"], counts["eta_beyond"]
     unindexed = None
     if read >= zcard:
         unindexed = max(0, hlen - (read - missing))
@@ -462,44 +486,56 @@ def _unacked(reader: Reader, options: Mapping[str, Any], vt: float, now: float, 
         older_than_vt_slack=stale if isinstance(stale, int) else 0, oldest_age_s=oldest_age, read=read,
         by_queue=dict(by_queue), stale_by_queue=dict(stale_by_queue), tasks=dict(tasks), missing_payload=missing,
         unindexed=unindexed, eta_beyond_vt=eta_beyond,
-        mutex_ttl_ms=pttl if isinstance(pttl, int) and pttl != -2 else None, examples=tuple(examples))
+        mutex_ttl_ms=pttl if isinstance(pttl, int) and pttl != -2 else None, examples=tuple(examples),
+        too_large=counts["too_large"], stopped=stopped)
 
 
 def _summarise_queue(reader: Reader, ctx: CollectContext, name: str, subqueues: list[SubQueue], vt: float, now: float,
-                     progress: _Progress) -> tuple[Optional[MessageSummary], int, bool, Optional[str]]:
+                     progress: _Progress) -> tuple[Optional[MessageSummary], int, bool, Optional[str], Optional[str]]:
+    """(summary, messages analysed, complete, notes, why the read was cut short)."""
     depth = sum(s.depth for s in subqueues)
     if depth == 0:
-        return None, 0, True, None
+        return None, 0, True, None, None
     stats = EnvelopeStats(now, vt)
     deep = ctx.options.deep
     budget = ctx.options.max_messages
     notes = []
+    cut = []
     complete = True
-    if deep:
-        for sub in subqueues:
-            if not sub.depth:
-                continue
-            stream = reader.stream_list(sub.key, prefetch=sub.depth > 5 * CHUNK)
-            for items in stream:
-                stats.add_raw_chunk(items)
+    oversized = 0
+    for sub, share in zip(subqueues, [s.depth for s in subqueues] if deep else _shares([s.depth for s in subqueues], budget)):
+        if not sub.depth or share <= 0:
+            continue
+        if deep:
+            stream = reader.stream_list(sub.key, prefetch=sub.depth > 5000)
+        else:
+            stream = reader.sample_list(sub.key, sub.depth, share)
+        for items in stream:
+            if any(isinstance(i, Oversized) for i in items):
+                items = [i for i in items if not isinstance(i, Oversized)]
+            stats.add_raw_chunk(items)
+            if deep:
                 progress.show(f"reading {name}: {stats.analysed:,}/{depth:,} messages")
-            if stream.stopped:
-                complete = False
-                notes.append(f"stopped at {stream.read:,} of {sub.depth:,} in {sub.key!r}: {stream.stopped}")
-            if stream.shifted:
-                notes.append(f"{stream.shifted:,} message(s) were pushed while reading (accounted for)")
-            if stream.lost_track:
-                notes.append("more than a chunk was pushed between two reads: counts may be off by up to "
-                             f"{CHUNK} messages")
-    else:
-        shares = _shares([s.depth for s in subqueues], budget)
-        for sub, share in zip(subqueues, shares):
-            if share <= 0:
-                continue
-            for items in reader.sample_list(sub.key, sub.depth, share):
-                stats.add_raw_chunk(items)
+        oversized += stream.oversized
+        stopped = stream.stopped
+        if stopped:
+            complete = False
+            if stream.read:
+                cut.append(f"read {stream.read:,} of {share:,} message(s) {'' if deep else 'to sample '}in "
+                           f"{_text(sub.key)!r}, then stopped: {stopped}")
+            else:
+                cut.append(f"{_text(sub.key)!r} ({sub.depth:,} message(s)): {stopped}")
+        if deep and stream.shifted:
+            notes.append(f"{stream.shifted:,} message(s) were pushed while reading (accounted for)")
+        if deep and stream.lost_track:
+            notes.append("more than a chunk was pushed between two reads: counts may be off by up to a chunk")
+    if oversized:
+        complete = False
+        cut.append(f"{oversized:,} message(s) larger than {reader.guard.element_cap >> 20} MB were skipped, "
+                   "not analysed")
     summary = stats.summary()
-    return summary, summary.analysed, complete and summary.analysed >= depth, "; ".join(notes) or None
+    return (summary, summary.analysed, complete and summary.analysed >= depth, "; ".join(cut + notes) or None,
+            "; ".join(cut) or None)
 
 
 def _shares(depths: list[int], budget: int) -> list[int]:
@@ -753,15 +789,20 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
     queues = []
     for name in names:
         subqueues = per_queue[name]
-        summary, sampled, complete, note = (None, 0, True, None)
-        if reader.deadline.remaining() > 1.0:
-            summary, sampled, complete, note = _summarise_queue(reader, ctx, name, subqueues, vt, now, progress)
+        summary, sampled, complete, note, cut = (None, 0, True, None, None)
+        if reader.guard.stopped and sum(s.depth for s in subqueues):
+            cut = "messages not read: Redis is close to maxmemory"
+        elif reader.deadline.remaining() > 1.0:
+            summary, sampled, complete, note, cut = _summarise_queue(reader, ctx, name, subqueues, vt, now, progress)
         elif sum(s.depth for s in subqueues):
-            complete, note = False, "not read: the deadline was near"
+            cut = "messages not read: the deadline was near"
+        if cut:
+            complete, note = False, note or cut
+            notes.append(f"queue {name!r}: {cut}")
         queues.append(RedisQueue(
             name=name, depth=sum(s.depth for s in subqueues), subqueues=tuple(subqueues),
             origins=tuple(sorted(origins[name])), exchanges=tuple(sorted(bound_by.get(name, ()))),
-            idle_s=idle.get(name), summary=summary, sampled=sampled, complete=complete, stream_note=note))
+            idle_s=idle.get(name), summary=summary, sampled=sampled, complete=complete, stream_note=note, cut=cut))
 
     progress.show("reading unacked messages", force=True)
     unacked = _unacked(reader, options, vt, now, None if deep else MAX_UNACKED, _binding_routes(bindings))
@@ -774,6 +815,12 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
         foreign = _foreign(reader, scan, keyspace, config, notes, deep)
     else:
         notes.append("other databases were not searched for kombu keys: the deadline was near")
+    if unacked.stopped and not reader.guard.stopped:
+        notes.append(f"unacked entries: {unacked.stopped}")
+    if unacked.too_large:
+        notes.append(f"{unacked.too_large:,} unacked message(s) were too large to read safely: counted, not decoded")
+    if reader.guard.stopped:
+        notes.append(reader.guard.stopped)
     if not reader.touch_free:
         notes.append(f"Redis {server.version} has no CLIENT NO-TOUCH: this scan's reads reset the idle time of the "
                      "keys it read (a second scan soon after sees them as recently used)")
@@ -783,7 +830,9 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
         bindings=tuple(bindings), missing_bindings=missing, pidbox_nodes=pidbox_nodes, unacked=unacked,
         foreign=tuple(foreign), failover=tuple(failover), keys_scanned=scan.scanned, keys_complete=scan.complete,
         result_keys=scan.result_keys, deep=deep, max_messages=ctx.options.max_messages, notes=tuple(notes),
-        duration_s=round(time.monotonic() - started, 3), commands=reader.commands)
+        duration_s=round(time.monotonic() - started, 3), commands=reader.commands,
+        memory_stop=reader.guard.pressure, largest_reply=reader.guard.figures.largest_reply,
+        oversized=reader.guard.figures.skipped_elements)
 
 
 def _app_exchanges(config) -> set:
