@@ -69,6 +69,19 @@ def wanted_parts(transport: Optional[str]) -> dict[str, Part]:
     return decided
 
 
+def _import_before_threads(transport: Optional[str]) -> None:
+    """Import the client libraries once, here: two collector threads importing redis-py 8 at the same time
+    can hit Python's module-lock deadlock detection (seen: `_DeadlockError ... redis.observability.attributes`
+    made the worker broadcast fail)."""
+    import importlib
+
+    for module in ("redis", "redis.client", "kombu.transport.redis") if transport == "redis" else ("amqp", "pika"):
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - a collector reports a missing library itself
+            pass
+
+
 def gather_live(ctx: CollectContext, transport: Optional[str], collectors: Optional[Mapping[str, str]] = None) -> dict[str, Part]:
     """Run every applicable live collector concurrently; return a Part for every live part."""
     collectors = dict(collectors or LIVE_COLLECTORS)
@@ -82,6 +95,7 @@ def gather_live(ctx: CollectContext, transport: Optional[str], collectors: Optio
         except BaseException as exc:  # noqa: BLE001 - a crashing collector is a reason, not a crash
             results[name] = Part.unavailable(scrub(f"{COLLECTOR_CRASH} {type(exc).__name__}: {exc}"))
 
+    _import_before_threads(transport)
     for name, path in collectors.items():
         if name in parts:
             continue
