@@ -11,12 +11,12 @@ Used by the `rabbitmq` collector and by `trace` (looking for one task id).
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import socket
 import ssl
-import urllib.error
-import urllib.request
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Optional
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
@@ -26,11 +26,13 @@ from .envelope import Envelope, from_parts
 from .masking import SECRETS, mask_url, scrub
 
 DEFAULT_MANAGEMENT_PORT = 15672
+DEFAULT_MANAGEMENT_TLS_PORT = 15671
 HTTP_CAP = 5.0  # seconds: the most one HTTP request may take (less when the deadline is closer)
 AMQP_CAP = 5.0  # seconds: the most one AMQP operation may take
 PAGE_SIZE = 500
 MAX_PAGES = 20  # at most PAGE_SIZE * MAX_PAGES queues/exchanges are read per vhost
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # the most read from one API answer (a page of 500 queues is ~1 MiB)
+READ_CHUNK = 256 * 1024
 QUEUE_COLUMNS = ("name", "vhost", "type", "durable", "auto_delete", "exclusive", "arguments", "policy",
                  "operator_policy", "effective_policy_definition", "messages", "messages_ready",
                  "messages_unacknowledged", "messages_persistent", "message_bytes_ready", "consumers",
@@ -106,15 +108,36 @@ def broker_endpoint(url: Optional[str], use_ssl: Any = None) -> BrokerEndpoint:
     )
 
 
+def _default_management(endpoint: BrokerEndpoint) -> tuple[str, int]:
+    """(scheme, port) of the management API by RabbitMQ's conventions: 5672 -> http 15672, 5671 (TLS) -> https 15671."""
+    return ("https", DEFAULT_MANAGEMENT_TLS_PORT) if endpoint.tls else ("http", DEFAULT_MANAGEMENT_PORT)
+
+
+def management_guess(endpoint: BrokerEndpoint, override: Optional[str] = None) -> Optional[str]:
+    """A sentence when the management API's address is a guess (no --management-url and an AMQP port that is
+    not the default one, so the API's port cannot be derived from it); None when it follows the conventions."""
+    if override:
+        return None
+    if endpoint.port == (5671 if endpoint.tls else 5672):
+        return None
+    base = management_location(endpoint)[0]
+    return (f"{base} is a guess: the broker's AMQP port {endpoint.port} is not the default "
+            f"{5671 if endpoint.tls else 5672}, so the management API's port cannot be derived from it "
+            "(name it with --management-url)")
+
+
 def management_location(endpoint: BrokerEndpoint, override: Optional[str] = None) -> tuple[str, str, str]:
     """(base URL without credentials, user, password) of the management API.
 
-    Default: http://<broker host>:15672 with the broker's credentials. An override may carry its own
-    credentials (http://user:pass@host:port/prefix); a trailing /api is accepted and dropped.
+    Default, by RabbitMQ's conventions: http://<broker host>:15672 for amqp (port 5672), https://<broker
+    host>:15671 for amqps (port 5671), with the broker's credentials; for any other AMQP port the same address
+    is only a guess (see `management_guess`). An override may carry its own credentials
+    (http://user:pass@host:port/prefix); a trailing /api is accepted and dropped.
     """
     if not override:
         host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
-        return f"http://{host}:{DEFAULT_MANAGEMENT_PORT}", endpoint.userid, endpoint.password
+        scheme, port = _default_management(endpoint)
+        return f"{scheme}://{host}:{port}", endpoint.userid, endpoint.password
     text = override.strip()
     if "://" not in text:
         text = "http://" + text
@@ -136,23 +159,30 @@ def management_location(endpoint: BrokerEndpoint, override: Optional[str] = None
 
 
 class ManagementClient:
-    """GET-only client of the RabbitMQ management API for one vhost."""
+    """GET-only client of the RabbitMQ management API for one vhost.
+
+    Each request is bounded as a whole, not per socket operation: a watchdog shuts the socket when the
+    request's budget is spent, so a peer that trickles bytes cannot hold the scan. A body is read up to
+    MAX_RESPONSE_BYTES, JSON nested too deeply is refused, and a peer that does not speak HTTP is said so;
+    every failure is a RabbitError. Redirects are not followed (the credentials stay with the named host).
+    """
 
     def __init__(self, base_url: str, user: str, password: str, vhost: str, deadline: Deadline,
-                 cap: float = HTTP_CAP, context: Optional[ssl.SSLContext] = None) -> None:
+                 cap: float = HTTP_CAP, context: Optional[ssl.SSLContext] = None, hint: str = "") -> None:
         self.base_url = base_url.rstrip("/")
         self.vhost = vhost
+        self.user = user
         self.deadline = deadline
         self.cap = cap
+        self.hint = hint  # appended to "did not answer HTTP": where the API usually is
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
         self._context = context
         SECRETS.add(password if password != "guest" else None)
-        # A private opener: no proxies from the environment (the API is usually on a private network), and
-        # only GET requests are ever built.
-        handlers: list = [urllib.request.ProxyHandler({})]
-        if context is not None:
-            handlers.append(urllib.request.HTTPSHandler(context=context))
-        self._opener = urllib.request.build_opener(*handlers)
+        split = urlsplit(self.base_url)
+        self._tls = split.scheme == "https"
+        self._host = split.hostname or ""
+        self._port = split.port or (443 if self._tls else 80)
+        self._prefix = split.path.rstrip("/")
 
     @classmethod
     def for_broker(cls, endpoint: BrokerEndpoint, deadline: Deadline, override: Optional[str] = None,
@@ -160,7 +190,14 @@ class ManagementClient:
         base, user, password = management_location(endpoint, override)
         # A silent API must leave time for the passive-declare fallback: at most 40% of the scan's deadline.
         cap = min(cap, max(1.0, deadline.seconds * 0.4))
-        return cls(base, user, password, endpoint.vhost, deadline, cap)
+        split = urlsplit(base)
+        if (split.hostname or "").lower() == endpoint.host.lower() and split.port == endpoint.port:
+            hint = (f": port {endpoint.port} is the broker's AMQP port, not the management API "
+                    f"(by default {DEFAULT_MANAGEMENT_PORT}, or {DEFAULT_MANAGEMENT_TLS_PORT} with TLS)")
+        else:
+            hint = (f" (is this the management API? It listens on {DEFAULT_MANAGEMENT_PORT} by default, "
+                    f"{DEFAULT_MANAGEMENT_TLS_PORT} with TLS)")
+        return cls(base, user, password, endpoint.vhost, deadline, cap, hint=hint)
 
     @property
     def display(self) -> str:
@@ -171,50 +208,78 @@ class ManagementClient:
 
     def get(self, path: str, params: Optional[Mapping[str, Any]] = None, missing_ok: bool = False) -> Any:
         """GET /api/<path> as JSON. 404 gives None when missing_ok, else a RabbitError."""
-        if self.deadline.expired():
-            raise RabbitError(f"management API at {self.display}: no time left (scan timeout {self.deadline.seconds:g} s)",
-                              kind="timeout")
-        url = f"{self.base_url}/api/{path}"
-        if params:
-            url += "?" + urlencode(params)
-        request = urllib.request.Request(url, method="GET", headers={
-            "Authorization": self._auth, "Accept": "application/json", "User-Agent": "celery-doctor"})
-        budget = self.deadline.budget(self.cap)
         where = f"management API at {self.display}"
         try:
-            with self._opener.open(request, timeout=budget) as response:
-                raw = response.read(MAX_RESPONSE_BYTES + 1)
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-            exc.close()
-            if status == 404 and missing_ok:
-                return None
-            if status == 401:
-                raise RabbitError(f"{where} refused the credentials (401): the user needs the management or "
-                                  "monitoring tag, or the password is wrong", kind="auth", status=401)
-            if status == 403:
-                raise RabbitError(f"{where} denied /api/{path.split('?')[0]} (403): the user lacks the permission or tag",
-                                  kind="forbidden", status=403)
-            if status == 404:
-                raise RabbitError(f"{where}: /api/{_shorten(path)} not found (404){_vhost_hint(path, self.vhost)}",
-                                  kind="not_found", status=404)
-            raise RabbitError(f"{where} answered HTTP {status} for /api/{_shorten(path)}", kind="http", status=status)
-        except urllib.error.URLError as exc:
-            raise _network_error(where, exc.reason, budget) from None
-        except (socket.timeout, TimeoutError) as exc:
-            raise _network_error(where, exc, budget) from None
-        except (ssl.SSLError, ssl.CertificateError) as exc:
-            raise _network_error(where, exc, budget) from None
-        except (OSError, ValueError) as exc:
-            raise _network_error(where, exc, budget) from None
-        if len(raw) > MAX_RESPONSE_BYTES:
-            raise RabbitError(f"{where}: /api/{_shorten(path)} answered more than {MAX_RESPONSE_BYTES:,} bytes",
-                              kind="protocol")
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise RabbitError(f"{where}: /api/{_shorten(path)} did not answer JSON (is this the management API?)",
+            return self._get(path, params, missing_ok, where)
+        except RabbitError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a peer makes the HTTP stack do is a reason, not a crash
+            raise RabbitError(f"{where}: /api/{_shorten(path)} could not be read: {type(exc).__name__}",
                               kind="protocol") from None
+
+    def _get(self, path: str, params: Optional[Mapping[str, Any]], missing_ok: bool, where: str) -> Any:
+        if self.deadline.expired():
+            raise RabbitError(f"{where}: no time left (scan timeout {self.deadline.seconds:g} s)", kind="timeout")
+        target = f"{self._prefix}/api/{path}"
+        if params:
+            target += "?" + urlencode(params)
+        budget = self.deadline.budget(self.cap)
+        status, raw = self._fetch(target, budget, where, path)
+        if 200 <= status < 300:
+            return _parse_json(raw, f"{where}: /api/{_shorten(path)}", self.hint)
+        if status == 404 and missing_ok:
+            return None
+        if status in (401, 403):
+            raise _refusal(where, status, _api_reason(raw), path, self.user, self.vhost)
+        if status == 404:
+            raise RabbitError(f"{where}: /api/{_shorten(path)} not found (404){_vhost_hint(path, self.vhost)}",
+                              kind="not_found", status=404)
+        if 300 <= status < 400:
+            raise RabbitError(f"{where} answered HTTP {status} (a redirect, not followed) for /api/{_shorten(path)}: "
+                              "point --management-url at the API itself", kind="http", status=status)
+        raise RabbitError(f"{where} answered HTTP {status} for /api/{_shorten(path)}", kind="http", status=status)
+
+    def _fetch(self, target: str, budget: float, where: str, path: str) -> tuple[int, bytes]:
+        """(status, body) of one GET, the whole exchange within `budget` seconds and the body within the cap."""
+        if self._tls:
+            context = self._context or ssl.create_default_context()
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(self._host, self._port, timeout=budget,
+                                                                           context=context)
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=budget)
+        watchdog = _Watchdog(conn, budget)
+        try:
+            conn.request("GET", target, headers={"Authorization": self._auth, "Accept": "application/json",
+                                                 "User-Agent": "celery-doctor"})
+            response = conn.getresponse()
+            announced = response.getheader("Content-Length")
+            if announced and announced.strip().isdigit() and int(announced) > MAX_RESPONSE_BYTES:
+                raise _too_big(where, path)
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                chunk = response.read(min(READ_CHUNK, MAX_RESPONSE_BYTES + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise _too_big(where, path)
+            if watchdog.fired:  # the socket was shut: what looked like the end of the body was the cut
+                raise _cut_off(where, budget)
+            return response.status, b"".join(chunks)
+        except RabbitError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - sorted into one reason below
+            if watchdog.fired:
+                raise _cut_off(where, budget) from None
+            raise _http_error(where, exc, budget, self.hint) from None
+        finally:
+            watchdog.cancel()
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
 
     def paged(self, path: str, columns: tuple[str, ...] = ()) -> tuple[list, int, bool]:
         """Every item of a paginated listing (queues, exchanges): (items, total_count, truncated)."""
@@ -226,12 +291,17 @@ class ManagementClient:
                 params["columns"] = ",".join(columns)
             data = self.get(path, params)
             if isinstance(data, list):  # a server without pagination support
-                return data, len(data), False
+                return [i for i in data if isinstance(i, Mapping)], len(data), False
             if not isinstance(data, Mapping):
-                raise RabbitError(f"management API at {self.display}: unexpected answer for /api/{path}", kind="protocol")
-            items.extend(i for i in data.get("items") or () if isinstance(i, Mapping))
-            total = int(data.get("filtered_count") or data.get("total_count") or len(items))
-            if page >= int(data.get("page_count") or 1):
+                raise RabbitError(f"management API at {self.display}: unexpected answer for /api/{_shorten(path)}",
+                                  kind="protocol")
+            found = data.get("items")
+            if not isinstance(found, list):
+                raise RabbitError(f"management API at {self.display}: unexpected answer for /api/{_shorten(path)} "
+                                  "(no list of items)", kind="protocol")
+            items.extend(i for i in found if isinstance(i, Mapping))
+            total = _count(data.get("filtered_count")) or _count(data.get("total_count")) or len(items)
+            if page >= (_count(data.get("page_count")) or 1):
                 return items, total, False
         return items, total, True
 
@@ -279,6 +349,11 @@ class ManagementClient:
         return _mapping(data) if data else {}
 
 
+def _count(value: Any) -> int:
+    """A non-negative count from a document (0 for anything else: a peer may send any type)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def _mapping(value: Any) -> Mapping:
     return value if isinstance(value, Mapping) else {}
 
@@ -298,7 +373,118 @@ def _vhost_hint(path: str, vhost: str) -> str:
     return ""
 
 
-def _network_error(where: str, exc: Any, budget: float) -> RabbitError:
+class _Watchdog:
+    """Shuts a connection's socket when its request has used up its budget (a trickling peer never trips a
+    per-read socket timeout). `fired` tells the reader that what it saw last was the cut, not the peer."""
+
+    def __init__(self, conn: http.client.HTTPConnection, budget: float) -> None:
+        self.fired = False
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._done = False
+        # A little after the socket's own timeout: a silent peer is reported by that timeout.
+        self._timer = threading.Timer(budget + 0.05, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            sock = self._conn.sock
+            if sock is not None:
+                try:
+                    # the plain socket's shutdown (also under TLS): wakes a reader blocked in recv
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+
+
+def _parse_json(raw: bytes, what: str, hint: str) -> Any:
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        # The C decoder gives up at the interpreter's recursion limit, at once; no document of the API is nested
+        # more than a few levels.
+        raise RabbitError(f"{what} answered JSON nested too deeply to read: not an answer of the management API",
+                          kind="protocol") from None
+    except ValueError:
+        raise RabbitError(f"{what} did not answer JSON{hint}", kind="protocol") from None
+
+
+def _api_reason(raw: bytes) -> Optional[str]:
+    """The management API's own reason in an error body: {"error": "not_authorised", "reason": "..."}."""
+    try:
+        data = json.loads(raw[:4096])
+    except (ValueError, RecursionError):
+        return None
+    reason = data.get("reason") if isinstance(data, Mapping) else None
+    if not isinstance(reason, str) or not reason.strip():
+        return None
+    text = "".join(ch if ch.isprintable() else " " for ch in reason)
+    text = " ".join(text.split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _refusal(where: str, status: int, reason: Optional[str], path: str, user: str, vhost: str) -> RabbitError:
+    """A 401/403, told with the API's own reason (RabbitMQ 3.x answers 401 for each of these)."""
+    said = f'HTTP {status} "{reason}"' if reason else f"HTTP {status}"
+    lowered = (reason or "").lower()
+    endpoint = f"/api/{_shorten(path)}"
+    if "login failed" in lowered:
+        return RabbitError(f"{where} refused the login of {user!r} ({said}): wrong user name or password",
+                           kind="auth", status=status)
+    if "not management user" in lowered:
+        return RabbitError(f"{where}: the user {user!r} has no management or monitoring tag ({said}); "
+                           f"`rabbitmqctl set_user_tags {user} monitoring` lets it read the API", kind="forbidden",
+                           status=status)
+    if "not monitor user" in lowered:
+        return RabbitError(f"{where}: the user {user!r} lacks the monitoring tag that {endpoint} needs ({said})",
+                           kind="forbidden", status=status)
+    if "not administrator user" in lowered:
+        return RabbitError(f"{where}: {endpoint} is for administrators, which {user!r} is not ({said})",
+                           kind="forbidden", status=status)
+    if "virtual host" in lowered or "vhost" in lowered:
+        return RabbitError(f"{where}: the user {user!r} may not use the vhost {vhost!r} ({said}); "
+                           "`rabbitmqctl set_permissions -p VHOST USER ...` grants it", kind="forbidden", status=status)
+    if reason:
+        return RabbitError(f"{where} denied {endpoint} ({said})", kind="auth" if status == 401 else "forbidden",
+                           status=status)
+    if status == 401:
+        return RabbitError(f"{where} refused the credentials of {user!r} (HTTP 401): the user needs the management "
+                           "or monitoring tag, or the password is wrong", kind="auth", status=401)
+    return RabbitError(f"{where} denied {endpoint} (HTTP 403): the user lacks the permission or tag",
+                       kind="forbidden", status=403)
+
+
+def _too_big(where: str, path: str) -> RabbitError:
+    return RabbitError(f"{where}: /api/{_shorten(path)} answered more than {MAX_RESPONSE_BYTES // 2**20} MiB, "
+                       "the most celery-doctor reads from one request", kind="protocol")
+
+
+def _cut_off(where: str, budget: float) -> RabbitError:
+    return RabbitError(f"{where} did not answer within {budget:.1f} s (its answer was still incomplete when it "
+                       "was cut off)", kind="timeout")
+
+
+def _http_error(where: str, exc: Any, budget: float, hint: str = "") -> RabbitError:
+    if isinstance(exc, http.client.BadStatusLine) and not isinstance(exc, http.client.RemoteDisconnected):
+        line = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+        if line.startswith("AMQP"):
+            return RabbitError(f"{where} answered with the AMQP protocol header, not HTTP{hint}", kind="protocol")
+        return RabbitError(f"{where} did not answer HTTP (it sent {_preview(line)}){hint}", kind="protocol")
+    if isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError, ConnectionAbortedError,
+                        BrokenPipeError)):
+        return RabbitError(f"{where} did not answer HTTP (it closed the connection without an answer){hint}",
+                           kind="protocol")
+    if isinstance(exc, http.client.HTTPException):
+        return RabbitError(f"{where} did not answer HTTP ({type(exc).__name__}){hint}", kind="protocol")
     if isinstance(exc, (socket.timeout, TimeoutError)) or "timed out" in str(exc):
         return RabbitError(f"{where} did not answer within {budget:.1f} s", kind="timeout")
     if isinstance(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
@@ -309,6 +495,12 @@ def _network_error(where: str, exc: Any, budget: float) -> RabbitError:
     if isinstance(exc, socket.gaierror):
         return RabbitError(f"{where}: host name does not resolve ({exc})", kind="refused")
     return RabbitError(f"{where}: {type(exc).__name__}: {exc}", kind="error")
+
+
+def _preview(text: str, limit: int = 24) -> str:
+    """The first bytes a peer sent, printable and short (it may be anything)."""
+    shown = ascii(text[:limit])
+    return shown + (" ..." if len(text) > limit else "")
 
 
 # --------------------------------------------------------------------------- AMQP with pika
@@ -347,6 +539,7 @@ class AmqpProbe:
         self.cap = cap
         self.server_version: Optional[str] = None
         self.server_product: Optional[str] = None
+        self.server_cluster_name: Optional[str] = None
         self._conn = None
         self._broken = False
 
@@ -379,6 +572,7 @@ class AmqpProbe:
         props = getattr(self._conn._impl, "server_properties", None) or {}
         self.server_version = _text(props.get("version"))
         self.server_product = _text(props.get("product"))
+        self.server_cluster_name = _text(props.get("cluster_name"))
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -562,6 +756,14 @@ def _amqp_error(where: str, exc: BaseException, budget: float) -> RabbitError:
                            kind="forbidden")
     if isinstance(exc, pex.AMQPConnectionError):
         inner = exc.args[0] if exc.args else None
+        # pika wraps the socket's error in connector errors whose str() is empty: unwrap to the cause
+        for _ in range(4):
+            if getattr(inner, "exception", None) is not None:
+                inner = inner.exception
+            elif getattr(inner, "exceptions", None):
+                inner = inner.exceptions[-1]
+            else:
+                break
         inner_text = f"{type(inner).__name__}: {inner}" if inner is not None else text
         if "timed out" in inner_text.lower() or "timeout" in inner_text.lower():
             return RabbitError(f"{where} did not answer within {budget:.1f} s", kind="timeout")
@@ -570,7 +772,8 @@ def _amqp_error(where: str, exc: BaseException, budget: float) -> RabbitError:
         if "ssl" in inner_text.lower() or "tls" in inner_text.lower() or "certificate" in inner_text.lower():
             return RabbitError(f"{where}: TLS error: {inner_text}", kind="tls")
         return RabbitError(f"{where}: cannot connect: {inner_text}", kind="refused")
-    if isinstance(exc, (socket.timeout, TimeoutError)):
+    # pika raises its connector's stack timeout (the AMQP handshake outlived stack_timeout) unwrapped
+    if isinstance(exc, (socket.timeout, TimeoutError)) or "timeout" in type(exc).__name__.lower():
         return RabbitError(f"{where} did not answer within {budget:.1f} s", kind="timeout")
     if isinstance(exc, ssl.SSLError):
         return RabbitError(f"{where}: TLS error: {exc}", kind="tls")
