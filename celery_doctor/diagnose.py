@@ -146,6 +146,8 @@ def partly_checked(name: str, data: Any) -> list[tuple[str, str]]:
                                                        "depths and consumer counts of the app's queues)"))
             if getattr(data, "amqp_error", None):
                 out.append(("rabbitmq AMQP", str(data.amqp_error)))
+            out.extend(("rabbitmq management API (address guessed)", str(note))
+                       for note in (getattr(data, "notes", None) or ()))
         elif name == "redis":
             out.extend(("redis (partly read)", str(note)) for note in (getattr(data, "notes", None) or ()))
         elif name == "workers":

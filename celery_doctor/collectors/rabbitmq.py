@@ -16,11 +16,13 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
+from urllib.parse import quote
 
 from ..brokerview import QueueView
 from ..masking import scrub
 from ..model import Part
-from ..rabbitmq_api import AmqpProbe, BrokerEndpoint, ManagementClient, RabbitError, broker_endpoint
+from ..rabbitmq_api import (AmqpProbe, BrokerEndpoint, ManagementClient, RabbitError, broker_endpoint,
+                            management_guess)
 
 PEEK_PER_QUEUE = 200  # at most this many messages are read per queue under --peek (and at most --max-messages)
 PEEK_TOTAL = 2000
@@ -252,6 +254,7 @@ class RabbitState:
     peeked: bool = False
     peek: Mapping[str, PeekSample] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what the report must say about how it was read (e.g. a guessed API address)
 
     @property
     def source(self) -> str:
@@ -399,27 +402,45 @@ def collect_rabbitmq(ctx: Any) -> Part:
     except RabbitError as exc:
         return Part.unavailable(exc.reason)
     options = ctx.options
+    override = getattr(options, "management_url", None)
     app_queues = app_queue_names(ctx.config)
     app_exchanges = app_exchange_names(ctx.config)
     collector = _Collector(endpoint, ctx.deadline, app_queues, app_exchanges)
     collector.default_queue = getattr(ctx.config, "default_queue", None) or "celery"
+    guess = management_guess(endpoint, override)
     try:
-        api = ManagementClient.for_broker(endpoint, ctx.deadline, getattr(options, "management_url", None))
+        api: Optional[ManagementClient] = ManagementClient.for_broker(endpoint, ctx.deadline, override)
         collector.management_url = api.display
     except RabbitError as exc:
         api = None
         collector.api_error = exc.reason
-    if api is not None:
-        try:
-            collector.read_api(api)
-        except RabbitError as exc:
-            collector.api_error = exc.reason
-            collector.api_reachable = False
-    peek = bool(getattr(options, "peek", False))
-    if not collector.api_reachable or peek:
-        try:
-            with AmqpProbe(endpoint, ctx.deadline) as probe:
-                collector.version = collector.version or probe.server_version
+    # The broker itself first, over AMQP: a management API that answers says nothing about whether the app
+    # can reach its broker (another port, another host, another user), and its data would be of a broker
+    # nobody reached. The same connection serves the passive-declare fallback and --peek.
+    probe = AmqpProbe(endpoint, ctx.deadline)
+    try:
+        probe.open()
+    except RabbitError as exc:
+        return Part.unavailable(scrub(exc.reason + _api_says(api, exc)))
+    try:
+        collector.version = probe.server_version
+        if api is not None:
+            try:
+                collector.read_api(api, probe.server_cluster_name)
+            except Exception as exc:  # noqa: BLE001 - a RabbitError, or a document shaped like nothing expected
+                collector.api_unusable(exc if isinstance(exc, RabbitError) else RabbitError(
+                    f"management API at {api.display}: unexpected answer ({type(exc).__name__})", kind="protocol"))
+        if guess:
+            if collector.api_reachable:
+                confirmed = (f"it answered for the same cluster {probe.server_cluster_name!r} as the broker"
+                             if probe.server_cluster_name and collector.cluster_name == probe.server_cluster_name
+                             else "whether it is this broker's API could not be confirmed (no cluster name)")
+                collector.notes.append(f"{guess}; {confirmed}")
+            elif collector.api_error:
+                collector.api_error = f"{collector.api_error}; {guess}"
+        peek = bool(getattr(options, "peek", False))
+        if not collector.api_reachable or peek:
+            try:
                 if not collector.api_reachable:
                     collector.read_passive(probe)
                 if peek:
@@ -427,11 +448,25 @@ def collect_rabbitmq(ctx: Any) -> Part:
                     deep = bool(getattr(options, "deep", False))
                     collector.read_peek(probe, asked if deep else min(PEEK_PER_QUEUE, asked),
                                         total_limit=PEEK_TOTAL * (10 if deep else 1))
-        except RabbitError as exc:
-            collector.amqp_error = exc.reason
-            if not collector.api_reachable:
-                return Part.unavailable(scrub(f"{collector.api_error}; passive declares failed too: {exc.reason}"))
+            except RabbitError as exc:
+                collector.amqp_error = exc.reason
+                if not collector.api_reachable:
+                    return Part.unavailable(scrub(f"{collector.api_error}; passive declares failed too: {exc.reason}"))
+    finally:
+        probe.close()
     return Part.gathered(collector.state())
+
+
+def _api_says(api: Optional[ManagementClient], amqp: RabbitError) -> str:
+    """When AMQP refuses the login or the vhost, the management API's own reason is sharper: ask it once."""
+    if api is None or amqp.kind not in ("auth", "forbidden") or api.deadline.remaining() < 0.5:
+        return ""
+    try:
+        api.get(f"queues/{quote(api.vhost, safe='')}", {"page": 1, "page_size": 1, "columns": "name"})
+    except RabbitError as exc:
+        if exc.kind in ("auth", "forbidden"):
+            return f"; the management API says: {exc.reason}"
+    return ""
 
 
 def _use_ssl(app: Any) -> Any:
@@ -474,11 +509,21 @@ class _Collector:
         self.peeked = False
         self.peek: dict[str, PeekSample] = {}
         self.warnings: list[str] = []
+        self.notes: list[str] = []
 
     # -- management API
-    def read_api(self, api: ManagementClient) -> None:
-        overview = api.overview()  # the first call: if it fails, the API is unreachable
-        self.version = _str(overview.get("rabbitmq_version")) or _str(overview.get("product_version"))
+    def read_api(self, api: ManagementClient, amqp_cluster: Optional[str] = None) -> None:
+        overview = api.get("overview")  # the first call: if it fails, the API is unreachable
+        if not isinstance(overview, Mapping) or not any(
+                _str(overview.get(k)) for k in ("rabbitmq_version", "management_version", "product_version")):
+            raise RabbitError(f"management API at {api.display}: /api/overview is not the management API's overview "
+                              "(no rabbitmq_version)", kind="protocol")
+        cluster = _str(overview.get("cluster_name"))
+        if amqp_cluster and cluster and cluster != amqp_cluster:
+            raise RabbitError(f"management API at {api.display} answers for another cluster ({cluster!r}) than the "
+                              f"broker at {self.endpoint.display} ({amqp_cluster!r}): its data would describe another "
+                              "broker", kind="mismatch")
+        self.version = _str(overview.get("rabbitmq_version")) or _str(overview.get("product_version")) or self.version
         self.erlang_version = _str(overview.get("erlang_version"))
         self.management_version = _str(overview.get("management_version"))
         self.cluster_name = _str(overview.get("cluster_name"))
@@ -527,7 +572,7 @@ class _Collector:
         self.bindings = self._optional(BINDINGS, lambda: [_binding(b) for b in api.bindings()])
         self.nodes = self._optional(NODES, lambda: [_node(n) for n in api.nodes()])
         limits = self._optional(VHOST_LIMITS, lambda: [api.vhost_limits()])
-        self.vhost_limits = dict(limits[0]) if limits else {}
+        self.vhost_limits = _shallow(limits[0]) if limits and isinstance(limits[0], Mapping) else {}
 
     def _optional(self, name: str, read) -> list:
         try:
@@ -535,12 +580,24 @@ class _Collector:
         except RabbitError as exc:
             self.missing[name] = exc.reason
             return []
+        except Exception as exc:  # noqa: BLE001 - a document shaped like nothing expected: this piece is missing
+            self.missing[name] = f"the management API's answer could not be read ({type(exc).__name__})"
+            return []
 
     def _optional_value(self, read) -> Any:
         try:
             return read()
-        except RabbitError:
+        except Exception:  # noqa: BLE001 - RabbitError, or an answer shaped like nothing expected
             return None
+
+    def api_unusable(self, exc: RabbitError) -> None:
+        """The API failed part-way: nothing read from it about the vhost is kept; passive declares stand in."""
+        self.api_error = exc.reason
+        self.api_reachable = False
+        self.queues, self.missing_queues, self.queue_count, self.queues_truncated = {}, [], None, False
+        self.exchanges, self.missing_exchanges, self.bindings = {}, [], []
+        self.policies, self.operator_policies, self.nodes, self.vhost_limits = [], [], [], {}
+        self.missing = {}
 
     # -- passive declares (the API is down)
     def read_passive(self, probe: AmqpProbe) -> None:
@@ -666,11 +723,29 @@ class _Collector:
             peeked=self.peeked,
             peek=self.peek,
             warnings=tuple(self.warnings),
+            notes=tuple(self.notes),
         )
 
 
 def _str(value: Any) -> Optional[str]:
     return value if isinstance(value, str) and value else None
+
+
+SHALLOW_DEPTH = 8
+
+
+def _shallow(value: Any, depth: int = 0) -> Any:
+    """A copy of an API value (queue arguments, policy definitions) nested at most SHALLOW_DEPTH levels: deeper
+    containers become "..." (a peer may nest a document deeply enough to break repr and the reporters)."""
+    if isinstance(value, Mapping):
+        if depth >= SHALLOW_DEPTH:
+            return "..."
+        return {str(k): _shallow(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        if depth >= SHALLOW_DEPTH:
+            return "..."
+        return [_shallow(v, depth + 1) for v in value]
+    return value
 
 
 def _queue_from_api(item: Mapping, definitions: Mapping[str, Mapping]) -> Optional[RabbitQueue]:
@@ -697,10 +772,10 @@ def _queue_from_api(item: Mapping, definitions: Mapping[str, Mapping]) -> Option
         durable=item.get("durable") if isinstance(item.get("durable"), bool) else None,
         auto_delete=item.get("auto_delete") if isinstance(item.get("auto_delete"), bool) else None,
         exclusive=item.get("exclusive") if isinstance(item.get("exclusive"), bool) else None,
-        arguments=dict(arguments),
+        arguments=_shallow(arguments),
         policy=policy,
         operator_policy=operator_policy,
-        effective_policy_definition=dict(effective) if isinstance(effective, Mapping) else {},
+        effective_policy_definition=_shallow(effective) if isinstance(effective, Mapping) else {},
         messages=_int(item.get("messages")),
         messages_ready=_int(item.get("messages_ready")),
         messages_unacknowledged=_int(item.get("messages_unacknowledged")),
@@ -725,7 +800,7 @@ def _exchange_from_api(item: Mapping) -> RabbitExchange:
         durable=item.get("durable") if isinstance(item.get("durable"), bool) else None,
         auto_delete=item.get("auto_delete") if isinstance(item.get("auto_delete"), bool) else None,
         internal=item.get("internal") if isinstance(item.get("internal"), bool) else None,
-        arguments=dict(arguments) if isinstance(arguments, Mapping) else {},
+        arguments=_shallow(arguments) if isinstance(arguments, Mapping) else {},
         policy=_str(item.get("policy")),
         publish_in=stats.get("publish_in"),
         publish_out=stats.get("publish_out"),
@@ -739,7 +814,7 @@ def _binding(item: Mapping) -> RabbitBinding:
         destination=str(item.get("destination") or ""),
         destination_type=str(item.get("destination_type") or "queue"),
         routing_key=str(item.get("routing_key") or ""),
-        arguments=dict(arguments) if isinstance(arguments, Mapping) else {},
+        arguments=_shallow(arguments) if isinstance(arguments, Mapping) else {},
     )
 
 
@@ -750,7 +825,7 @@ def _policy(item: Mapping, operator: bool) -> RabbitPolicy:
         pattern=str(item.get("pattern") or ""),
         apply_to=str(item.get("apply-to") or item.get("apply_to") or "all"),
         priority=_int(item.get("priority")) or 0,
-        definition=dict(definition) if isinstance(definition, Mapping) else {},
+        definition=_shallow(definition) if isinstance(definition, Mapping) else {},
         operator=operator,
     )
 
@@ -766,7 +841,7 @@ def _node(item: Mapping) -> RabbitNode:
         mem_limit=_int(item.get("mem_limit")),
         disk_free=_int(item.get("disk_free")),
         disk_free_limit=_int(item.get("disk_free_limit")),
-        partitions=tuple(str(p) for p in partitions) if isinstance(partitions, (list, tuple)) else (),
+        partitions=tuple(p for p in partitions if isinstance(p, str)) if isinstance(partitions, (list, tuple)) else (),
     )
 
 
