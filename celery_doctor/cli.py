@@ -49,9 +49,31 @@ class UsageError(Exception):
     """Bad input from the user: one line on stderr, exit 2."""
 
 
+class OutputError(Exception):
+    """stdout cannot take the report (a full disk, /dev/full, an I/O error): one line on stderr, exit 2."""
+
+
 def fail_usage(message: str) -> None:
     typer.echo(f"celery-doctor: error: {scrub(message)}", err=True)
     raise typer.Exit(EXIT_USAGE)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so that the interpreter's last flush of stdout cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def emit(text: str) -> None:
+    """Write to stdout and flush: a reader gone is BrokenPipeError, any other failure an OutputError."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write to stdout: {exc.strerror or exc}") from None
 
 
 def guarded(body: Callable[[], int]) -> None:
@@ -70,9 +92,12 @@ def guarded(body: Callable[[], int]) -> None:
         raise typer.Exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         # The reader went away (`celery-doctor checks | head`): not a crash. Quiet, like a SIGPIPE'd tool.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         raise typer.Exit(EXIT_BROKEN_PIPE)
+    except OutputError as exc:
+        # `celery-doctor scan > /dev/full`: the report was not written; say so in one line, no crash log.
+        _silence_stdout()
+        fail_usage(str(exc))
     except Exception as exc:  # noqa: BLE001 - last line of defence: no tracebacks for users
         crash = tempfile.NamedTemporaryFile("w", prefix="celery-doctor-crash-", suffix=".log", delete=False)
         with crash:
@@ -174,8 +199,7 @@ def _run(mode: str, app_spec, broker, source, select, ignore, fmt, output, fail_
     report, registry = diagnose(options)
     outputs = list(_pick(output, file_options, "output", []))
     if not outputs:
-        sys.stdout.write(_render(fmt, report, registry, color=sys.stdout.isatty()))
-        sys.stdout.flush()
+        emit(_render(fmt, report, registry, color=sys.stdout.isatty()))
     for path in outputs:
         chosen = EXTENSIONS.get(os.path.splitext(path)[1].lower(), fmt)
         try:
@@ -257,12 +281,12 @@ def list_checks(fmt: Format = typer.Option(Format.text, "--format", "-f", help="
             data = [{"id": c.id, "slug": c.slug, "title": c.title, "category": c.category.value,
                      "impact": c.impact.value, "needs": sorted(c.needs), "since": c.since} for c in registry.checks]
             data += [{"id": e.plugin, "error": e.message} for e in registry.errors]
-            typer.echo(json.dumps(data, indent=2))
+            emit(json.dumps(data, indent=2, ensure_ascii=True) + "\n")
             return EXIT_OK
-        for c in registry.checks:
-            typer.echo(f"{c.id}  {c.slug:<48} {c.category.value:<9} {c.impact.value:<6} needs {','.join(sorted(c.needs))}")
-        for e in registry.errors:
-            typer.echo(f"{e.plugin}  failed to load: {e.message}")
+        lines = [f"{c.id}  {c.slug:<48} {c.category.value:<9} {c.impact.value:<6} needs {','.join(sorted(c.needs))}"
+                 for c in registry.checks]
+        lines += [f"{e.plugin}  failed to load: {e.message}" for e in registry.errors]
+        emit("".join(line + "\n" for line in lines))
         return EXIT_OK
 
     guarded(body)
@@ -279,7 +303,7 @@ def explain(check_id: str = typer.Argument(..., help="A check id (CD101) or slug
         check = load_registry().get(check_id)
         if check is None:
             raise UsageError(f"no check {check_id!r} (see `celery-doctor checks`)")
-        typer.echo(render_check_markdown(check), nl=False)
+        emit(render_check_markdown(check))
         return EXIT_OK
 
     guarded(body)
@@ -329,7 +353,7 @@ def trace(
                      Format.text: format_trace_text, Format.sarif: format_trace_json}
         outputs = list(output or [])
         if not outputs:
-            sys.stdout.write(renderers[chosen](result))
+            emit(renderers[chosen](result))
         for path in outputs:
             kind = EXTENSIONS.get(os.path.splitext(path)[1].lower(), chosen)
             try:
