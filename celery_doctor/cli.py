@@ -314,8 +314,8 @@ def trace(
     task_id: str = typer.Argument(..., help="The id of the task to look for."),
     app_spec: Optional[str] = AppOpt,
     broker: Optional[str] = BrokerOpt,
-    fmt: Optional[Format] = FormatOpt,
-    output: Optional[List[str]] = OutputOpt,
+    fmt: Optional[Format] = typer.Option(None, "--format", "-f", help="text, json or markdown (default text)."),
+    output: Optional[List[str]] = typer.Option(None, "--output", "-o", help="Write the trace to FILE (repeatable; format from .json/.md/.txt, else --format)."),
     timeout: Optional[float] = TimeoutOpt,
     management_url: Optional[str] = typer.Option(None, "--management-url", help="RabbitMQ management API URL."),
     peek: bool = typer.Option(False, "--peek", help="RabbitMQ: read queued message headers with basic.get + requeue (sets redelivered, can reorder)."),
@@ -337,7 +337,16 @@ def trace(
         if not task_id.strip() or len(task_id) > 255 or any(c.isspace() or not c.isprintable() for c in task_id):
             raise UsageError("TASK_ID must be a non-empty id without spaces (at most 255 characters)")
         file_options = load_options(config_file or find_pyproject())
-        chosen = Format(_pick(fmt and fmt.value, file_options, "format", "text"))
+        if fmt is Format.sarif:
+            raise UsageError(TRACE_NO_SARIF)
+        # an options file's `format` is for lint and scan: its sarif does not apply to a trace
+        chosen = fmt or Format(file_options.get("format", "text"))
+        if chosen is Format.sarif:
+            chosen = Format.text
+        outputs = list(output or [])
+        kinds = [EXTENSIONS.get(os.path.splitext(path)[1].lower(), chosen) for path in outputs]
+        if Format.sarif in kinds:
+            raise UsageError(f"{outputs[kinds.index(Format.sarif)]}: {TRACE_NO_SARIF}")
         seconds = _seconds(_pick(timeout, file_options, "timeout", 10.0))
         options = RunOptions(
             mode="scan", app=_pick(app_spec, file_options, "app"), broker=_pick(broker, file_options, "broker"),
@@ -349,13 +358,10 @@ def trace(
                              consumer_timeout=file_options.get("consumer-timeout"), timeout=seconds),
         )
         result = run_trace(options, task_id)
-        renderers = {Format.json: format_trace_json, Format.markdown: format_trace_markdown,
-                     Format.text: format_trace_text, Format.sarif: format_trace_json}
-        outputs = list(output or [])
+        renderers = {Format.json: format_trace_json, Format.markdown: format_trace_markdown, Format.text: format_trace_text}
         if not outputs:
             emit(renderers[chosen](result))
-        for path in outputs:
-            kind = EXTENSIONS.get(os.path.splitext(path)[1].lower(), chosen)
+        for path, kind in zip(outputs, kinds):
             try:
                 with open(path, "w", encoding="utf-8") as handle:
                     handle.write(renderers[kind](result))
@@ -364,6 +370,9 @@ def trace(
         return EXIT_OK if result.found else EXIT_FINDINGS
 
     guarded(body)
+
+
+TRACE_NO_SARIF = "trace has no SARIF format (it locates one task, it has no code-scanning results): use text, json or markdown"
 
 
 def _is(exc: BaseException, name: str) -> bool:
