@@ -51,6 +51,19 @@ def _queues_with_summary(state):
     return [q for q in state.queues if q.summary is not None and q.summary.analysed]
 
 
+def _reads_server(fn):
+    """For checks over the server's INFO: when an ACL refused INFO, nothing is known, so the check skips."""
+
+    @functools.wraps(fn)
+    def run(snapshot: Snapshot):
+        refused = _state(snapshot).server.info_refused
+        if refused:
+            raise SkipCheck(f"INFO was not allowed: {refused}")
+        return list(fn(snapshot))
+
+    return run
+
+
 def _reads_messages(fn):
     """For checks over queued messages: finding nothing where a queue's read was cut short (deadline, memory
     pressure, a lost connection) is not a pass but a skip, naming the queues."""
@@ -92,6 +105,7 @@ def _reads_messages(fn):
         references=(REDIS_DOCS, "https://redis.io/docs/latest/develop/reference/eviction/"),
     ),
 )
+@_reads_server
 def redis_eviction_policy(snapshot: Snapshot):
     state = _state(snapshot)
     server = state.server
@@ -137,6 +151,7 @@ def redis_eviction_policy(snapshot: Snapshot):
         risk="Raising maxmemory beyond the host's RAM gets Redis OOM-killed, losing everything not persisted.",
     ),
 )
+@_reads_server
 def redis_memory_near_limit(snapshot: Snapshot):
     state = _state(snapshot)
     server = state.server
@@ -177,6 +192,7 @@ def redis_memory_near_limit(snapshot: Snapshot):
              "them idempotent first.",
     ),
 )
+@_reads_server
 def redis_evicted_keys(snapshot: Snapshot):
     state = _state(snapshot)
     evicted = state.server.evicted_keys
@@ -212,6 +228,7 @@ def redis_evicted_keys(snapshot: Snapshot):
         references=("https://redis.io/docs/latest/operate/oss_and_stack/management/persistence/",),
     ),
 )
+@_reads_server
 def redis_no_persistence(snapshot: Snapshot):
     state = _state(snapshot)
     server = state.server
@@ -256,6 +273,7 @@ def redis_no_persistence(snapshot: Snapshot):
         references=("https://github.com/celery/celery/issues/6348",),
     ),
 )
+@_reads_server
 def redis_failover_urls(snapshot: Snapshot):
     state = _state(snapshot)
     if not state.failover and state.server.role != "slave":
@@ -300,6 +318,7 @@ def redis_failover_urls(snapshot: Snapshot):
         references=("https://github.com/celery/celery/issues/2852",),
     ),
 )
+@_reads_server
 def redis_cluster_mode(snapshot: Snapshot):
     state = _state(snapshot)
     if not state.server.cluster_enabled:
@@ -311,6 +330,41 @@ def redis_cluster_mode(snapshot: Snapshot):
 
 
 # -- queues ------------------------------------------------------------------------------------------
+@check(
+    id="CD218",
+    slug="redis-queue-key-wrong-type",
+    title="A queue's key holds something other than a list: workers' BRPOP on that queue fails",
+    category=Category.BROKER,
+    needs=NEEDS,
+    runbook=Runbook(
+        symptom="Tasks of one queue are not received although workers consume it; a `BRPOP` over the queue's keys "
+                "answers `WRONGTYPE Operation against a key holding the wrong kind of value`.",
+        why="kombu stores a queue as LIST keys: the bare name and one sub-queue per priority step "
+            "(`<queue>\\x06\\x163`, `...6`, `...9`), and a worker fetches with one `BRPOP` over all of them. "
+            "Redis answers that BRPOP with WRONGTYPE as soon as it reaches a key that exists and is not a list "
+            "before it has found a message (checked on redis-server 7.0: with the bare list empty and a STRING at "
+            "the priority-3 key, `BRPOP q q\\x06\\x163 1` returns WRONGTYPE). The fetch fails instead of delivering, "
+            "so messages in that queue wait; another application writing its own keys into the broker's database "
+            "is the usual cause.",
+        confirm="`redis-cli -n <db> --scan --pattern '<queue>*'` then `TYPE` on each key; every one must be `list`.",
+        fix="Find who writes that key (another app sharing the database or prefix) and move it elsewhere; then "
+            "delete the wrong key (`redis-cli -n <db> DEL <key>`) after checking it holds nothing you need.",
+        risk="Deleting the wrong key destroys whatever the other application kept there: read it first.",
+    ),
+)
+def redis_queue_key_wrong_type(snapshot: Snapshot):
+    state = _state(snapshot)
+    by_queue: dict = {}
+    for queue, key in state.wrong_type:
+        by_queue.setdefault(queue, []).append(key)
+    for queue, keys in sorted(by_queue.items()):
+        depth = state.queue(queue).depth if state.queue(queue) else 0
+        yield redis_queue_key_wrong_type.finding(
+            subject=f"queue:{queue}", confidence=Confidence.OBSERVED, messages_at_risk=depth,
+            evidence=[f"{key!r} is not a list (LLEN answered WRONGTYPE)" for key in keys]
+                     + [f"{depth:,} message(s) in the list keys of {queue!r} wait behind it"])
+
+
 @check(
     id="CD206",
     slug="redis-backlog-no-consumer",
@@ -769,4 +823,5 @@ CHECKS = [
     redis_backlog_no_consumer, redis_unacked_not_restored, redis_unacked_workers_gone, redis_queued_eta_beyond_vt,
     redis_expired_messages, redis_unregistered_messages, redis_duplicate_messages, redis_malformed_messages,
     redis_unsafe_serializer_messages, redis_keys_elsewhere, redis_binding_missing, redis_cluster_mode,
+    redis_queue_key_wrong_type,
 ]

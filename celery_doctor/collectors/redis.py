@@ -16,9 +16,12 @@ from ..brokerview import QueueView
 from ..envelope import EnvelopeStats, MessageSummary, decode_payload, from_parts
 from ..masking import mask_url, scrub
 from ..model import Part
+from redis.exceptions import ResponseError
+
 from ..redis_memory import MemoryPressure
 from ..redisio import (BINDING_PREFIX, BLOCKING_COMMANDS, SEP, Oversized, Reader, RedisReadError, connect_sentinel,
-                       connect_url, parse_binding, parse_url, priority_keys, split_failover, stream_unacked)
+                       connect_url, parse_binding, parse_info, parse_url, priority_keys, split_failover,
+                       stream_unacked)
 from ..settings import REDIS_DEFAULT_VISIBILITY_TIMEOUT, as_seconds
 from . import CollectContext
 
@@ -30,6 +33,7 @@ MAX_FOREIGN_KEYS = 20_000  # keys SCANned in each other database
 MAX_QUEUES = 500
 MAX_UNACKED = 20_000  # unacked entries read one by one (default scan); the counts are always exact
 MAX_EXAMPLES = 20
+_READ_ERRORS = (RedisReadError, ResponseError)  # a read that failed: said in Not checked, the rest goes on
 RESTORE_SLACK = 300.0  # kombu's unacked_mutex_expire: a restore sweep may be skipped this long
 
 
@@ -55,6 +59,7 @@ class ServerInfo:
     settings_source: str  # "CONFIG GET" or "INFO"
     config_refused: Optional[str] = None  # why CONFIG GET could not be used (ACL / renamed on managed Redis)
     master_link: Optional[str] = None  # replica: the master it follows
+    info_refused: Optional[str] = None  # INFO was not allowed (ACL): the fields above are unknown
 
     @property
     def persistence(self) -> Optional[bool]:
@@ -182,6 +187,7 @@ class RedisState:
     unacked: UnackedState
     foreign: tuple[ForeignKeys, ...]
     failover: tuple[FailoverURL, ...] = ()
+    wrong_type: tuple[tuple[str, str], ...] = ()  # (queue, key): a queue key that is not a list (WRONGTYPE)
     memory_stop: Optional[str] = None  # why reading messages stopped: the server was close to maxmemory
     largest_reply: int = 0  # bytes of the largest reply this scan made Redis build
     oversized: int = 0  # messages too large to read safely, skipped
@@ -267,11 +273,19 @@ def _text(value: Any) -> str:
 
 
 def _server(reader: Reader, notes: list) -> ServerInfo:
-    info = reader.info()
-    reader.guard.update(info)
+    raw, info_refused = reader.try_call("INFO")
+    if info_refused:
+        info: dict = {}
+        notes.append(f"INFO is not allowed ({info_refused}): server version, memory, eviction, persistence and "
+                     "replication were not checked; replies are kept to the default size")
+        reader.guard.update(None, info_refused)
+    else:
+        info = raw if isinstance(raw, dict) else parse_info(_text(raw))
+        reader.guard.update(info)
     config, refused = reader.config_get("maxmemory", "maxmemory-policy", "save", "appendonly")
     if config is None:
-        notes.append(f"CONFIG GET is not available ({refused}): memory and persistence settings read from INFO")
+        if not info_refused:
+            notes.append(f"CONFIG GET is not available ({refused}): memory and persistence settings read from INFO")
         source = "INFO"
         maxmemory = _int(info.get("maxmemory"))
         policy = info.get("maxmemory_policy")
@@ -307,6 +321,7 @@ def _server(reader: Reader, notes: list) -> ServerInfo:
         settings_source=source,
         config_refused=refused,
         master_link=master,
+        info_refused=info_refused,
     ), {int(k[2:]): int(v.get("keys", 0)) for k, v in info.items()
         if isinstance(k, str) and k.startswith("db") and k[2:].isdigit() and isinstance(v, Mapping)}
 
@@ -314,8 +329,9 @@ def _server(reader: Reader, notes: list) -> ServerInfo:
 def _clients(reader: Reader, server: ServerInfo, notes: list) -> ClientSummary:
     clients, refused = reader.client_list(server.connected_clients)
     if clients is None:
-        notes.append(f"CLIENT LIST not read ({refused}): consumers per database unknown; "
-                     f"the server reports {server.blocked_clients} blocked client(s) in all")
+        blocked = "" if server.blocked_clients is None else \
+            f"; the server reports {server.blocked_clients} blocked client(s) in all"
+        notes.append(f"CLIENT LIST not read ({refused}): consumers per database unknown{blocked}")
         return ClientSummary(available=False, reason=refused, total=server.connected_clients or 0)
     consumers: Counter = Counter()
     subscribers: Counter = Counter()
@@ -642,7 +658,8 @@ def _failover(urls: list[str], ctx: CollectContext, options: Mapping[str, Any]) 
             errors.append(scrub(str(exc)))
             continue
         try:
-            role = str(reader.info("replication").get("role", "unknown"))
+            replication, refused = reader.try_call("INFO", "replication")
+            role = None if refused else str(parse_info(_text(replication)).get("role", "unknown"))
         except RedisReadError as exc:
             role = None
             errors.append(str(exc))
@@ -722,8 +739,12 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
         notes.append("Redis Cluster: SCAN and the reads below saw only the node the URL points at")
     clients = _clients(reader, server, notes)
     progress.show("listing keys")
-    scan = _classify_keys(reader, limit=(50 * MAX_KEYS if deep else MAX_KEYS))
-    if not scan.complete:
+    try:
+        scan = _classify_keys(reader, limit=(50 * MAX_KEYS if deep else MAX_KEYS))
+    except _READ_ERRORS as exc:
+        scan = _Scan(complete=False)
+        notes.append(f"the keys of db {reader.db} were not listed ({exc}): only the app's own queues were looked at")
+    if not scan.complete and scan.scanned:
         notes.append(f"only the first {scan.scanned:,} keys of db {reader.db} were listed (SCAN stopped early): "
                      "queues found only by their keys may be missing")
     prefix = reader.prefix.encode()
@@ -733,8 +754,12 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
     exchanges = set(scan.bindings)
     app_exchanges = _app_exchanges(config)
     for exchange in sorted(exchanges | app_exchanges)[:MAX_QUEUES]:
-        members, complete = reader.set_members(reader.key(f"{BINDING_PREFIX}{exchange}"),
-                                               limit=(1_000_000 if deep else 20_000))
+        try:
+            members, complete = reader.set_members(reader.key(f"{BINDING_PREFIX}{exchange}"),
+                                                   limit=(1_000_000 if deep else 20_000))
+        except _READ_ERRORS as exc:
+            notes.append(f"binding set of {exchange!r} not read: {exc}")
+            continue
         if not members:
             continue
         exchanges.add(exchange)
@@ -777,10 +802,19 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
             origins.setdefault(name, set()).add("found")
     names = sorted(origins)[:MAX_QUEUES]
     keys = [(name, step, reader.key(key)) for name in names for step, key in priority_keys(name)]
-    depths = reader.llen_many([k for _, _, k in keys])
+    replies = reader.pipeline([("LLEN", k) for _, _, k in keys])
     per_queue: dict[str, list[SubQueue]] = {}
-    for (name, step, key), depth in zip(keys, depths):
-        per_queue.setdefault(name, []).append(SubQueue(key, step, depth))
+    unreadable: dict[str, list[str]] = {}
+    wrong_type: list[tuple[str, str]] = []
+    for (name, step, key), reply in zip(keys, replies):
+        if isinstance(reply, Exception):
+            text = " ".join(str(reply).split())
+            if text.upper().startswith("WRONGTYPE"):
+                wrong_type.append((name, key))
+            else:
+                unreadable.setdefault(name, []).append(f"LLEN {key!r} refused: {text}")
+            reply = 0
+        per_queue.setdefault(name, []).append(SubQueue(key, step, int(reply) if isinstance(reply, int) else 0))
     idle: dict[str, Optional[int]] = {}
     for name in names:
         busiest = max(per_queue[name], key=lambda s: s.depth)
@@ -790,10 +824,16 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
     for name in names:
         subqueues = per_queue[name]
         summary, sampled, complete, note, cut = (None, 0, True, None, None)
-        if reader.guard.stopped and sum(s.depth for s in subqueues):
+        if name in unreadable:
+            cut = f"its length could not be read ({'; '.join(unreadable[name])}): it may not be empty"
+        elif reader.guard.stopped and sum(s.depth for s in subqueues):
             cut = "messages not read: Redis is close to maxmemory"
         elif reader.deadline.remaining() > 1.0:
-            summary, sampled, complete, note, cut = _summarise_queue(reader, ctx, name, subqueues, vt, now, progress)
+            try:
+                summary, sampled, complete, note, cut = _summarise_queue(reader, ctx, name, subqueues, vt, now,
+                                                                         progress)
+            except _READ_ERRORS as exc:
+                cut = f"messages not read: {exc}"
         elif sum(s.depth for s in subqueues):
             cut = "messages not read: the deadline was near"
         if cut:
@@ -805,23 +845,30 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
             idle_s=idle.get(name), summary=summary, sampled=sampled, complete=complete, stream_note=note, cut=cut))
 
     progress.show("reading unacked messages", force=True)
-    unacked = _unacked(reader, options, vt, now, None if deep else MAX_UNACKED, _binding_routes(bindings))
+    try:
+        unacked = _unacked(reader, options, vt, now, None if deep else MAX_UNACKED, _binding_routes(bindings))
+    except _READ_ERRORS as exc:  # slow is not unreachable: what was read so far is kept
+        unacked = UnackedState(0, 0, 0, 0, None, 0, stopped=f"not read: {exc}")
+        notes.append(f"unacked entries not read: {exc}")
     if unacked.read < unacked.entries:
         notes.append(f"{unacked.read:,} of {unacked.entries:,} unacked entries were read one by one (use --deep for all); "
                      "the counts by age are exact")
     foreign = []
     if reader.deadline.remaining() > 1.0:
         progress.show("looking for kombu keys in other databases", force=True)
-        foreign = _foreign(reader, scan, keyspace, config, notes, deep)
+        try:
+            foreign = _foreign(reader, scan, keyspace, config, notes, deep)
+        except _READ_ERRORS as exc:
+            notes.append(f"other databases were not searched for kombu keys: {exc}")
     else:
         notes.append("other databases were not searched for kombu keys: the deadline was near")
-    if unacked.stopped and not reader.guard.stopped:
+    if unacked.stopped and not reader.guard.stopped and unacked.read:
         notes.append(f"unacked entries: {unacked.stopped}")
     if unacked.too_large:
         notes.append(f"{unacked.too_large:,} unacked message(s) were too large to read safely: counted, not decoded")
     if reader.guard.stopped:
         notes.append(reader.guard.stopped)
-    if not reader.touch_free:
+    if not reader.touch_free and not server.info_refused:
         notes.append(f"Redis {server.version} has no CLIENT NO-TOUCH: this scan's reads reset the idle time of the "
                      "keys it read (a second scan soon after sees them as recently used)")
     return RedisState(
@@ -831,7 +878,7 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
         foreign=tuple(foreign), failover=tuple(failover), keys_scanned=scan.scanned, keys_complete=scan.complete,
         result_keys=scan.result_keys, deep=deep, max_messages=ctx.options.max_messages, notes=tuple(notes),
         duration_s=round(time.monotonic() - started, 3), commands=reader.commands,
-        memory_stop=reader.guard.pressure, largest_reply=reader.guard.figures.largest_reply,
+        wrong_type=tuple(wrong_type), memory_stop=reader.guard.pressure, largest_reply=reader.guard.figures.largest_reply,
         oversized=reader.guard.figures.skipped_elements)
 
 
