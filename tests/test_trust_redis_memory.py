@@ -336,3 +336,30 @@ def test_a_server_sending_an_endless_reply_costs_bounded_memory_and_time(mode):
     report = _report(out)
     not_checked = " ".join(entry["reason"] for entry in report["not_checked"])
     assert "celery" in not_checked, not_checked
+
+
+def test_unacked_messages_are_read_in_groups_bounded_in_bytes(own_redis):
+    """Workers keep delivered messages in the `unacked` hash: HMGET of 30 of them at 1 MB is a 30 MB reply."""
+    port, client = own_redis
+    ids = _send(port, 30, MB)
+    raw = client.lrange("celery", 0, -1)
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    for i, message in enumerate(raw):
+        tag = f"tag-{i}"
+        pipe.hset("unacked", tag, json.dumps([json.loads(message), "", "celery"]))
+        pipe.zadd("unacked_index", {tag: now - 10})
+    pipe.delete("celery")
+    pipe.execute()
+    _limit(client, 20 * MB, "allkeys-lru")
+    evicted = client.info("stats")["evicted_keys"]
+    with _PeakClientMemory(port) as peak:
+        rc, out, err, rss = _doctor("trace", ids[-1], "--broker", f"redis://127.0.0.1:{port}/0", "--format", "json",
+                                    "--timeout", "30")
+        rc_scan, scan_out, scan_err, _ = _doctor("scan", "--broker", f"redis://127.0.0.1:{port}/0", "--format",
+                                                 "json", "--timeout", "30", "--fail-on", "never")
+    assert rc == 0 and rc_scan == 0, err + scan_err
+    assert json.loads(out)["locations"][0]["state"] == "unacked"
+    assert client.hlen("unacked") == 30
+    assert client.info("stats")["evicted_keys"] == evicted
+    assert peak.peak < 8 * MB, f"a reply buffer of {peak.peak / MB:.0f} MB"
