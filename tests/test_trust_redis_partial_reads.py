@@ -126,3 +126,51 @@ def test_a_trace_cut_short_says_where_and_how_far_never_not_found(db, tmp_path):
     assert "searched" in where[0]["reason"] or "not searched" in where[0]["reason"], where
     # CD001 is for an unreachable broker, never for a slow search
     assert not any(c["check"] == "CD001" for c in report["likely_causes"]), report["likely_causes"]
+
+
+def test_a_deep_read_whose_connection_is_killed_says_so_and_checks_skip(db, tmp_path):
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    queue = f"killed-{uid()}"
+    filler = _message(queue=queue)
+    pipe = db.pipeline(transaction=False)
+    for _ in range(40):
+        pipe.lpush(queue, *([filler] * 5000))
+    pipe.execute()  # 200,000 messages: the deep read uses a second, read-ahead connection
+    db.sadd("_kombu.binding.celery", f"{queue}{SEP}{SEP}{queue}")
+    killed = []
+    stop = threading.Event()
+
+    def kill_readers() -> None:
+        admin = redis_client(DB)
+        while not stop.is_set():
+            for client in admin.client_list():
+                if client.get("name") == "celery-doctor" and client.get("cmd") == "lrange":
+                    try:
+                        admin.client_kill_filter(_id=client["id"])
+                        killed.append(client["id"])
+                    except Exception:  # noqa: BLE001 - already gone
+                        pass
+            time.sleep(0.01)
+
+    env = dict(__import__("os").environ, PYTHONPATH=str(tmp_path))
+    env.pop("CELERY_BROKER_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "celery_doctor", "scan", "--deep", "--broker",
+                             f"redis://127.0.0.1:6379/{DB}", "--format", "json", "--timeout", "20", "--fail-on",
+                             "never"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    killer = threading.Thread(target=kill_readers, daemon=True)
+    time.sleep(0.8)
+    killer.start()
+    out, err = proc.communicate(timeout=60)
+    stop.set()
+    killer.join(5)
+    assert proc.returncode == 0, err
+    assert killed, "no LRANGE of celery-doctor was caught in flight"
+    report = json.loads(out)
+    reasons = [e["reason"] for e in report["not_checked"] if queue in e["reason"]]
+    assert reasons and "then stopped" in reasons[0], report["not_checked"]
+    status = next(c for c in report["checks"] if c["id"] == "CD213")
+    assert status["status"] == "skipped" and "partly read" in status["reason"], status
