@@ -1,6 +1,7 @@
 """The `celery-doctor` command line: lint, scan, checks, explain, trace."""
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import os
@@ -12,6 +13,7 @@ from typing import Callable, List, Optional
 import typer
 
 from .masking import scrub
+from .safe_text import printable, printable_block
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool killed by it
@@ -54,7 +56,7 @@ class OutputError(Exception):
 
 
 def fail_usage(message: str) -> None:
-    typer.echo(f"celery-doctor: error: {scrub(message)}", err=True)
+    typer.echo(f"celery-doctor: error: {printable(scrub(message))}", err=True)
     raise typer.Exit(EXIT_USAGE)
 
 
@@ -102,7 +104,7 @@ def guarded(body: Callable[[], int]) -> None:
         crash = tempfile.NamedTemporaryFile("w", prefix="celery-doctor-crash-", suffix=".log", delete=False)
         with crash:
             crash.write(scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
-        typer.echo(f"celery-doctor: internal error: {scrub(f'{type(exc).__name__}: {exc}')} "
+        typer.echo(f"celery-doctor: internal error: {printable(scrub(f'{type(exc).__name__}: {exc}'))} "
                    f"(details in {crash.name}; please attach it to a bug report)", err=True)
         raise typer.Exit(EXIT_INTERNAL)
     raise typer.Exit(code)
@@ -110,8 +112,14 @@ def guarded(body: Callable[[], int]) -> None:
 
 def _setup_logging(verbose: bool) -> None:
     class Masking(logging.Formatter):
+        """Secrets masked; the message on one line and terminal-safe (it may quote queue or task names)."""
+
+        def formatMessage(self, record: logging.LogRecord) -> str:
+            record.message = printable(record.message)
+            return super().formatMessage(record)
+
         def format(self, record: logging.LogRecord) -> str:
-            return scrub(super().format(record))
+            return printable_block(scrub(super().format(record)))
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(Masking("celery-doctor: %(levelname)s %(message)s"))
@@ -286,7 +294,7 @@ def list_checks(fmt: Format = typer.Option(Format.text, "--format", "-f", help="
         lines = [f"{c.id}  {c.slug:<48} {c.category.value:<9} {c.impact.value:<6} needs {','.join(sorted(c.needs))}"
                  for c in registry.checks]
         lines += [f"{e.plugin}  failed to load: {e.message}" for e in registry.errors]
-        emit("".join(line + "\n" for line in lines))
+        emit("".join(printable(line) + "\n" for line in lines))  # plugins' slugs and errors are text too
         return EXIT_OK
 
     guarded(body)
@@ -303,7 +311,9 @@ def explain(check_id: str = typer.Argument(..., help="A check id (CD101) or slug
         check = load_registry().get(check_id)
         if check is None:
             raise UsageError(f"no check {check_id!r} (see `celery-doctor checks`)")
-        emit(render_check_markdown(check))
+        # a plugin's strings are text too: its name and title on their line, its runbook's lines terminal-safe
+        check = dataclasses.replace(check, slug=printable(check.slug), title=printable(check.title))
+        emit(printable_block(render_check_markdown(check)))
         return EXIT_OK
 
     guarded(body)
@@ -397,7 +407,7 @@ def main() -> None:
             message = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
             ctx = getattr(exc, "ctx", None)
             command = getattr(ctx, "command_path", None) or "celery-doctor"
-            sys.stderr.write(f"celery-doctor: error: {scrub(message)} (see `{command} --help`)\n")
+            sys.stderr.write(f"celery-doctor: error: {printable(scrub(message))} (see `{command} --help`)\n")
             sys.exit(getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)
         raise
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -1,4 +1,9 @@
-"""JSON report (schema_version 1): a pure function of the report."""
+"""JSON report (schema_version 1): a pure function of the report.
+
+Values are exact (untrusted text is not altered); the encoder escapes them, and `ensure_ascii` writes every
+non-ASCII character (bidi controls, C1 controls, zero-width characters included) as `\\uXXXX`, so the file
+is safe to `cat` in a terminal.
+"""
 from __future__ import annotations
 
 import json
@@ -61,4 +66,4 @@ def report_dict(report: Report) -> dict[str, Any]:
 
 
 def format_json(report: Report) -> str:
-    return json.dumps(report_dict(report), indent=2, sort_keys=False, default=str) + "\n"
+    return json.dumps(report_dict(report), indent=2, sort_keys=False, default=str, ensure_ascii=True) + "\n"

@@ -1,24 +1,26 @@
-"""Markdown report, ready to paste into an incident ticket."""
+"""Markdown report, ready to paste into an incident ticket.
+
+Every value is untrusted (see safe_text): it enters as `sanitized(report)` and is inserted with `md_text`
+(literal text: HTML and markdown escaped) or `md_code` (a code span no backtick inside can close).
+"""
 from __future__ import annotations
 
 from ..model import CheckStatus, Report
+from ..safe_text import md_code, md_text, sanitized
 from .text import _target_line, footer
-
-
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def format_markdown(report: Report) -> str:
     from .. import __version__
 
+    report = sanitized(report)
     lines = [
-        f"# celery-doctor {report.mode} report",
+        f"# celery-doctor {md_text(report.mode)} report",
         "",
-        f"- **Target:** {_cell(_target_line(report))}",
-        f"- **Started:** {report.started_at} ({report.duration_s:g} s)",
+        f"- **Target:** {md_text(_target_line(report))}",
+        f"- **Started:** {md_text(report.started_at)} ({report.duration_s:g} s)",
         f"- **Tool:** celery-doctor {__version__}",
-        f"- **Summary:** {footer(report)}",
+        f"- **Summary:** {md_text(footer(report))}",
         "",
         "## Likely causes (ranked)",
         "",
@@ -28,26 +30,27 @@ def format_markdown(report: Report) -> str:
         for ranked in report.findings:
             f = ranked.finding
             at_risk = f"{f.messages_at_risk:,}" if f.messages_at_risk is not None else "-"
-            lines.append(f"| {ranked.rank} | {f.impact.value} | {f.confidence.value} | {f.check} | "
-                         f"`{_cell(f.subject)}` | {_cell(f.title)} | {at_risk} |")
+            lines.append(f"| {ranked.rank} | {f.impact.value} | {f.confidence.value} | {md_text(f.check)} | "
+                         f"{md_code(f.subject, table=True)} | {md_text(f.title)} | {at_risk} |")
         lines.append("")
         for ranked in report.findings:
             f = ranked.finding
-            lines += [f"### {ranked.rank}. {f.check} {f.slug}: {_cell(f.title)}", ""]
-            lines.append(f"- **Subject:** `{_cell(f.subject)}`" + (f" at `{f.location}`" if f.location else ""))
-            lines.append(f"- **Impact / confidence:** {f.impact.value} / {f.confidence.value} (score {ranked.score:g}: {ranked.why})")
+            lines += [f"### {ranked.rank}. {md_text(f.check)} {md_text(f.slug)}: {md_text(f.title)}", ""]
+            lines.append(f"- **Subject:** {md_code(f.subject)}" + (f" at {md_code(f.location)}" if f.location else ""))
+            lines.append(f"- **Impact / confidence:** {f.impact.value} / {f.confidence.value} "
+                         f"(score {ranked.score:g}: {md_text(ranked.why)})")
             if f.messages_at_risk is not None:
                 lines.append(f"- **Messages at risk:** {f.messages_at_risk:,}")
             lines.append("- **Evidence:**")
-            lines += [f"  - {_cell(e)}" for e in f.evidence]
-            lines += [f"- **Fix:** {_cell(f.fix)}", f"- **Runbook:** `celery-doctor explain {f.check}`", ""]
+            lines += [f"  - {md_text(e)}" for e in f.evidence]
+            lines += [f"- **Fix:** {md_text(f.fix)}", f"- **Runbook:** {md_code(f'celery-doctor explain {f.check}')}", ""]
     else:
         lines += ["No likely cause of task loss found by the checks that ran.", ""]
     lines += ["## Not checked", ""]
     if report.not_checked:
-        lines += [f"- **{part}:** {_cell(reason)}" for part, reason in report.not_checked]
+        lines += [f"- **{md_text(part)}:** {md_text(reason)}" for part, reason in report.not_checked]
     not_run = [c for c in report.checks if c.status in (CheckStatus.SKIPPED, CheckStatus.ERROR)]
-    lines += [f"- `{c.id}` {c.slug}: {c.status.value}: {_cell(c.reason)}" for c in not_run]
+    lines += [f"- {md_code(c.id)} {md_text(c.slug)}: {c.status.value}: {md_text(c.reason)}" for c in not_run]
     if not report.not_checked and not not_run:
         lines.append("Everything applicable was checked.")
     lines.append("")

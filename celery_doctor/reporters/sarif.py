@@ -70,4 +70,4 @@ def format_sarif(report: Report, checks: Sequence[Check] = ()) -> str:
             "columnKind": "unicodeCodePoints",
         }],
     }
-    return json.dumps(sarif, indent=2) + "\n"
+    return json.dumps(sarif, indent=2, ensure_ascii=True) + "\n"  # exact values, every non-ASCII one escaped

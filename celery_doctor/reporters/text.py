@@ -1,17 +1,23 @@
-"""Text report for a terminal: ranked table, top causes in detail, a status line per check, a footer."""
+"""Text report for a terminal: ranked table, top causes in detail, a status line per check, a footer.
+
+Every value is untrusted (see safe_text): the report enters as `sanitized(report)` (no control, bidi or
+zero-width character, no line break inside a value), rich never reads markup (`markup=False`, values in
+`Text`), and a detail line that wraps continues with a deeper indent, so a value cannot pass for a line
+of its own (a forged `fix:`).
+"""
 from __future__ import annotations
 
 import io
 
 from rich.console import Console
-from rich.markup import escape
-from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from ..model import CheckStatus, Report
+from ..safe_text import sanitized
 
 DETAILED = 10
+INDENT, HANG = 3, 2  # detail lines of a finding; their continuation lines go HANG deeper
 IMPACT_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
 STATUS_STYLE = {"passed": "green", "failed": "red", "skipped": "dim", "error": "bold magenta", "ignored": "dim"}
 
@@ -44,13 +50,25 @@ def footer(report: Report) -> str:
     return line
 
 
+def _detail(console: Console, line: str | Text, indent: int = INDENT, hang: int = HANG) -> None:
+    """One line, wrapped to the console: continuation lines indented `hang` deeper than the first."""
+    text = line if isinstance(line, Text) else Text(line)
+    width = max(20, console.width - indent - hang)
+    for i, piece in enumerate(text.wrap(console, width, overflow="fold")):
+        piece.rstrip()
+        console.print(Text(" " * (indent if i == 0 else indent + hang)) + piece, soft_wrap=True)
+
+
 def format_text(report: Report, color: bool = False, width: int = 120) -> str:
+    report = sanitized(report)
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, color_system="standard" if color else None,
-                      force_terminal=color, no_color=not color, highlight=False, emoji=False, soft_wrap=False)
+                      force_terminal=color, no_color=not color, highlight=False, emoji=False, soft_wrap=False,
+                      markup=False)
     from .. import __version__
 
-    console.print(Text(f"celery-doctor {__version__} {report.mode}: {_target_line(report)}", style="bold"))
+    _detail(console, Text(f"celery-doctor {__version__} {report.mode}: {_target_line(report)}", style="bold"),
+            indent=0, hang=INDENT + HANG)
     console.print()
     if report.findings:
         table = Table(title="Likely causes of lost, duplicated or stuck tasks (ranked)", title_justify="left",
@@ -60,14 +78,15 @@ def format_text(report: Report, color: bool = False, width: int = 120) -> str:
             table.add_column(column, justify=justify, overflow="fold")
         for ranked in report.findings:
             f = ranked.finding
-            table.add_row(str(ranked.rank), Text(f.impact.value, style=IMPACT_STYLE[f.impact.value]),
-                          f.confidence.value, f.check, f.slug, escape(f.subject),
-                          f"{f.messages_at_risk:,}" if f.messages_at_risk is not None else "-")
+            table.add_row(Text(str(ranked.rank)), Text(f.impact.value, style=IMPACT_STYLE[f.impact.value]),
+                          Text(f.confidence.value), Text(f.check), Text(f.slug), Text(f.subject),
+                          Text(f"{f.messages_at_risk:,}" if f.messages_at_risk is not None else "-"))
         console.print(table)
         console.print()
         for ranked in report.findings[:DETAILED]:
             f = ranked.finding
-            console.print(Text(f"{ranked.rank}. {f.check} {f.slug}: {f.title}", style="bold"))
+            _detail(console, Text(f"{ranked.rank}. {f.check} {f.slug}: {f.title}", style="bold"), indent=0,
+                    hang=INDENT + HANG)
             lines = [f"subject: {f.subject}" + (f"   location: {f.location}" if f.location else "")]
             lines += [f"- {line}" for line in f.evidence]
             if f.messages_at_risk is not None:
@@ -75,10 +94,11 @@ def format_text(report: Report, color: bool = False, width: int = 120) -> str:
             lines += [f"fix: {f.fix}", f"ranked: score {ranked.score:g} = {ranked.why}",
                       f"runbook: celery-doctor explain {f.check}"]
             for line in lines:
-                console.print(Padding(Text(line), (0, 0, 0, 3), expand=False))
+                _detail(console, line)
             console.print()
         if len(report.findings) > DETAILED:
-            console.print(f"({len(report.findings) - DETAILED} more findings in the table above; --format json has every detail)")
+            console.print(Text(f"({len(report.findings) - DETAILED} more findings in the table above; "
+                               "--format json has every detail)"))
             console.print()
     else:
         console.print(Text("No likely cause of task loss found by the checks that ran.", style="green"))
@@ -86,7 +106,7 @@ def format_text(report: Report, color: bool = False, width: int = 120) -> str:
     if report.not_checked:
         console.print(Text("Not checked", style="bold"))
         for part, reason in report.not_checked:
-            console.print(f"  {part}: {escape(reason)}")
+            _detail(console, f"{part}: {reason}", indent=2, hang=INDENT + HANG - 2)
         console.print()
     console.print(Text("Checks", style="bold"))
     for result in report.checks:
@@ -100,7 +120,7 @@ def format_text(report: Report, color: bool = False, width: int = 120) -> str:
         dots = "." * max(3, 56 - len(name))
         line = Text(f"  {name} {dots} ")
         line.append(detail, style=STATUS_STYLE.get(status, ""))
-        console.print(line, overflow="fold")
+        _detail(console, line, indent=0, hang=INDENT + HANG)
     console.print()
-    console.print(footer(report))
+    console.print(Text(footer(report)))
     return "\n".join(line.rstrip() for line in buffer.getvalue().split("\n"))

@@ -1,8 +1,13 @@
-"""Rendering a trace result (text, json, markdown): pure functions of the result."""
+"""Rendering a trace result (text, json, markdown): pure functions of the result.
+
+Every value is untrusted (see safe_text): text and markdown take the result through `sanitized`, markdown
+inserts values with `md_text`/`md_code`; JSON keeps the exact values, escaped by the encoder.
+"""
 from __future__ import annotations
 
 import json
 
+from ..safe_text import md_code, md_text, sanitized
 from .json import SCHEMA_VERSION, ranked_dict
 
 MAX_CAUSES = 5
@@ -28,29 +33,34 @@ def trace_dict(result) -> dict:
 
 
 def format_trace_json(result) -> str:
-    return json.dumps(trace_dict(result), indent=2, default=str) + "\n"
+    return json.dumps(trace_dict(result), indent=2, default=str, ensure_ascii=True) + "\n"
 
 
-def _lines(result, bullet: str, code: str) -> list[str]:
+def _plain(value) -> str:
+    return str(value)
+
+
+def _lines(result, bullet: str, text=_plain, code=_plain) -> list[str]:
     lines = []
     if result.found:
         for loc in result.locations:
-            task = f" ({loc.task})" if loc.task else ""
-            lines.append(f"{bullet}{loc.where} {code}{loc.name}{code}: {loc.state}{task}")
-            lines += [f"    {d}" for d in loc.details]
+            task = f" ({text(loc.task)})" if loc.task else ""
+            lines.append(f"{bullet}{text(loc.where)} {code(loc.name)}: {text(loc.state)}{task}")
+            lines += [f"    {text(d)}" for d in loc.details]
             if loc.next:
-                lines.append(f"    next: {loc.next}")
+                lines.append(f"    next: {text(loc.next)}")
     else:
         lines.append(f"{bullet}not found anywhere that could be checked")
     return lines
 
 
 def format_trace_text(result) -> str:
+    result = sanitized(result)
     target = result.target
     head = f"celery-doctor trace {result.task_id}"
     if target:
         head += f": {', '.join(p for p in (target.app and f'app {target.app}', target.broker and f'broker {target.broker}') if p)}"
-    out = [head, "", "Where it is" if result.found else "Where it is: nowhere the doctor could look", *_lines(result, "  - ", ""), ""]
+    out = [head, "", "Where it is" if result.found else "Where it is: nowhere the doctor could look", *_lines(result, "  - "), ""]
     out.append("Checked: " + (", ".join(result.checked) or "nothing"))
     if result.not_checked:
         out.append("Not checked:")
@@ -67,17 +77,20 @@ def format_trace_text(result) -> str:
 
 
 def format_trace_markdown(result) -> str:
+    result = sanitized(result)
     target = result.target
-    out = [f"# Trace of task `{result.task_id}`", "",
-           f"- **Target:** {target.app or '-'} / {target.broker or '-'}" if target else "- **Target:** -",
-           f"- **Started:** {result.started_at} ({result.duration_s:g} s)",
+    out = [f"# Trace of task {md_code(result.task_id)}", "",
+           f"- **Target:** {md_text(target.app or '-')} / {md_text(target.broker or '-')}" if target else "- **Target:** -",
+           f"- **Started:** {md_text(result.started_at)} ({result.duration_s:g} s)",
            f"- **Found:** {'yes' if result.found else 'no'}", "", "## Where it is", ""]
-    out += _lines(result, "- ", "`")
+    out += _lines(result, "- ", text=md_text, code=md_code)
     out += ["", "## Not checked", ""]
-    out += [f"- **{where}:** {reason}" for where, reason in result.not_checked] or ["Everything applicable was checked."]
+    out += [f"- **{md_text(where)}:** {md_text(reason)}" for where, reason in result.not_checked] \
+        or ["Everything applicable was checked."]
     out += ["", "## Likely causes", ""]
     for ranked in result.likely_causes[:MAX_CAUSES]:
         f = ranked.finding
-        out.append(f"{ranked.rank}. **{f.check}** {f.title} (`{f.subject}`, {f.impact.value}/{f.confidence.value}) — fix: {f.fix}")
+        out.append(f"{ranked.rank}. **{md_text(f.check)}** {md_text(f.title)} ({md_code(f.subject)}, "
+                   f"{f.impact.value}/{f.confidence.value}) — fix: {md_text(f.fix)}")
     out.append("")
     return "\n".join(out)
