@@ -1,4 +1,16 @@
-"""Masking of secrets in URLs and in any text that may carry one (error messages included)."""
+"""Masking of secrets in URLs and in any text that may carry one (error messages included).
+
+Two layers, both applied by `scrub` to everything bound for output, a log or an error:
+
+- credential positions are always masked, whatever the password: the userinfo of a URL
+  (`scheme://user:PW@`), secret query values (`?password=PW`);
+- registered secrets (every password seen while loading the target) are masked where they appear. A
+  distinctive one (long, or mixing letters with digits or symbols, like a generated password) is masked
+  everywhere, so that a library message quoting it bare cannot leak it. A common word (`celery`, `guest`,
+  a password equal to its user name) would blank out task, queue and setting names if masked everywhere: it
+  is masked only in credential positions (`:PW@` of a URL cut from its scheme, `password=PW`,
+  `'password': 'PW'`, `password PW`, `AUTH PW`).
+"""
 from __future__ import annotations
 
 import re
@@ -14,6 +26,32 @@ _SECRET_QUERY_KEYS = re.compile(r"pass|secret|token|key|auth|cred", re.I)
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/?#\s;]*):(?P<pw>[^/?#\s;]*)@")
 # ?password=...&ssl_keyfile=...
 _QUERY = re.compile(r"(?P<key>[?&;][^=&\s;]*(?:pass|secret|token|auth|cred)[^=&\s;]*)=(?P<val>[^&\s;]*)", re.I)
+
+
+# A secret shaped like a word or a name (letters with `.`/`_`/`-` between them, or only digits) could be any
+# ordinary word of the report: it is masked in credential positions only, unless it is this long.
+_WORDLIKE = re.compile(r"[A-Za-z]+(?:[._-][A-Za-z]+)*|[0-9]+")
+DISTINCTIVE_MIN, WORDLIKE_MAX = 6, 15
+# Where a bare secret is a credential: after a key naming one (password=, 'password': ', passwd ...).
+_SECRET_KEY = r"(?:[A-Za-z_]*(?:pass(?:word|wd)?|pwd|secret|token|auth|cred(?:ential)?s?)[A-Za-z_]*)"
+
+
+def distinctive(secret: str) -> bool:
+    """True for a secret that cannot be mistaken for an ordinary word: masked wherever it appears."""
+    if len(secret) > WORDLIKE_MAX:
+        return True
+    return len(secret) >= DISTINCTIVE_MIN and not _WORDLIKE.fullmatch(secret)
+
+
+def _credential_positions(secret: str) -> re.Pattern:
+    s = re.escape(secret)
+    end = r"(?![A-Za-z0-9_])"
+    return re.compile(
+        rf"(?P<userinfo>:){s}(?=@)"  # user:PW@host, :PW@host (a URL without its scheme, a netloc)
+        rf"|(?P<key>\b{_SECRET_KEY}['\"]?\s*[:=]\s*[bru]?['\"]?){s}{end}"  # password=PW, 'password': 'PW'
+        rf"|(?P<word>\b(?:password|passwd|pwd|auth)\s+){s}{end}",  # "with password PW", "AUTH PW"
+        re.I,
+    )
 
 
 class SecretRegistry:
@@ -33,8 +71,13 @@ class SecretRegistry:
     def scrub(self, text: str) -> str:
         text = mask_text(text)
         for secret in sorted(self._secrets, key=len, reverse=True):
-            if secret in text:
+            if secret not in text:
+                continue
+            if distinctive(secret):
                 text = text.replace(secret, MASK)
+            else:
+                text = _credential_positions(secret).sub(lambda m: (m.group("userinfo") or m.group("key")
+                                                                     or m.group("word")) + MASK, text)
         return text
 
     def clear(self) -> None:
