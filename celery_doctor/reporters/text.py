@@ -53,10 +53,16 @@ def footer(report: Report) -> str:
 def _detail(console: Console, line: str | Text, indent: int = INDENT, hang: int = HANG) -> None:
     """One line, wrapped to the console: continuation lines indented `hang` deeper than the first."""
     text = line if isinstance(line, Text) else Text(line)
-    width = max(20, console.width - indent - hang)
-    for i, piece in enumerate(text.wrap(console, width, overflow="fold")):
-        piece.rstrip()
-        console.print(Text(" " * (indent if i == 0 else indent + hang)) + piece, soft_wrap=True)
+    first = text.wrap(console, max(20, console.width - indent), overflow="fold")[0]
+    first.rstrip()
+    console.print(Text(" " * indent) + first, soft_wrap=True)
+    rest = len(first.plain)
+    while rest < len(text.plain) and text.plain[rest] == " ":
+        rest += 1
+    if rest < len(text.plain):
+        for piece in text[rest:].wrap(console, max(20, console.width - indent - hang), overflow="fold"):
+            piece.rstrip()
+            console.print(Text(" " * (indent + hang)) + piece, soft_wrap=True)
 
 
 def format_text(report: Report, color: bool = False, width: int = 120) -> str:
