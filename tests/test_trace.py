@@ -112,7 +112,7 @@ def test_not_found_lists_what_was_checked_and_ranks_causes(redis_app):
     assert "redis unacked" in data["checked"] and any("result backend" in c for c in data["checked"])
     assert data["likely_causes"]
     text = run_cli("trace", str(uuid.uuid4()), "--app", "traceapp", "--timeout", "5", cwd=cwd, env=env).stdout
-    assert "nowhere the doctor could look" in text and "Likely causes" in text
+    assert "Where it is: not found" in text and "Likely causes" in text
     markdown = run_cli("trace", str(uuid.uuid4()), "--app", "traceapp", "--timeout", "5", "--format", "markdown",
                        cwd=cwd, env=env).stdout
     assert markdown.startswith("# Trace of task") and "## Not checked" in markdown

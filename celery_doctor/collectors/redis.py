@@ -19,6 +19,7 @@ from ..model import Part
 from redis.exceptions import ResponseError
 
 from ..redis_memory import MemoryPressure
+from ..safe_text import printable
 from ..redisio import (BINDING_PREFIX, BLOCKING_COMMANDS, SEP, Oversized, Reader, RedisReadError, connect_sentinel,
                        connect_url, parse_binding, parse_info, parse_url, priority_keys, split_failover,
                        stream_unacked)
@@ -531,7 +532,7 @@ def _summarise_queue(reader: Reader, ctx: CollectContext, name: str, subqueues: 
                 items = [i for i in items if not isinstance(i, Oversized)]
             stats.add_raw_chunk(items)
             if deep:
-                progress.show(f"reading {name}: {stats.analysed:,}/{depth:,} messages")
+                progress.show(f"reading {printable(name)}: {stats.analysed:,}/{depth:,} messages")
         oversized += stream.oversized
         stopped = stream.stopped
         if stopped:

@@ -50,7 +50,10 @@ def _lines(result, bullet: str, text=_plain, code=_plain) -> list[str]:
             if loc.next:
                 lines.append(f"    next: {text(loc.next)}")
     else:
-        lines.append(f"{bullet}not found anywhere that could be checked")
+        if result.not_checked:
+            lines.append(f"{bullet}not found in what was searched; the search was not complete (see Not checked)")
+        else:
+            lines.append(f"{bullet}not found: every place listed under Checked was searched to the end")
     return lines
 
 
@@ -60,7 +63,8 @@ def format_trace_text(result) -> str:
     head = f"celery-doctor trace {result.task_id}"
     if target:
         head += f": {', '.join(p for p in (target.app and f'app {target.app}', target.broker and f'broker {target.broker}') if p)}"
-    out = [head, "", "Where it is" if result.found else "Where it is: nowhere the doctor could look", *_lines(result, "  - "), ""]
+    out = [head, "", "Where it is" if result.found else ("Where it is: not found in what could be searched" if result.not_checked
+                                                  else "Where it is: not found"), *_lines(result, "  - "), ""]
     out.append("Checked: " + (", ".join(result.checked) or "nothing"))
     if result.not_checked:
         out.append("Not checked:")
