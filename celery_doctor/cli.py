@@ -111,6 +111,8 @@ def guarded(body: Callable[[], int]) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
+    from .terminal import is_terminal, text_width
+
     class Masking(logging.Formatter):
         """Secrets masked; the message on one line and terminal-safe (it may quote queue or task names)."""
 
@@ -119,7 +121,13 @@ def _setup_logging(verbose: bool) -> None:
             return super().formatMessage(record)
 
         def format(self, record: logging.LogRecord) -> str:
-            return printable_block(scrub(super().format(record)))
+            text = printable_block(scrub(super().format(record)))
+            if not is_terminal(sys.stderr):
+                return text
+            from .reporters.text import wrap  # on a terminal, a log line never runs past its width
+
+            width = text_width(sys.stderr)
+            return "\n".join("\n     ".join(wrap(line, width - 5)) for line in text.split("\n"))
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(Masking("celery-doctor: %(levelname)s %(message)s"))
@@ -143,7 +151,13 @@ def _seconds(value) -> float:
     return seconds
 
 
-def _render(fmt: Format, report, registry, color: bool) -> str:
+def use_color(stream) -> bool:
+    from .terminal import use_color as decide
+
+    return decide(stream, "auto")
+
+
+def _render(fmt: Format, report, registry, color: bool, show_checks: bool = False) -> str:
     from .reporters.json import format_json
     from .reporters.markdown import format_markdown
     from .reporters.sarif import format_sarif
@@ -155,10 +169,9 @@ def _render(fmt: Format, report, registry, color: bool) -> str:
         return format_sarif(report, registry.checks)
     if fmt is Format.markdown:
         return format_markdown(report)
-    import shutil
+    from .terminal import text_width
 
-    width = min(160, max(100, shutil.get_terminal_size((120, 24)).columns))
-    return format_text(report, color=color, width=width)
+    return format_text(report, color=color, width=text_width(sys.stdout), show_checks=show_checks)
 
 
 def exit_code(report, fail_on: FailOn) -> int:
@@ -207,12 +220,12 @@ def _run(mode: str, app_spec, broker, source, select, ignore, fmt, output, fail_
     report, registry = diagnose(options)
     outputs = list(_pick(output, file_options, "output", []))
     if not outputs:
-        emit(_render(fmt, report, registry, color=sys.stdout.isatty()))
+        emit(_render(fmt, report, registry, color=use_color(sys.stdout), show_checks=verbose))
     for path in outputs:
         chosen = EXTENSIONS.get(os.path.splitext(path)[1].lower(), fmt)
         try:
             with open(path, "w", encoding="utf-8") as handle:
-                handle.write(_render(chosen, report, registry, color=False))
+                handle.write(_render(chosen, report, registry, color=False, show_checks=True))
         except OSError as exc:
             raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
         log.info("wrote %s report to %s", chosen.value, path)

@@ -52,12 +52,12 @@ def test_json_is_byte_identical_across_runs_apart_from_times():
     assert strip(first.stdout) == strip(second.stdout)
 
 
-def test_text_report_has_table_details_status_lines_and_footer():
-    result = run_cli("lint", *EXAMPLE, "--fail-on", "never")
+def test_text_report_has_verdict_details_status_lines_and_footer():
+    result = run_cli("lint", *EXAMPLE, "--fail-on", "never", "-v")  # -v: a status line per check too
     assert result.returncode == 0
     out = result.stdout
-    assert "Likely causes" in out
-    assert "1. CD" in out and "fix:" in out and "runbook: celery-doctor explain" in out
+    assert "Verdict: " in out and "Ranked causes" in out
+    assert re.search(r"^1\. ", out, re.M) and "fix:" in out and "runbook: celery-doctor explain" in out
     assert re.search(r"CD101 acks-early-crash-loss \.+ passed", out)
     assert re.search(r"CD102 acks-late-acked-on-worker-lost \.+ failed \(1\)", out)
     assert re.search(r"\d+ findings \(\d+ high, \d+ medium, \d+ low\) · \d+ checks: \d+ passed", out)

@@ -1,25 +1,90 @@
-"""Text report for a terminal: ranked table, top causes in detail, a status line per check, a footer.
+"""Text report for a terminal or a pipe: the verdict first, then the ranked causes, details, what was not checked.
+
+Layout (every line fits `width`, 40 columns and up; a terminal gets its own width, a pipe a stable 120):
+
+1. a header line (tool, mode, target);
+2. the verdict: what is most likely wrong and what to do first, in words (the top causes with their messages
+   at risk and their fix);
+3. the ranked causes: titles first, the subject and check id as secondary labels; an aligned list from 100
+   columns, one block per finding below that (never a table whose cells wrap mid-word);
+4. details of the top findings (subject shown whole, wrapped at separators, evidence, fix, ranking);
+5. "Not checked" (always: it says what the verdict does not cover); the per-check status lines only with
+   `show_checks`; a summary line with the counts last.
 
 Every value is untrusted (see safe_text): the report enters as `sanitized(report)` (no control, bidi or
 zero-width character, no line break inside a value), rich never reads markup (`markup=False`, values in
-`Text`), and a detail line that wraps continues with a deeper indent, so a value cannot pass for a line
-of its own (a forged `fix:`).
+`Text`), and a line that wraps continues at least 5 columns in, deeper than any field line (3), so a value
+cannot pass for a line of its own (a forged `fix:`). Colour only repeats what the words say.
 """
 from __future__ import annotations
 
 import io
+import re
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
-from ..model import CheckStatus, Report
+from ..model import CheckStatus, RankedFinding, Report
 from ..safe_text import sanitized
 
-DETAILED = 10
-INDENT, HANG = 3, 2  # detail lines of a finding; their continuation lines go HANG deeper
+DETAILED = 5  # findings shown in detail
+VERDICT = 3  # causes named in the verdict
+WIDE = 100  # from this width the ranked causes are an aligned list; below, one block per finding
+PIPE_WIDTH = 120  # output that is not a terminal: a stable layout, whatever COLUMNS says
+MIN_WIDTH = 40
+FIELD, HANG = 3, 2  # detail lines of a finding; their continuation lines go HANG deeper
 IMPACT_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
 STATUS_STYLE = {"passed": "green", "failed": "red", "skipped": "dim", "error": "bold magenta", "ignored": "dim"}
+_BREAK_AFTER = re.compile(r"[ /:.,;=_\-|)]")  # where a long value may be broken: after a space or a separator
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """Lines of at most `width` characters: broken at spaces, else after a separator (`/ : . , = _ -`), else
+    folded. Spaces at a break are dropped."""
+    width = max(1, width)
+    lines: list[str] = []
+    rest = text
+    while len(rest) > width:
+        cut = rest.rfind(" ", 0, width + 1)
+        if cut > 0:
+            lines.append(rest[:cut].rstrip())
+            rest = rest[cut:].lstrip(" ")
+            continue
+        candidates = [m.end() for m in _BREAK_AFTER.finditer(rest, 0, width)]
+        cut = max((c for c in candidates if c > width // 3), default=width)
+        lines.append(rest[:cut])
+        rest = rest[cut:]
+    if rest or not lines:
+        lines.append(rest)
+    return lines
+
+
+class _Writer:
+    """Prints wrapped, indented lines to a rich console of a fixed width."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.width = console.width
+
+    def line(self, text: str = "", style: str = "", indent: int = 0, hang: int = HANG, first: str = "") -> None:
+        """`first` (styled separately) then `text`, wrapped; continuation lines `indent + hang` deep."""
+        if not text and not first:
+            self.console.print()
+            return
+        deeper = max(indent + max(hang, 0), FIELD + HANG)  # deeper than any field line: nothing passes for one
+        pieces = wrap(first + text, self.width - indent)
+        if len(pieces) > 1:
+            # re-wrap the rest to the narrower continuation width
+            rest = (first + text)[len(pieces[0]):].lstrip(" ")
+            pieces = [pieces[0]] + wrap(rest, self.width - deeper)
+        for number, piece in enumerate(pieces):
+            out = Text(" " * (indent if number == 0 else deeper))
+            if number == 0 and first and piece.startswith(first):
+                out.append(first, style=style or "")
+                out.append(piece[len(first):])
+            else:
+                out.append(piece, style="" if first else style)
+            self.console.print(out, soft_wrap=True)
 
 
 def _target_line(report: Report) -> str:
@@ -50,72 +115,115 @@ def footer(report: Report) -> str:
     return line
 
 
-def _detail(console: Console, line: str | Text, indent: int = INDENT, hang: int = HANG) -> None:
-    """One line, wrapped to the console: continuation lines indented `hang` deeper than the first."""
-    text = line if isinstance(line, Text) else Text(line)
-    first = text.wrap(console, max(20, console.width - indent), overflow="fold")[0]
-    first.rstrip()
-    console.print(Text(" " * indent) + first, soft_wrap=True)
-    rest = len(first.plain)
-    while rest < len(text.plain) and text.plain[rest] == " ":
-        rest += 1
-    if rest < len(text.plain):
-        for piece in text[rest:].wrap(console, max(20, console.width - indent - hang), overflow="fold"):
-            piece.rstrip()
-            console.print(Text(" " * (indent + hang)) + piece, soft_wrap=True)
+def _at_risk(ranked: RankedFinding) -> str:
+    count = ranked.finding.messages_at_risk
+    return "-" if count is None else f"{count:,}"
 
 
-def format_text(report: Report, color: bool = False, width: int = 120) -> str:
-    report = sanitized(report)
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=width, color_system="standard" if color else None,
-                      force_terminal=color, no_color=not color, highlight=False, emoji=False, soft_wrap=False,
-                      markup=False)
-    from .. import __version__
+def _verdict(out: _Writer, report: Report) -> None:
+    findings = report.findings
+    if not findings:
+        out.line("Verdict: no likely cause of task loss found by the checks that ran.", style="bold green")
+        if report.not_checked:
+            out.line(f"Not everything could be checked ({len(report.not_checked)} item(s) under Not checked "
+                     "below): the verdict does not cover them.", indent=2)
+        out.line()
+        return
+    summary = report.summary()
+    out.line(f"Verdict: {len(findings)} likely cause{'s' if len(findings) != 1 else ''} of lost, duplicated or "
+             f"stuck tasks ({summary['high']} high, {summary['medium']} medium, {summary['low']} low).",
+             style="bold")
+    out.line("What to do first:", style="bold")
+    named: set[str] = set()
+    shown = 0
+    for ranked in findings:
+        f = ranked.finding
+        if f.check in named:
+            continue
+        named.add(f.check)
+        shown += 1
+        risk = f"; {f.messages_at_risk:,} message(s) at risk" if f.messages_at_risk else ""
+        out.line(f"{f.title} ({f.impact.value}{risk})", indent=2, hang=3, first=f"{shown}. ",
+                 style=IMPACT_STYLE[f.impact.value])
+        out.line(f"fix: {f.fix}", indent=5, hang=HANG)
+        if shown >= VERDICT:
+            break
+    out.line()
 
-    _detail(console, Text(f"celery-doctor {__version__} {report.mode}: {_target_line(report)}", style="bold"),
-            indent=0, hang=INDENT + HANG)
-    console.print()
-    if report.findings:
-        table = Table(title="Likely causes of lost, duplicated or stuck tasks (ranked)", title_justify="left",
-                      show_lines=False, expand=False, pad_edge=False)
-        for column, justify in (("#", "right"), ("impact", "left"), ("confidence", "left"), ("check", "left"),
-                                ("cause", "left"), ("subject", "left"), ("at risk", "right")):
-            table.add_column(column, justify=justify, overflow="fold")
-        for ranked in report.findings:
-            f = ranked.finding
-            table.add_row(Text(str(ranked.rank)), Text(f.impact.value, style=IMPACT_STYLE[f.impact.value]),
-                          Text(f.confidence.value), Text(f.check), Text(f.slug), Text(f.subject),
-                          Text(f"{f.messages_at_risk:,}" if f.messages_at_risk is not None else "-"))
-        console.print(table)
-        console.print()
-        for ranked in report.findings[:DETAILED]:
-            f = ranked.finding
-            _detail(console, Text(f"{ranked.rank}. {f.check} {f.slug}: {f.title}", style="bold"), indent=0,
-                    hang=INDENT + HANG)
-            lines = [f"subject: {f.subject}" + (f"   location: {f.location}" if f.location else "")]
-            lines += [f"- {line}" for line in f.evidence]
-            if f.messages_at_risk is not None:
-                lines.append(f"messages at risk: {f.messages_at_risk:,}")
-            lines += [f"fix: {f.fix}", f"ranked: score {ranked.score:g} = {ranked.why}",
-                      f"runbook: celery-doctor explain {f.check}"]
-            for line in lines:
-                _detail(console, line)
-            console.print()
-        if len(report.findings) > DETAILED:
-            console.print(Text(f"({len(report.findings) - DETAILED} more findings in the table above; "
-                               "--format json has every detail)"))
-            console.print()
-    else:
-        console.print(Text("No likely cause of task loss found by the checks that ran.", style="green"))
-        console.print()
-    if report.not_checked:
-        console.print(Text("Not checked", style="bold"))
-        for part, reason in report.not_checked:
-            _detail(console, f"{part}: {reason}", indent=2, hang=INDENT + HANG - 2)
-        console.print()
-    console.print(Text("Checks", style="bold"))
-    for result in report.checks:
+
+def _ranked_wide(out: _Writer, report: Report) -> None:
+    out.line("Ranked causes (details below; `celery-doctor explain ID` for the runbook)", style="bold")
+    out.line(f"{'#':>3}  {'impact':<6}  {'at risk':>8}  cause")
+    title_at = 3 + 2 + 6 + 2 + 8 + 2
+    for ranked in report.findings:
+        f = ranked.finding
+        head = f"{ranked.rank:>3}  {f.impact.value:<6}  {_at_risk(ranked):>8}  "
+        lines = wrap(f.title, out.width - title_at)
+        text = Text(head[:5])
+        text.append(f.impact.value, style=IMPACT_STYLE[f.impact.value])
+        text.append(head[5 + len(f.impact.value):] + lines[0])
+        out.console.print(text, soft_wrap=True)
+        for piece in lines[1:]:
+            out.console.print(Text(" " * title_at + piece), soft_wrap=True)
+        for piece in wrap(f"{f.subject} · {f.check} {f.slug}", out.width - title_at):
+            out.console.print(Text(" " * title_at + piece, style="dim"), soft_wrap=True)
+    out.line()
+
+
+def _ranked_compact(out: _Writer, report: Report) -> None:
+    out.line("Ranked causes", style="bold")
+    for ranked in report.findings:
+        f = ranked.finding
+        out.line(f" · {_at_risk(ranked)} at risk · {f.check}", indent=0, hang=FIELD + HANG,
+                 first=f"{ranked.rank}. {f.impact.value}", style=IMPACT_STYLE[f.impact.value])
+        out.line(f.title, indent=FIELD)
+        out.line(f.subject, indent=FIELD, style="dim")
+    out.line()
+
+
+def _details(out: _Writer, report: Report) -> None:
+    shown = report.findings[:DETAILED]
+    if not shown:
+        return
+    out.line(f"Details of the top {len(shown)}", style="bold")
+    for ranked in shown:
+        f = ranked.finding
+        out.line(f.title, indent=0, hang=FIELD + HANG, first=f"{ranked.rank}. ", style="bold")
+        out.line(f"{f.check} {f.slug} · impact {f.impact.value} · {f.confidence.value}", indent=FIELD)
+        out.line(f"subject: {f.subject}", indent=FIELD)
+        if f.location:
+            out.line(f"location: {f.location}", indent=FIELD)
+        for evidence in f.evidence:
+            out.line(f"- {evidence}", indent=FIELD)
+        if f.messages_at_risk is not None:
+            out.line(f"messages at risk: {f.messages_at_risk:,}", indent=FIELD)
+        out.line(f"fix: {f.fix}", indent=FIELD)
+        out.line(f"ranked: score {ranked.score:g} = {ranked.why}", indent=FIELD)
+        out.line(f"runbook: celery-doctor explain {f.check}", indent=FIELD)
+        out.line()
+    rest = len(report.findings) - len(shown)
+    if rest > 0:
+        out.line(f"({rest} more finding{'s' if rest != 1 else ''} ranked above; --format json or markdown has "
+                 "every detail)")
+        out.line()
+
+
+def _not_checked(out: _Writer, report: Report) -> None:
+    if not report.not_checked:
+        return
+    out.line("Not checked", style="bold")
+    for part, reason in report.not_checked:
+        out.line(f"{part}: {reason}", indent=2, hang=FIELD + HANG - 2)
+    out.line()
+
+
+def _checks(out: _Writer, report: Report, only_errors: bool = False) -> None:
+    results = [r for r in report.checks if r.status is CheckStatus.ERROR] if only_errors else report.checks
+    if not results:
+        return
+    out.line("Checks that crashed (the other checks ran)" if only_errors else "Checks", style="bold")
+    dots_to = min(58, max(20, out.width - 24))
+    for result in results:
         name = f"{result.id} {result.slug}".strip()
         status = result.status.value
         detail = status
@@ -123,10 +231,28 @@ def format_text(report: Report, color: bool = False, width: int = 120) -> str:
             detail = f"failed ({result.findings})"
         elif result.reason and result.status is not CheckStatus.IGNORED:
             detail = f"{status}: {result.reason}"
-        dots = "." * max(3, 56 - len(name))
-        line = Text(f"  {name} {dots} ")
-        line.append(detail, style=STATUS_STYLE.get(status, ""))
-        _detail(console, line, indent=0, hang=INDENT + HANG)
-    console.print()
-    console.print(Text(footer(report)))
+        dots = "." * max(3, dots_to - len(name))
+        out.line(detail, indent=2, hang=FIELD + HANG, first=f"{name} {dots} ", style="")
+    out.line()
+
+
+def format_text(report: Report, color: bool = False, width: int = PIPE_WIDTH, show_checks: bool = False) -> str:
+    report = sanitized(report)
+    width = max(MIN_WIDTH, int(width))
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, color_system="standard" if color else None,
+                      force_terminal=color, no_color=not color, highlight=False, emoji=False, soft_wrap=False,
+                      markup=False)
+    out = _Writer(console)
+    from .. import __version__
+
+    out.line(f"celery-doctor {__version__} {report.mode}: {_target_line(report)}", style="bold", hang=FIELD + HANG)
+    out.line()
+    _verdict(out, report)
+    if report.findings:
+        (_ranked_wide if width >= WIDE else _ranked_compact)(out, report)
+        _details(out, report)
+    _not_checked(out, report)
+    _checks(out, report, only_errors=not show_checks)
+    out.line(footer(report))
     return "\n".join(line.rstrip() for line in buffer.getvalue().split("\n"))
