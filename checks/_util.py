@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-from celery_doctor.collectors.config import AppConfig
+from celery_doctor.parts.config import AppConfig
 from celery_doctor.model import Location
 
 

@@ -1,16 +1,17 @@
-"""The static part of a snapshot: what the Celery app is configured to do, read from the live app object."""
+"""Collects the config part of a snapshot (celery_doctor.parts.config): what the Celery app is configured to do,
+read from the live app object once."""
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from ..masking import mask_url
+from ..facts.beat import schedule_period
 from ..model import Location
-from ..settings import REDIS_DEFAULT_VISIBILITY_TIMEOUT, Setting, as_seconds, read_setting, transport_of
+from ..parts.config import AppConfig, BeatEntry, QueueInfo, Route, RouteRule, TaskInfo
+from ..settings import Setting, read_setting, transport_of
 
 # Settings any check may read; everything is captured with its default so checks stay pure.
 TRACKED_SETTINGS = (
@@ -36,161 +37,28 @@ TRACKED_SETTINGS = (
 BUILTIN_TASK_PREFIX = "celery."
 
 
-@dataclass(frozen=True)
-class TaskInfo:
-    name: str
-    acks_late: Optional[bool]
-    reject_on_worker_lost: Optional[bool]
-    retry_on_worker_lost: Optional[bool]  # Celery 5.7+; None on older versions
-    acks_on_failure_or_timeout: Optional[bool]
-    acks_on_failure: Optional[bool]  # Celery 5.7+; None on older versions
-    acks_on_timeout: Optional[bool]  # Celery 5.7+; None on older versions
-    time_limit: Optional[float]
-    soft_time_limit: Optional[float]
-    max_retries: Optional[int]
-    default_retry_delay: Optional[float]
-    autoretry_for: tuple[str, ...]
-    retry_backoff: Any
-    serializer: Optional[str]
-    ignore_result: Optional[bool]
-    queue: Optional[str]
-    expires: Any
-    location: Optional[Location]
-    options: Mapping[str, Any] = field(default_factory=dict)  # decorator options the app set explicitly
+def _setting_lines(origin: Optional[str], settings: Mapping[str, Setting]) -> dict[str, Location]:
+    """Where each setting is written in the config module, found by word search (best effort), reading it once.
 
-
-@dataclass(frozen=True)
-class QueueInfo:
-    name: str
-    exchange: str
-    exchange_type: str
-    routing_key: str
-    durable: bool
-    auto_delete: bool
-    exclusive: bool
-    arguments: Mapping[str, Any]
-    max_priority: Optional[int]
-    queue_type: str  # classic / quorum / stream, from x-queue-type or task_default_queue_type
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where Celery's own router sends a task name: resolved with the app's real router."""
-
-    task: str
-    queue: Optional[str]
-    exchange: Optional[str]
-    routing_key: Optional[str]
-    error: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class RouteRule:
-    """One static entry of task_routes: a pattern and where it sends."""
-
-    pattern: str
-    options: Mapping[str, Any]
-    is_glob: bool
-    is_regex: bool
-
-    def matches(self, task_name: str) -> bool:
-        if self.is_regex:
-            return re.match(self.pattern, task_name) is not None
-        if self.is_glob:
-            return fnmatch.fnmatchcase(task_name, self.pattern)
-        return task_name == self.pattern
-
-
-@dataclass(frozen=True)
-class BeatEntry:
-    name: str
-    task: str
-    schedule: str
-    interval_s: Optional[float]
-    options: Mapping[str, Any]
-    has_top_level_expires: bool = False
-
-
-@dataclass(frozen=True)
-class AppConfig:
-    """A read-only, plain-data view of a Celery app's configuration."""
-
-    main: Optional[str]
-    celery_version: str
-    kombu_version: str
-    broker_url: Optional[str]  # masked
-    broker_urls: tuple[str, ...]  # masked, one per failover URL
-    transport: Optional[str]
-    backend: Optional[str]  # masked
-    settings: Mapping[str, Setting]
-    tasks: Mapping[str, TaskInfo]  # user tasks (celery.* built-ins excluded)
-    registered: frozenset[str]  # every registered name, built-ins included
-    queues: tuple[QueueInfo, ...]  # task_queues as declared (empty when not set)
-    routes: Mapping[str, Route]  # task name -> where the real router sends it
-    route_rules: tuple[RouteRule, ...]
-    dynamic_routers: int  # routers that are functions or objects: not analysable statically
-    beat: tuple[BeatEntry, ...]
-    config_origin: Optional[str] = None  # file the config came from, for locations
-    app_module_file: Optional[str] = None
-    # (setting, why Celery cannot use its value as it is): settings of the wrong type or shape
-    problems: tuple[tuple[str, str], ...] = ()
-
-    def setting(self, name: str) -> Setting:
-        found = self.settings.get(name)
-        if found is None:
-            return Setting(name=name, value=None, explicit=False, known=False)
-        return found
-
-    def value(self, name: str) -> Any:
-        return self.setting(name).value
-
-    @property
-    def transport_options(self) -> Mapping[str, Any]:
-        value = self.value("broker_transport_options")
-        return value if isinstance(value, Mapping) else {}
-
-    @property
-    def visibility_timeout(self) -> tuple[float, bool]:
-        """Redis' visibility timeout in seconds, and whether the app set it (else kombu's default)."""
-        value = as_seconds(self.transport_options.get("visibility_timeout"))
-        if value is None:
-            return float(REDIS_DEFAULT_VISIBILITY_TIMEOUT), False
-        return value, True
-
-    @property
-    def default_queue(self) -> str:
-        value = self.value("task_default_queue")
-        return value if isinstance(value, str) and value else "celery"
-
-    def queue_names(self) -> list[str]:
-        return [q.name for q in self.queues]
-
-    def routed_queues(self) -> dict[str, list[str]]:
-        """Queue name -> the task names the router sends there (default queue always present)."""
-        out: dict[str, list[str]] = {self.default_queue: []}
-        for task, route in sorted(self.routes.items()):
-            if route.queue:
-                out.setdefault(route.queue, []).append(task)
-        for entry in self.beat:
-            queue = entry.options.get("queue") if isinstance(entry.options, Mapping) else None
-            if isinstance(queue, str):
-                out.setdefault(queue, [])
-        return out
-
-    def located(self, setting_name: str) -> Optional[Location]:
-        """Where a setting is written in the config module, found by text search (best effort)."""
-        if not self.config_origin or not os.path.isfile(self.config_origin):
-            return None
-        setting = self.setting(setting_name)
-        names = [setting_name, setting.set_as or "", setting_name.upper(), f"CELERY_{setting_name.upper()}"]
-        try:
-            with open(self.config_origin, encoding="utf-8", errors="replace") as handle:
-                for number, line in enumerate(handle, 1):
-                    if any(n and re.search(rf"\b{re.escape(n)}\b", line) for n in names):
-                        return Location(_relative(self.config_origin), number)
-        except OSError:
-            return None
-        return None
+    A setting is found on the first line that has, as a whole word, its name, the old name it was set under, its
+    upper-case name or its CELERY_-prefixed upper-case name."""
+    if not origin or not os.path.isfile(origin):
+        return {}
+    wanted: dict[str, list[str]] = {}
+    for name, setting in settings.items():
+        for word in (name, setting.set_as or "", name.upper(), f"CELERY_{name.upper()}"):
+            if word:
+                wanted.setdefault(word, []).append(name)
+    found: dict[str, Location] = {}
+    try:
+        with open(origin, encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, 1):
+                for word in set(re.findall(r"\w+", line)) & wanted.keys():
+                    for name in wanted[word]:
+                        found.setdefault(name, Location(_relative(origin), number))
+    except OSError:
+        return {}
+    return found
 
 
 def _relative(path: str) -> str:
@@ -300,8 +168,8 @@ def _route_rules(task_routes: Any) -> tuple[tuple[RouteRule, ...], int]:
             if isinstance(pattern, re.Pattern):
                 rules.append(RouteRule(pattern.pattern, _route_options(options), False, True))
             else:
-                text = str(pattern)
-                rules.append(RouteRule(text, _route_options(options), "*" in text or "?" in text, False))
+                text = str(pattern)  # Celery's MapRoute reads a key as a glob only when it has a '*'
+                rules.append(RouteRule(text, _route_options(options), "*" in text, False))
     return tuple(rules), dynamic
 
 
@@ -318,9 +186,19 @@ def _route_options(options: Any) -> Mapping[str, Any]:
     return {"router": repr(options)}
 
 
-def _resolve_route(app: Any, name: str) -> Route:
+def _exec_options(task: Any) -> dict:
+    """The options Task.apply_async hands to the router: the task's own queue/exchange/routing_key/... (a copy)."""
     try:
-        route = app.amqp.router.route({}, name, (), {}, None)
+        return dict(task._get_exec_options()) if task is not None else {}
+    except Exception:  # noqa: BLE001 - an odd task class: route as send_task would, without them
+        return {}
+
+
+def _resolve_route(app: Any, name: str, task: Any = None) -> Route:
+    """Where Celery sends `name`: the app's router with the options apply_async passes (decorator `queue=` and
+    friends win over task_routes, as in Router.route's merge), the task given to routers as `task`."""
+    try:
+        route = app.amqp.router.route(_exec_options(task), name, (), {}, task)
     except Exception as exc:  # noqa: BLE001 - QueueNotFound and friends are findings, not crashes
         return Route(name, None, None, None, error=f"{type(exc).__name__}: {exc}")
     queue = route.get("queue")
@@ -329,19 +207,6 @@ def _resolve_route(app: Any, name: str) -> Route:
     exchange = route.get("exchange")
     exchange = getattr(exchange, "name", exchange)
     return Route(name, queue if isinstance(queue, str) else None, exchange, route.get("routing_key"))
-
-
-def _schedule_seconds(schedule: Any) -> Optional[float]:
-    try:
-        if hasattr(schedule, "run_every"):
-            return float(schedule.run_every.total_seconds())
-        if hasattr(schedule, "total_seconds"):
-            return float(schedule.total_seconds())
-        if isinstance(schedule, (int, float)):
-            return float(schedule)
-    except Exception:  # noqa: BLE001
-        return None
-    return None
 
 
 def _beat_entries(schedule: Any) -> tuple[BeatEntry, ...]:
@@ -356,7 +221,7 @@ def _beat_entries(schedule: Any) -> tuple[BeatEntry, ...]:
             name=str(name),
             task=str(entry.get("task", "")),
             schedule=repr(entry.get("schedule")),
-            interval_s=_schedule_seconds(entry.get("schedule")),
+            interval_s=schedule_period(entry.get("schedule")),
             options=dict(options) if isinstance(options, Mapping) else {},
             has_top_level_expires="expires" in entry,
         ))
@@ -533,12 +398,13 @@ def collect_config(app: Any) -> AppConfig:
         rules, dynamic = (), 0
         _add(problems, "task_routes", f"cannot be read as routes ({type(exc).__name__}: {exc}): Celery's router "
                                       "fails on it, so tasks cannot be sent")
-    routes = {name: _resolve_route(app, name) for name in sorted(tasks)}
+    routes = {name: _resolve_route(app, name, app.tasks[name]) for name in sorted(tasks)}
     beat = _beat_entries(conf_values.get("beat_schedule"))
     for entry in beat:
         if entry.task and entry.task not in routes:
-            routes[entry.task] = _resolve_route(app, entry.task)
+            routes[entry.task] = _resolve_route(app, entry.task, app.tasks.get(entry.task))
     backend = conf_values.get("result_backend")
+    origin = _config_origin(app)
     return AppConfig(
         main=getattr(app, "main", None),
         celery_version=_version("celery"),
@@ -555,7 +421,8 @@ def collect_config(app: Any) -> AppConfig:
         route_rules=rules,
         dynamic_routers=dynamic,
         beat=beat,
-        config_origin=_config_origin(app),
+        config_origin=origin,
         app_module_file=_app_module_file(app),
         problems=tuple(problems),
+        setting_lines=_setting_lines(origin, settings),
     )

@@ -1,69 +1,20 @@
-"""The source part of a snapshot: the project's Python files, parsed once (nothing is executed)."""
+"""Collects the source part of a snapshot (celery_doctor.parts.source): finds and reads the project's Python files."""
 from __future__ import annotations
 
-import ast
 import os
-import re
-from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional
+
+from ..parts.source import SourceFile, SourceTree, parse_source
 
 SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "env", ".tox", ".nox", "node_modules", "__pycache__",
              "site-packages", "build", "dist", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".eggs"}
 MAX_FILES = 5000
 MAX_FILE_BYTES = 2 * 1024 * 1024
-IGNORE_COMMENT = re.compile(r"#\s*celery-doctor:\s*ignore(?:\[(?P<ids>[A-Za-z0-9_,\s]*)\])?")
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    path: str  # as shown in reports: relative to the working directory where possible
-    text: str
-    tree: Optional[ast.Module]
-    error: Optional[str] = None  # syntax error, unreadable file
-    suppressions: dict = field(default_factory=dict)  # line -> frozenset of ids (empty set: all)
-
-    def suppressed(self, line: Optional[int], check_id: str) -> bool:
-        if line is None or line not in self.suppressions:
-            return False
-        ids = self.suppressions[line]
-        return not ids or any(check_id.startswith(prefix) for prefix in ids)
-
-
-@dataclass(frozen=True)
-class SourceTree:
-    roots: tuple[str, ...]
-    files: tuple[SourceFile, ...]
-    truncated: bool = False
-
-    def parsed(self) -> Iterator[SourceFile]:
-        return (f for f in self.files if f.tree is not None)
-
-    def file(self, path: str) -> Optional[SourceFile]:
-        for f in self.files:
-            if f.path == path:
-                return f
-        return None
-
-    def suppressed(self, path: Optional[str], line: Optional[int], check_id: str) -> bool:
-        source = self.file(path) if path else None
-        return bool(source and source.suppressed(line, check_id))
 
 
 def _display_path(path: str) -> str:
     rel = os.path.relpath(path)
     return path if rel.startswith("..") else rel
-
-
-def _suppressions(text: str) -> dict:
-    found = {}
-    if "celery-doctor" not in text:
-        return found
-    for number, line in enumerate(text.splitlines(), 1):
-        match = IGNORE_COMMENT.search(line)
-        if match:
-            ids = match.group("ids")
-            found[number] = frozenset(i.strip().upper() for i in ids.split(",") if i.strip()) if ids else frozenset()
-    return found
 
 
 def _iter_python_files(root: str) -> Iterator[str]:
@@ -87,12 +38,7 @@ def read_source_file(path: str) -> SourceFile:
             text = handle.read().decode("utf-8", errors="replace")
     except OSError as exc:
         return SourceFile(display, "", None, f"unreadable: {exc.strerror or exc}")
-    try:
-        tree = ast.parse(text, filename=display)
-    except (SyntaxError, ValueError) as exc:
-        line = getattr(exc, "lineno", None)
-        return SourceFile(display, text, None, f"syntax error at line {line}: {getattr(exc, 'msg', exc)}")
-    return SourceFile(display, text, tree, None, _suppressions(text))
+    return parse_source(display, text)
 
 
 def collect_source(roots: Iterable[str]) -> SourceTree:

@@ -1,0 +1,72 @@
+"""The period of a beat schedule in seconds: numbers, timedeltas, `schedule(run_every=...)` and crontabs."""
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from ..parts.config import AppConfig, BeatEntry
+
+# A crontab's period is the smallest gap between consecutive due times over a representative window: due times
+# from this fixed instant (a Monday, so the result does not depend on when the scan runs) over a year, which covers
+# weekly, monthly and yearly fields, at most MAX_DUE_TIMES of them (an every-minute crontab stops after ~33 h).
+REFERENCE = datetime(2025, 1, 6, tzinfo=timezone.utc)
+WINDOW = timedelta(days=366)
+MAX_DUE_TIMES = 2000
+
+
+def schedule_period(schedule: Any) -> Optional[float]:
+    """Seconds between runs of a beat_schedule entry's `schedule`; None when it cannot be told (solar, custom)."""
+    try:
+        if hasattr(schedule, "run_every"):
+            return float(schedule.run_every.total_seconds())
+        if hasattr(schedule, "total_seconds"):
+            return float(schedule.total_seconds())
+        if isinstance(schedule, (int, float)):
+            return float(schedule)
+        if _is_crontab(schedule):
+            return crontab_period(schedule)
+    except Exception:  # noqa: BLE001 - a schedule Celery itself cannot evaluate has no known period
+        return None
+    return None
+
+
+def _is_crontab(schedule: Any) -> bool:
+    from celery.schedules import crontab
+
+    return isinstance(schedule, crontab)
+
+
+def crontab_due_times(schedule: Any, start: datetime = REFERENCE) -> list[datetime]:
+    """Consecutive due times of a crontab after `start`, as Celery's beat computes them (crontab.remaining_delta and
+    celery.utils.time.remaining, the code behind remaining_estimate and is_due), in UTC wall-clock time so that
+    daylight-saving shifts are not mistaken for a period. The schedule itself is not modified."""
+    from celery.utils.time import remaining
+
+    clone = copy.copy(schedule)
+    clone.nowfun = lambda: start  # remaining() subtracts `now` and we add it back: any fixed instant will do
+    due: list[datetime] = []
+    when = start
+    while len(due) < MAX_DUE_TIMES:
+        last, delta, now = clone.remaining_delta(when, tz=timezone.utc)
+        following = now + remaining(last, delta, now)
+        if following <= when:
+            break  # would not advance (a crontab that never fires): stop rather than loop
+        due.append(following)
+        when = following
+        if len(due) >= 2 and following - start > WINDOW:
+            break
+    return due
+
+
+def crontab_period(schedule: Any) -> Optional[float]:
+    """The smallest gap between consecutive due times of a crontab over the representative window, in seconds."""
+    due = crontab_due_times(schedule)
+    gaps = [(later - earlier).total_seconds() for earlier, later in zip(due, due[1:])]
+    return min(gaps) if gaps else None
+
+
+def beat_periods(config: "AppConfig") -> list[tuple["BeatEntry", Optional[float]]]:
+    """Each beat entry with its period in seconds (computed by schedule_period when the config was collected)."""
+    return [(entry, entry.interval_s) for entry in config.beat]

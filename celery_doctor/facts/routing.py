@@ -1,0 +1,77 @@
+"""Where tasks are routed, and whether their queue is declared.
+
+The route of every task the app registers (and of every task a beat entry names) is Celery's own answer: the
+collector asks the app's router (`app.amqp.router.route`) with the options `Task.apply_async` passes (the task's
+decorator `queue=`/`exchange=`/`routing_key=`, which win over `task_routes`), so `task_routes`, routers, decorator
+options and `task_default_queue` are all taken into account there, once. The functions here read that answer.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Mapping, Optional
+
+if TYPE_CHECKING:
+    from ..parts.config import AppConfig, BeatEntry, Route, RouteRule
+
+
+def task_route(config: "AppConfig", task_name: str) -> Optional["Route"]:
+    """Where Celery's router sends `task_name` (None for a name the app neither registers nor schedules)."""
+    return config.routes.get(task_name)
+
+
+def task_queue(config: "AppConfig", task_name: str) -> Optional[str]:
+    """The queue `task_name` is published to; None when the router fails for it, or sends it to an exchange only."""
+    route = task_route(config, task_name)
+    if route is None or route.error:
+        return None
+    return route.queue
+
+
+def _queue_name(value: Any) -> Optional[str]:
+    value = getattr(value, "name", value)
+    return value if isinstance(value, str) and value else None
+
+
+def beat_queue(config: "AppConfig", entry: "BeatEntry") -> Optional[str]:
+    """The queue a beat entry publishes to: its `options['queue']` (beat passes the options to apply_async, where
+    they win over the route), else the route of its task."""
+    options = entry.options if isinstance(entry.options, Mapping) else {}
+    return _queue_name(options.get("queue")) or task_queue(config, entry.task)
+
+
+def routed_queues(config: "AppConfig") -> dict[str, list[str]]:
+    """Queue name -> the task names the router sends there (the default queue is always present, and so is every
+    queue a beat entry names in its options)."""
+    out: dict[str, list[str]] = {config.default_queue: []}
+    for task, route in sorted(config.routes.items()):
+        if route.queue:
+            out.setdefault(route.queue, []).append(task)
+    for entry in config.beat:
+        options = entry.options if isinstance(entry.options, Mapping) else {}
+        queue = options.get("queue")
+        if isinstance(queue, str):
+            out.setdefault(queue, [])
+    return out
+
+
+def queue_declared(config: "AppConfig", queue: str) -> bool:
+    """Whether the app declares `queue`: it is in `task_queues`, or `task_queues` is not set and it is the default
+    queue (Celery then declares only that one). A worker started without -Q consumes exactly these."""
+    if config.queues:
+        return queue in config.queue_names()
+    return queue == config.default_queue
+
+
+@lru_cache(maxsize=4096)
+def _map_route_matches(pattern: str, is_regex: bool, task_name: str) -> bool:
+    from celery.app.routes import MapRoute
+
+    key = re.compile(pattern) if is_regex else pattern
+    return MapRoute([(key, {"queue": "-"})])(task_name) is not None
+
+
+def rule_matches(rule: "RouteRule", task_name: str) -> bool:
+    """Whether Celery's MapRoute applies a task_routes entry to `task_name`: an exact name, a glob when the key has
+    a `*` (only `*`: a `?` is an ordinary character to Celery), or a compiled regex."""
+    return _map_route_matches(rule.pattern, rule.is_regex, task_name)

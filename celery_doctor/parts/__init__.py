@@ -1,0 +1,1 @@
+"""The parts of a snapshot as plain, frozen data: what each collector gathers and the checks read (no I/O here)."""
