@@ -180,3 +180,177 @@ def test_other_schedules_and_the_collected_beat_entries():
     config = collect_config(app)
     assert [(e.name, e.interval_s) for e in config.beat] == [("cron", 600.0), ("plain", 90.0)]
     assert [(e.name, s) for e, s in beat.beat_periods(config)] == [("cron", 600.0), ("plain", 90.0)]
+
+
+# ----------------------------------------------------------------------------------------- source tasks
+
+TASK_FORMS = {
+    "__init__.py": "",
+    "celery.py": """
+        from functools import partial
+
+        from celery import Celery, shared_task
+
+        app = Celery("proj", broker="memory://", set_as_current=False)
+        celery = app
+        critical = shared_task(acks_late=True)
+        reliable = partial(app.task, acks_late=True, reject_on_worker_lost=True)
+        task = app.task
+        """,
+    "tasks.py": """
+        from celery import Task, shared_task
+
+        from . import celery as setup
+        from .celery import app, celery, critical, reliable, task
+
+
+        @app.task
+        def plain():
+            return 1
+
+
+        @shared_task
+        def shared():
+            return 1
+
+
+        @celery.task
+        def via_celery():
+            return 1
+
+
+        @app.task(bind=True)
+        def bound(self):
+            return 1
+
+
+        @shared_task(name="custom.name", acks_late=True)
+        def named():
+            return 1
+
+
+        @critical
+        def from_factory():
+            return 1
+
+
+        @setup.critical
+        def from_factory_module():
+            return 1
+
+
+        @reliable(time_limit=10)
+        def from_partial():
+            return 1
+
+
+        @task
+        def aliased():
+            return 1
+
+
+        class Base(Task):
+            acks_late = True
+
+
+        class Job(Base):
+            def run(self):
+                return 1
+
+
+        app.register_task(Job())
+
+
+        def helper():
+            return 1
+        """,
+}
+
+
+def _discovered(tmp_path, package: str, files: dict):
+    from celery_doctor import pyast
+    from celery_doctor.collectors.source import collect_source
+    from tests.conftest import write_tree
+
+    root = write_tree(tmp_path, {f"{package}/{name}": text for name, text in files.items()})
+    return pyast.project(collect_source([str(root / package)]))
+
+
+def test_every_form_of_task_declaration_is_found_as_celery_registers_it(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    package = "factsproj"
+    proj = _discovered(tmp_path, package, TASK_FORMS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        module = importlib.import_module(f"{package}.tasks")
+        app = module.app
+        app.finalize()
+        registered = {name: app.tasks[name] for name in app.tasks if not name.startswith("celery.")}
+    finally:
+        for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+            del sys.modules[name]
+    found = {t.name: t for t in proj.tasks}
+    assert set(found) == set(registered) == {
+        f"{package}.tasks.{n}" for n in ("plain", "shared", "via_celery", "bound", "from_factory",
+                                          "from_factory_module", "from_partial", "aliased", "Job")} | {"custom.name"}
+    for name, task in found.items():
+        for option in ("acks_late", "reject_on_worker_lost", "time_limit"):
+            node = task.option(option)
+            if node is not None:
+                assert proj.constant(task.module, node) == getattr(registered[name], option), (name, option)
+    assert found[f"{package}.tasks.from_factory"].option_origin["acks_late"] == "decorator factory critical"
+    assert found[f"{package}.tasks.bound"].bound and not found[f"{package}.tasks.plain"].bound
+    assert found[f"{package}.tasks.Job"].option_origin["acks_late"] == "class Base"
+
+
+def test_other_libraries_task_decorators_are_not_celery_tasks():
+    from celery_doctor import pyast
+
+    tree = source_part.example({"proj/__init__.py": "", "proj/jobs.py": """
+        import prefect
+        from invoke import task
+
+        @task
+        def build(c):
+            pass
+
+        @prefect.task
+        def flow_step():
+            pass
+
+        from celery import shared_task
+
+        @shared_task
+        def real():
+            pass
+        """})
+    assert [t.name for t in pyast.project(tree).tasks] == ["proj.jobs.real"]
+
+
+def test_config_and_source_checks_see_the_same_tasks():
+    """literal_delays (CD110, CD134) and the source checks use one discovery: a factory's or a base class's
+    default_retry_delay counts for both."""
+    from celery_doctor import pyast
+
+    tree = source_part.example({"proj/__init__.py": "", "proj/tasks.py": """
+        from celery import Task, shared_task
+
+        slow_retry = shared_task(default_retry_delay=7200)
+
+        class Patient(Task):
+            default_retry_delay = 5400
+
+        @slow_retry
+        def a():
+            pass
+
+        @shared_task(base=Patient)
+        def b():
+            pass
+        """})
+    delays = {d.code: d.seconds for d in pyast.literal_delays(tree)}
+    assert delays == {"a: default_retry_delay": 7200.0, "b: default_retry_delay": 5400.0}
+    proj = pyast.project(tree)
+    assert sorted(t.name for t in proj.tasks) == ["proj.tasks.a", "proj.tasks.b"]

@@ -1,0 +1,29 @@
+"""Static analysis of the project's source for the checks (files are only parsed, never imported or executed).
+
+- expr: single expressions (names, keywords, literal durations, naive datetimes, source text);
+- scope: statements of one scope (walking it, publishes, exception handlers, bindings);
+- project: the per-tree index (modules, imports, constants, definitions, classes, signal handlers);
+- calls: project-wide call queries (literal delays, add_periodic_task).
+
+The tasks of a tree come from celery_doctor.facts.source_tasks (Project.tasks). Every public name stays
+importable from here.
+"""
+from __future__ import annotations
+
+from .calls import DELAY_METHODS, Delay, calls, literal_delays, periodic_task_locations
+from .expr import (call_name, dotted_name, is_naive_now, keyword, last_name, literal_seconds, names_in,
+                   now_plus_seconds, segment)
+from .project import _MISSING, MISSING, NON_CELERY_TASK_MODULES, Module, Project, Scope, project
+from .scope import (BROAD_EXCEPTIONS, LOGGING_CALLS, PUBLISH_METHODS, SCOPE_NODES, FuncNode, assigned_from,
+                    exception_names, in_order, is_broad_handler, is_publish, only_logs, publishes, receiver,
+                    reraises_or_retries, scope_body, walk_scope)
+from ..facts.source_tasks import TASK_DECORATORS, Task  # noqa: E402 - after the modules it builds on
+
+__all__ = [
+    "BROAD_EXCEPTIONS", "DELAY_METHODS", "Delay", "FuncNode", "LOGGING_CALLS", "MISSING", "Module",
+    "NON_CELERY_TASK_MODULES", "PUBLISH_METHODS", "Project", "SCOPE_NODES", "Scope", "TASK_DECORATORS", "Task",
+    "_MISSING", "assigned_from", "call_name", "calls", "dotted_name", "exception_names", "in_order",
+    "is_broad_handler", "is_naive_now", "is_publish", "keyword", "last_name", "literal_delays", "literal_seconds",
+    "names_in", "now_plus_seconds", "only_logs", "periodic_task_locations", "project", "publishes", "receiver",
+    "reraises_or_retries", "scope_body", "segment", "walk_scope",
+]

@@ -1,0 +1,140 @@
+"""AST helpers for statements within one scope: walking a scope, publishes, exception handlers, bindings."""
+from __future__ import annotations
+
+import ast
+from typing import Callable, Iterable, Iterator, Optional
+
+from .expr import call_name, dotted_name, last_name
+
+PUBLISH_METHODS = {"delay", "apply_async", "send_task"}
+SCOPE_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+BROAD_EXCEPTIONS = {"Exception", "BaseException"}
+FuncNode = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def walk_scope(nodes: Iterable[ast.AST] | ast.AST) -> Iterator[ast.AST]:
+    """Every node under `nodes` that runs in the same scope: nested functions, lambdas and classes are not entered."""
+    if isinstance(nodes, ast.AST):
+        stack = [nodes]
+    else:
+        stack = [n for n in nodes if not isinstance(n, SCOPE_NODES)]
+    stack.reverse()
+    while stack:
+        node = stack.pop()
+        yield node
+        children = [c for c in ast.iter_child_nodes(node) if not isinstance(c, SCOPE_NODES)]
+        stack.extend(reversed(children))
+
+
+def scope_body(func: ast.AST) -> list[ast.AST]:
+    """The statements of a function (or module/class) without its decorators, arguments or nested scopes."""
+    return list(getattr(func, "body", []))
+
+
+def in_order(nodes: Iterable[ast.AST]) -> list[ast.AST]:
+    return sorted(nodes, key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)))
+
+
+def is_publish(call: ast.AST) -> bool:
+    """`x.delay(...)`, `x.apply_async(...)`, `app.send_task(...)` (the *_on_commit variants are not publishes now)."""
+    return isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr in PUBLISH_METHODS
+
+
+def publishes(nodes: Iterable[ast.AST] | ast.AST) -> list[ast.Call]:
+    return in_order(n for n in walk_scope(nodes) if is_publish(n))
+
+
+def receiver(call: ast.Call) -> str:
+    """`a.b` for a call `a.b.method(...)`; '' when the receiver is not a plain name chain."""
+    return dotted_name(call.func.value) if isinstance(call.func, ast.Attribute) else ""
+
+
+def exception_names(node: Optional[ast.expr]) -> list[str]:
+    """Last names of the exception classes an `except` clause names (['*'] for a bare except)."""
+    if node is None:
+        return ["*"]
+    items = node.elts if isinstance(node, ast.Tuple) else [node]
+    names = []
+    for item in items:
+        name = dotted_name(item)
+        names.append(name.split(".")[-1] if name else "?")
+    return names
+
+
+def is_broad_handler(handler: ast.ExceptHandler, also: Iterable[str] = ()) -> bool:
+    names = set(exception_names(handler.type))
+    return bool(names & ({"*"} | BROAD_EXCEPTIONS | set(also)))
+
+
+def reraises_or_retries(statements: Iterable[ast.AST]) -> bool:
+    """A handler body that raises, retries or re-publishes the work does not swallow it."""
+    for node in walk_scope(list(statements)):
+        if isinstance(node, ast.Raise):
+            return True
+        if isinstance(node, ast.Call):
+            name = last_name(node)
+            if name in ("retry", "apply_async_on_commit", "delay_on_commit", "_exit", "exit") or is_publish(node):
+                return True
+    return False
+
+
+LOGGING_CALLS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "log", "print",
+                 "capture_exception", "capture_message", "captureException", "captureMessage", "incr", "increment"}
+
+
+def _is_logging_call(call: ast.Call) -> bool:
+    name = call_name(call)
+    head = name.split(".")[0].lower() if name else ""
+    return last_name(call) in LOGGING_CALLS or "log" in head or head in ("sentry_sdk", "sentry", "statsd", "metrics")
+
+
+def only_logs(statements: Iterable[ast.stmt]) -> bool:
+    """A handler that does nothing but log, count, pass, continue, return, or set local variables."""
+    for stmt in statements:
+        if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            value = stmt.value
+            if all(isinstance(t, ast.Name) for t in targets) and not any(
+                    isinstance(n, ast.Call) and not _is_logging_call(n) and last_name(n) not in ("str", "repr", "format")
+                    for n in ast.walk(value or ast.Constant(None))):
+                continue
+            return False
+        if isinstance(stmt, (ast.Pass, ast.Continue, ast.Break)):
+            continue
+        if isinstance(stmt, ast.Return):
+            continue
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+            continue
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) and _is_logging_call(stmt.value):
+            continue
+        return False
+    return True
+
+
+def assigned_from(func: ast.AST, predicate: Callable[[ast.expr], bool]) -> dict[str, int]:
+    """Names bound in a function's own scope to an expression matching `predicate` -> line of the binding."""
+    bound: dict[str, int] = {}
+    for node in walk_scope(scope_body(func)):
+        targets: list[ast.expr] = []
+        value = None
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, (ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
+            targets, value = [node.target], node.value
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            targets, value = [node.target], node.iter
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                if item.optional_vars is not None and predicate(item.context_expr):
+                    for name in ast.walk(item.optional_vars):
+                        if isinstance(name, ast.Name):
+                            bound[name.id] = node.lineno
+            continue
+        if value is None or not predicate(value):
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name):
+                bound[target.id] = node.lineno
+            elif isinstance(target, ast.Tuple) and target.elts and isinstance(target.elts[0], ast.Name):
+                bound[target.elts[0].id] = node.lineno  # obj, created = X.objects.get_or_create(...)
+    return bound
