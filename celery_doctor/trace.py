@@ -5,7 +5,7 @@ import datetime as dt
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from .collectors import LIVE_COLLECTORS, CollectContext, gather_live, wanted_parts
 from .deadline import Deadline
@@ -16,20 +16,7 @@ from .ranking import rank
 from .registry import load_registry
 from .runner import run_checks
 from .settings import human_seconds, transport_of
-
-
-@dataclass(frozen=True)
-class TraceLocation:
-    where: str  # "redis queue", "redis unacked", "rabbitmq queue", "worker", "result backend"
-    name: str  # queue:NAME, worker:NAME, backend
-    state: str  # queued, unacked, running, reserved, scheduled, revoked, SUCCESS, FAILURE, ...
-    next: str  # what happens to it next
-    details: tuple[str, ...] = ()
-    task: Optional[str] = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"where": self.where, "name": self.name, "state": self.state, "next": self.next,
-                "details": list(self.details), "task": self.task}
+from .trace_types import Searcher, TraceLocation
 
 
 @dataclass
@@ -53,10 +40,6 @@ class TraceResult:
             if loc.task:
                 return loc.task
         return None
-
-
-# A searcher looks in one place and returns (locations, checked, not_checked).
-Searcher = Callable[[CollectContext, str, Snapshot], tuple[list[TraceLocation], list[str], list[tuple[str, str]]]]
 
 
 def _iso(ts: Optional[float]) -> Optional[str]:
@@ -165,7 +148,7 @@ def search_backend(ctx: CollectContext, task_id: str, snapshot: Snapshot):
 # Searchers that read the broker themselves run at the same time as the scan; those that read what the
 # scan gathered (RabbitMQ shows message headers only to --peek, which the collector does) run after it.
 BROKER_SEARCHERS = {"redis": ("celery_doctor.trace_redis:trace_search", False),
-                    "rabbitmq": ("celery_doctor.collectors.rabbitmq:trace_search", True)}
+                    "rabbitmq": ("celery_doctor.trace_rabbitmq:trace_search", True)}
 
 
 def _broker_searcher(transport: Optional[str]) -> tuple[Searcher, bool]:

@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 from .redis_memory import MemoryPressure
 from .redisio import SEP, Reader, RedisReadError, stream_unacked
 from .settings import REDIS_DEFAULT_VISIBILITY_TIMEOUT, human_seconds
-from .trace import TraceLocation
+from .trace_types import TraceLocation
 
 UNACKED_SWEEP_S = 100  # kombu's restore sweep period (unacked_restore_interval x throttle), roughly
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
 from celery_doctor import model
-from celery_doctor.collectors.rabbitmq import (BINDINGS, EXCHANGES, NODES, OVERVIEW, POLICIES, QUEUE_DETAILS,
-                                               VHOST_LIMITS, RabbitState, scope_queues)
+from celery_doctor.parts.rabbitmq import (BINDINGS, EXCHANGES, NODES, OVERVIEW, POLICIES, QUEUE_DETAILS, VHOST_LIMITS,
+                                          RabbitState, scope_queues)
 from celery_doctor.model import Category, Confidence, Impact, Location, Runbook, Snapshot, check
 from celery_doctor.pyast import Delay, literal_delays
 from celery_doctor.settings import RABBITMQ_DEFAULT_CONSUMER_TIMEOUT, as_seconds, human_seconds

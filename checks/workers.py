@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from celery_doctor.brokerview import broker_queues
+from celery_doctor.parts.broker import broker_queues
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 from celery_doctor.settings import (RABBITMQ_DEFAULT_CONSUMER_TIMEOUT, REDIS_DEFAULT_VISIBILITY_TIMEOUT, as_seconds,
                                     human_seconds)

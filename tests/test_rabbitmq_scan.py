@@ -28,9 +28,10 @@ import pytest
 
 from celery_doctor.collectors import CollectContext, ScanOptions
 from celery_doctor.collectors.config import collect_config
-from celery_doctor.collectors.rabbitmq import RabbitState, collect_rabbitmq
+from celery_doctor.collectors.rabbitmq import collect_rabbitmq
 from celery_doctor.deadline import Deadline
 from celery_doctor.model import Part
+from celery_doctor.parts.rabbitmq import RabbitState
 from tests.conftest import make_snapshot, run_cli
 
 pytestmark = pytest.mark.rabbitmq
@@ -463,7 +464,7 @@ def test_state_and_queue_views(env):
     assert set(state.missing_queues) == {"celery", "nowhere"}  # the unused default queue was never declared
     assert {"cdt-topic"} <= set(state.exchanges) and state.app_exchanges == ("cdt-topic",)
     assert any(p.name == "cdt-ha" for p in state.policies) and state.nodes and state.nodes[0].running
-    from celery_doctor.brokerview import broker_queues
+    from celery_doctor.parts.broker import broker_queues
 
     snapshot = make_snapshot(env.app, mode="scan", rabbitmq=part)
     assert broker_queues(snapshot)["work"].messages == 4

@@ -6,7 +6,8 @@ import pickle
 
 from celery import Celery
 
-from celery_doctor.collectors.workers import (COMMANDS, WorkersState, _decode_body, _decode_redis_payload, _worker)
+from celery_doctor.collectors.workers import _decode_body, _decode_redis_payload, _worker
+from celery_doctor.parts.workers import COMMANDS, WorkersState
 from celery_doctor.model import Part
 from tests.conftest import by_id, findings_of, make_snapshot
 
@@ -106,7 +107,7 @@ def _installed():
 
 
 class _BrokerPart:
-    """Stands in for a gathered broker part: only what brokerview.broker_queues reads."""
+    """Stands in for a gathered broker part: only what parts.broker.broker_queues reads."""
 
     def __init__(self, views):
         self.views = views
@@ -116,7 +117,7 @@ class _BrokerPart:
 
 
 def test_queued_messages_of_a_task_no_consumer_registers_are_counted():
-    from celery_doctor.brokerview import QueueView
+    from celery_doctor.parts.broker import QueueView
 
     app = Celery("queued", broker="redis://127.0.0.1:6379/7", set_as_current=False)
     app.conf.task_default_queue = "qa"

@@ -1,7 +1,7 @@
 """The Redis broker as it really is: server settings, queues, bindings, unacked messages, the messages themselves.
 
 Read-only and bounded (see celery_doctor/redisio.py for the commands used). The result is a frozen
-`RedisState`; checks in checks/redis.py read it, and cross-broker checks use `queue_views()`.
+`RedisState` (celery_doctor/parts/redis.py); checks in checks/redis_*.py read it.
 """
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from ..brokerview import QueueView
 from ..envelope import EnvelopeStats, MessageSummary, decode_payload, from_parts
 from ..masking import mask_url, scrub
 from ..model import Part
+from ..parts.redis import (Binding, ClientSummary, FailoverURL, ForeignKeys, RedisQueue, RedisState, ServerInfo,
+                           SubQueue, UnackedExample, UnackedState)
 from redis.exceptions import ResponseError
 
 from ..redis_memory import MemoryPressure
 from ..safe_text import printable
+from ..terminal import text_width
 from ..redisio import (BINDING_PREFIX, BLOCKING_COMMANDS, SEP, Oversized, Reader, RedisReadError, connect_sentinel,
                        connect_url, parse_binding, parse_info, parse_url, priority_keys, split_failover,
                        stream_unacked)
@@ -38,206 +40,6 @@ _READ_ERRORS = (RedisReadError, ResponseError)  # a read that failed: said in No
 RESTORE_SLACK = 300.0  # kombu's unacked_mutex_expire: a restore sweep may be skipped this long
 
 
-# -- the state ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ServerInfo:
-    version: str
-    mode: str  # standalone / cluster / sentinel (redis_mode)
-    role: str  # master / slave
-    cluster_enabled: bool
-    uptime_s: Optional[int]
-    maxmemory: Optional[int]
-    maxmemory_policy: Optional[str]
-    used_memory: Optional[int]
-    evicted_keys: Optional[int]
-    aof_enabled: Optional[bool]
-    rdb_save: Optional[str]  # CONFIG GET save ("" = no snapshots); None when CONFIG is not available
-    rdb_last_save_time: Optional[int]
-    rdb_changes_since_last_save: Optional[int]
-    rdb_saves: Optional[int]  # snapshots taken since start (Redis 7+ INFO)
-    connected_clients: Optional[int]
-    blocked_clients: Optional[int]
-    settings_source: str  # "CONFIG GET" or "INFO"
-    config_refused: Optional[str] = None  # why CONFIG GET could not be used (ACL / renamed on managed Redis)
-    master_link: Optional[str] = None  # replica: the master it follows
-    info_refused: Optional[str] = None  # INFO was not allowed (ACL): the fields above are unknown
-
-    @property
-    def persistence(self) -> Optional[bool]:
-        """True when AOF or RDB snapshots protect the data, False when neither does, None when unknown."""
-        if self.aof_enabled:
-            return True
-        if self.rdb_save is not None:
-            return bool(self.rdb_save.strip())
-        if self.rdb_saves:
-            return True
-        return None
-
-
-@dataclass(frozen=True)
-class ClientSummary:
-    available: bool
-    reason: Optional[str]  # why CLIENT LIST was not read
-    consumers_by_db: Mapping[int, int] = field(default_factory=dict)  # clients blocked in BRPOP & co
-    subscribers_by_db: Mapping[int, int] = field(default_factory=dict)  # clients in (P)SUBSCRIBE (worker mailboxes, monitors)
-    total: int = 0
-
-
-@dataclass(frozen=True)
-class SubQueue:
-    key: str  # as stored (prefix included)
-    priority: int
-    depth: int
-
-
-@dataclass(frozen=True)
-class RedisQueue:
-    name: str
-    depth: int
-    subqueues: tuple[SubQueue, ...]
-    origins: tuple[str, ...]  # routed / declared / bound / found
-    exchanges: tuple[str, ...] = ()  # exchanges whose binding set names this queue
-    idle_s: Optional[int] = None  # OBJECT IDLETIME of the busiest sub-queue before our reads (None: unknown)
-    summary: Optional[MessageSummary] = None
-    sampled: int = 0
-    complete: bool = False  # every message of the queue was analysed
-    stream_note: Optional[str] = None  # why the analysis stopped early / moved
-    cut: Optional[str] = None  # the read was cut short (deadline, memory, lost connection): how far it got, why
-
-    @property
-    def tasks(self) -> Mapping[str, int]:
-        return self.summary.task_counts if self.summary else {}
-
-
-@dataclass(frozen=True)
-class Binding:
-    exchange: str
-    routing_key: str
-    pattern: str
-    queue: str
-
-
-@dataclass(frozen=True)
-class UnackedExample:
-    tag: str
-    age_s: float
-    queue: Optional[str]
-    task: Optional[str]
-    task_id: Optional[str]
-    eta: Optional[str]
-
-
-@dataclass(frozen=True)
-class UnackedState:
-    entries: int  # HLEN unacked
-    indexed: int  # ZCARD unacked_index
-    older_than_vt: int  # ZCOUNT unacked_index -inf (now - vt): the restore sweep should already have taken them
-    older_than_vt_slack: int  # older than vt + the mutex time: nobody is restoring them
-    oldest_age_s: Optional[float]
-    read: int  # entries read one by one (to know their queues and tasks)
-    by_queue: Mapping[str, int] = field(default_factory=dict)
-    stale_by_queue: Mapping[str, int] = field(default_factory=dict)  # older than vt + slack, per queue
-    tasks: Mapping[str, int] = field(default_factory=dict)
-    missing_payload: int = 0  # index entries whose hash value is gone
-    unindexed: Optional[int] = None  # hash entries without an index entry: never restored (None: not all read)
-    eta_beyond_vt: int = 0  # held ETA tasks whose ETA lies further than vt after their delivery
-    mutex_ttl_ms: Optional[int] = None  # PTTL unacked_mutex (-1: no expiry, None: no mutex)
-    examples: tuple[UnackedExample, ...] = ()
-    too_large: int = 0  # entries whose message was too large to read safely (counted, not decoded)
-    stopped: Optional[str] = None  # why reading the entries stopped early (memory pressure)
-
-
-@dataclass(frozen=True)
-class ForeignKeys:
-    """Kombu-shaped keys outside the app's database/prefix."""
-
-    db: int
-    prefix: str
-    queues: Mapping[str, int]  # queue -> depth (priority sub-queues summed)
-    bindings: tuple[str, ...]  # exchanges with a binding set
-    unacked: int
-
-    @property
-    def messages(self) -> int:
-        return sum(self.queues.values()) + self.unacked
-
-
-@dataclass(frozen=True)
-class FailoverURL:
-    url: str  # masked
-    reachable: Optional[bool]  # None: not tried
-    role: Optional[str]
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class RedisState:
-    url: str  # masked, the one read
-    scheme: str
-    db: int
-    prefix: str
-    vt: float
-    vt_source: str
-    server: ServerInfo
-    clients: ClientSummary
-    keyspace: Mapping[int, int]  # db -> keys
-    queues: tuple[RedisQueue, ...]
-    bindings: tuple[Binding, ...]
-    missing_bindings: tuple[str, ...]  # exchanges the app routes through whose binding set is absent
-    pidbox_nodes: tuple[str, ...]  # workers whose mailbox is bound (alive or not)
-    unacked: UnackedState
-    foreign: tuple[ForeignKeys, ...]
-    failover: tuple[FailoverURL, ...] = ()
-    wrong_type: tuple[tuple[str, str], ...] = ()  # (queue, key): a queue key that is not a list (WRONGTYPE)
-    memory_stop: Optional[str] = None  # why reading messages stopped: the server was close to maxmemory
-    largest_reply: int = 0  # bytes of the largest reply this scan made Redis build
-    oversized: int = 0  # messages too large to read safely, skipped
-    keys_scanned: int = 0
-    keys_complete: bool = True
-    result_keys: int = 0
-    deep: bool = False
-    max_messages: int = 0
-    notes: tuple[str, ...] = ()  # what could not be checked, and why
-    duration_s: float = 0.0
-    commands: int = 0
-
-    def queue(self, name: str) -> Optional[RedisQueue]:
-        for queue in self.queues:
-            if queue.name == name:
-                return queue
-        return None
-
-    @property
-    def consumers(self) -> Optional[int]:
-        """Clients blocked in BRPOP on the app's database (kombu consumers); None when unknown."""
-        if not self.clients.available:
-            return None
-        return self.clients.consumers_by_db.get(self.db, 0)
-
-    @property
-    def queued(self) -> int:
-        return sum(q.depth for q in self.queues)
-
-    @property
-    def at_risk(self) -> int:
-        """Every message the broker holds for the app: queued plus unacked."""
-        return self.queued + self.unacked.entries
-
-    def queue_views(self) -> dict[str, QueueView]:
-        consumers = self.consumers
-        views = {}
-        for queue in self.queues:
-            views[queue.name] = QueueView(
-                name=queue.name,
-                messages=queue.depth,
-                unacked=self.unacked.by_queue.get(queue.name, 0) if self.unacked.read >= self.unacked.entries else None,
-                consumers=0 if consumers == 0 else None,
-                task_counts=dict(queue.tasks),
-                sampled=queue.sampled,
-            )
-        return views
-
-
 # -- gathering ---------------------------------------------------------------------------------------
 class _Progress:
     def __init__(self, enabled: bool) -> None:
@@ -253,7 +55,8 @@ class _Progress:
             return
         self._last = now
         self._shown = True
-        sys.stderr.write(f"\r\x1b[Kcelery-doctor: {text}")
+        line = f"celery-doctor: {text}"[:max(10, text_width(sys.stderr) - 1)]  # one line, never wrapped
+        sys.stderr.write(f"\r\x1b[K{line}")
         sys.stderr.flush()
 
     def done(self) -> None:

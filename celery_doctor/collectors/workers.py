@@ -27,16 +27,15 @@ import re
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 from urllib.parse import quote
 
 from ..masking import scrub
 from ..model import Part
-from ..settings import as_seconds, transport_of
+from ..parts.workers import COMMANDS, TaskRef, WorkerInfo, WorkerQueue, WorkersState
+from ..settings import transport_of
 
-COMMANDS: tuple[str, ...] = ("ping", "active_queues", "registered", "stats", "conf", "active", "reserved",
-                             "scheduled", "revoked", "report")
 COMMAND_ARGS: Mapping[str, Mapping[str, Any]] = {"conf": {"with_defaults": True}, "active": {"safe": True}}
 
 # Worker settings kept from the `conf` reply (the rest is dropped: it may carry secrets and is not used).
@@ -59,123 +58,6 @@ MAX_TASKS_KEPT = 500  # per worker and per list (active, reserved, scheduled)
 MAX_REVOKED_KEPT = 50000  # a worker keeps at most 50,000 revoked ids itself
 REDIS_SEP = "\x06\x16"
 REDIS_PRIORITY_STEPS = (0, 3, 6, 9)
-
-
-# -- the part's data --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TaskRef:
-    """One request a worker reported (active, reserved or scheduled); arguments are not kept."""
-
-    id: str
-    name: str
-    acknowledged: Optional[bool] = None
-    time_start: Optional[float] = None  # epoch seconds (worker clock), active tasks only
-    eta: Optional[str] = None  # scheduled tasks: ISO time
-    eta_ts: Optional[float] = None
-    routing_key: Optional[str] = None
-    exchange: Optional[str] = None
-    redelivered: bool = False
-    worker_pid: Optional[int] = None
-
-
-@dataclass(frozen=True)
-class WorkerQueue:
-    name: str
-    exchange: str = ""
-    exchange_type: str = ""
-    routing_key: str = ""
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    name: str
-    known: bool  # seen on the broker (mailbox binding / pidbox queue) before the broadcast
-    answered: tuple[str, ...] = ()  # commands it answered
-    errors: Mapping[str, str] = field(default_factory=dict)  # command -> error text from the worker
-    undecoded: Optional[str] = None  # content type of replies that were not decoded (e.g. pickle)
-    queues: Optional[tuple[WorkerQueue, ...]] = None
-    registered: Optional[frozenset[str]] = None
-    pid: Optional[int] = None
-    uptime: Optional[float] = None
-    pool: Optional[str] = None  # implementation, e.g. celery.concurrency.prefork:TaskPool
-    concurrency: Optional[int] = None
-    prefetch_count: Optional[int] = None
-    broker_transport: Optional[str] = None
-    transport_options: Mapping[str, Any] = field(default_factory=dict)
-    conf: Mapping[str, Any] = field(default_factory=dict)
-    active: Optional[tuple[TaskRef, ...]] = None
-    reserved: Optional[tuple[TaskRef, ...]] = None
-    scheduled: Optional[tuple[TaskRef, ...]] = None
-    active_total: Optional[int] = None
-    reserved_total: Optional[int] = None
-    scheduled_total: Optional[int] = None
-    revoked: Optional[int] = None  # how many revoked ids it holds
-    revoked_ids: frozenset[str] = frozenset()  # the ids themselves (bounded), so trace can tell a revoked task
-    celery_version: Optional[str] = None
-    kombu_version: Optional[str] = None
-    python_version: Optional[str] = None
-
-    @property
-    def responded(self) -> bool:
-        return bool(self.answered)
-
-    @property
-    def silent(self) -> bool:
-        return not self.answered
-
-    @property
-    def queue_names(self) -> frozenset[str]:
-        return frozenset(q.name for q in self.queues or ())
-
-    @property
-    def visibility_timeout(self) -> Optional[float]:
-        value = self.transport_options.get("visibility_timeout")
-        if value is None and isinstance(self.conf.get("broker_transport_options"), Mapping):
-            value = self.conf["broker_transport_options"].get("visibility_timeout")
-        return as_seconds(value)
-
-    @property
-    def solo(self) -> bool:
-        return bool(self.pool and "solo" in self.pool)
-
-
-@dataclass(frozen=True)
-class WorkersState:
-    transport: str
-    namespace: str  # control exchange name (celery)
-    workers: tuple[WorkerInfo, ...]
-    discovery: str  # how the known workers were found
-    discovered: bool  # the broker could list the workers (else only replies count)
-    discovery_error: Optional[str]
-    wait_s: float  # how long replies were awaited at most
-    elapsed_s: float
-    commands: tuple[str, ...] = COMMANDS
-    addressed: bool = False  # commands went to the known workers by name
-    broadcast_sent: bool = True
-    cleanup: str = ""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_name", {w.name: w for w in self.workers})
-
-    @property
-    def answered(self) -> tuple[WorkerInfo, ...]:
-        return tuple(w for w in self.workers if w.answered)
-
-    @property
-    def silent(self) -> tuple[WorkerInfo, ...]:
-        return tuple(w for w in self.workers if not w.answered)
-
-    def by_name(self, name: str) -> Optional[WorkerInfo]:
-        return self._by_name.get(name)  # type: ignore[attr-defined]
-
-    def consumers_of(self, queue: str) -> tuple[WorkerInfo, ...]:
-        """Answering workers that consume `queue`."""
-        return tuple(w for w in self.answered if queue in w.queue_names)
-
-    @property
-    def none_exists(self) -> bool:
-        return not self.workers
 
 
 # -- reply decoding ---------------------------------------------------------------------------------
