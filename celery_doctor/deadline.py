@@ -23,10 +23,3 @@ class Deadline:
 
     def __repr__(self) -> str:
         return f"Deadline({self.seconds:g}s, {self.remaining():.2f}s left)"
-
-
-class DeadlineExceeded(Exception):
-    def __init__(self, what: str, seconds: float) -> None:
-        super().__init__(f"{what} did not answer within {seconds:g} s")
-        self.what = what
-        self.seconds = seconds

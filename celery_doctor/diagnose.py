@@ -39,14 +39,6 @@ class RunOptions:
     cwd: Optional[str] = None
 
 
-@dataclass
-class Loaded:
-    app: Any
-    broker_url: Optional[str]
-    snapshot: Snapshot
-    context: Optional[CollectContext]
-
-
 @contextlib.contextmanager
 def bounded(seconds: float, what: str, shown: Optional[float] = None):
     """Raise TargetError if the body (user code: importing the app) runs longer than `seconds`."""

@@ -4,7 +4,12 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
+
+if TYPE_CHECKING:  # the live parts' types, for the Snapshot accessors (celery_doctor.parts imports this module)
+    from .parts.rabbitmq import RabbitState
+    from .parts.redis import RedisState
+    from .parts.workers import WorkersState
 
 
 class Category(str, enum.Enum):
@@ -40,7 +45,6 @@ CATEGORY_IMPACT: Mapping[Category, Impact] = {
 
 # Parts of a snapshot a check can need.
 NEEDS = ("config", "source", "redis", "rabbitmq", "workers")
-LIVE_PARTS = ("redis", "rabbitmq", "workers")
 
 CHECK_ID = re.compile(r"^[A-Z]{2,}[0-9]{3,}$")
 BUILTIN_PREFIX = "CD"
@@ -170,6 +174,9 @@ class PartStatus(str, enum.Enum):
     NOT_REQUESTED = "not_requested"  # e.g. live parts during `lint`
 
 
+COLLECTOR_CRASH = "collector failed:"  # an unavailable part's reason starts so when its collector raised (a bug)
+
+
 @dataclass(frozen=True)
 class Part:
     status: PartStatus
@@ -230,15 +237,18 @@ class Snapshot:
         return self.get("source")
 
     @property
-    def redis(self):
+    def redis(self) -> Optional[RedisState]:
+        """The gathered redis part, or None (not gathered, not applicable, not requested)."""
         return self.get("redis")
 
     @property
-    def rabbitmq(self):
+    def rabbitmq(self) -> Optional[RabbitState]:
+        """The gathered rabbitmq part, or None."""
         return self.get("rabbitmq")
 
     @property
-    def workers(self):
+    def workers(self) -> Optional[WorkersState]:
+        """The gathered workers part, or None."""
         return self.get("workers")
 
     def with_parts(self, **parts: Part) -> "Snapshot":

@@ -1,8 +1,7 @@
 """Checks about the run itself: a broker the scan could not reach is the first thing on-call must know."""
 from __future__ import annotations
 
-from celery_doctor.collectors import COLLECTOR_CRASH
-from celery_doctor.model import Category, Confidence, Impact, PartStatus, Runbook, Snapshot, check
+from celery_doctor.model import COLLECTOR_CRASH, Category, Confidence, Impact, PartStatus, Runbook, Snapshot, check
 
 BROKER_PARTS = {"redis": "redis", "rabbitmq": "rabbitmq"}
 

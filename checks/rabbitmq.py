@@ -37,11 +37,6 @@ REF_CELERY_AMQP = "https://docs.celeryq.dev/en/stable/userguide/routing.html"
 # --------------------------------------------------------------------------- helpers
 
 
-def _state(snapshot: Snapshot) -> Optional[RabbitState]:
-    data = snapshot.rabbitmq
-    return data if isinstance(data, RabbitState) else None
-
-
 def _require(state: RabbitState, *data: str) -> bool:
     """True when the data is there; otherwise the check is skipped with the reason."""
     if state.has(*data):
@@ -237,7 +232,7 @@ def _server_consumer_timeout(snapshot: Snapshot) -> tuple[float, str]:
     ),
 )
 def backlog_no_consumers(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None:
         return
     routed = _routed(snapshot)
@@ -286,7 +281,7 @@ def backlog_no_consumers(snapshot: Snapshot):
     ),
 )
 def long_unacked(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, QUEUE_DETAILS):
         return
     timeout, timeout_text = _server_consumer_timeout(snapshot)
@@ -338,7 +333,7 @@ def long_unacked(snapshot: Snapshot):
     ),
 )
 def route_to_missing_queue(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None:
         return
     routed = _routed(snapshot)
@@ -385,7 +380,7 @@ def route_to_missing_queue(snapshot: Snapshot):
     ),
 )
 def route_unroutable(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None:
         return
     for pub in _publishes(snapshot):
@@ -456,7 +451,7 @@ def route_unroutable(snapshot: Snapshot):
     ),
 )
 def unroutable_drops(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, OVERVIEW):
         return
     stats = state.vhost_message_stats or state.message_stats
@@ -511,7 +506,7 @@ def unroutable_drops(snapshot: Snapshot):
     ),
 )
 def no_alternate_exchange(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not state.app_exchanges or not _require(state, EXCHANGES, POLICIES):
         return
     policies = {p.name: p for p in state.policies}
@@ -562,7 +557,7 @@ def no_alternate_exchange(snapshot: Snapshot):
     ),
 )
 def max_length_overflow(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, QUEUE_DETAILS):
         return
     confirms = _confirms_on(snapshot)
@@ -624,7 +619,7 @@ def max_length_overflow(snapshot: Snapshot):
     ),
 )
 def ttl_expiry(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, QUEUE_DETAILS):
         return
     routed = _routed(snapshot)
@@ -676,7 +671,7 @@ def ttl_expiry(snapshot: Snapshot):
     ),
 )
 def quorum_delivery_limit(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, QUEUE_DETAILS):
         return
     routed = _routed(snapshot)
@@ -743,7 +738,7 @@ def quorum_delivery_limit(snapshot: Snapshot):
     ),
 )
 def queue_consumer_timeout(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, QUEUE_DETAILS):
         return
     config = snapshot.config
@@ -812,7 +807,7 @@ def queue_consumer_timeout(snapshot: Snapshot):
     ),
 )
 def quorum_eta(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, QUEUE_DETAILS, EXCHANGES, BINDINGS):
         return
     config = snapshot.config
@@ -896,7 +891,7 @@ def _same(a: Any, b: Any) -> bool:
     ),
 )
 def queue_argument_drift(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, QUEUE_DETAILS):
         return
     config = snapshot.config
@@ -963,7 +958,7 @@ def queue_argument_drift(snapshot: Snapshot):
     ),
 )
 def non_durable(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, QUEUE_DETAILS):
         return
     routed = _routed(snapshot)
@@ -1019,7 +1014,7 @@ def non_durable(snapshot: Snapshot):
     ),
 )
 def classic_mirroring(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, POLICIES):
         return
     removed = state.version_tuple() >= MIRRORING_REMOVED_IN
@@ -1070,7 +1065,7 @@ def classic_mirroring(snapshot: Snapshot):
     ),
 )
 def resource_alarm(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, NODES):
         return
     for node in state.nodes:
@@ -1110,7 +1105,7 @@ def resource_alarm(snapshot: Snapshot):
     ),
 )
 def network_partition(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, NODES):
         return
     for node in state.nodes:
@@ -1143,7 +1138,7 @@ def network_partition(snapshot: Snapshot):
     ),
 )
 def node_down(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, NODES):
         return
     for node in state.nodes:
@@ -1183,7 +1178,7 @@ def node_down(snapshot: Snapshot):
     ),
 )
 def redeliveries(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, QUEUE_DETAILS):
         return
     routed = _routed(snapshot)
@@ -1237,7 +1232,7 @@ API_CHECKS = {
     ),
 )
 def api_unavailable(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None:
         return
     if state.api_reachable:
@@ -1281,7 +1276,7 @@ def api_unavailable(snapshot: Snapshot):
     ),
 )
 def vhost_limit(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not _require(state, VHOST_LIMITS):
         return
     max_queues = state.vhost_limits.get("max-queues")
@@ -1319,7 +1314,7 @@ def vhost_limit(snapshot: Snapshot):
     ),
 )
 def peek_side_effects(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.rabbitmq
     if state is None or not state.peeked:
         return
     evidence = list(state.warnings)

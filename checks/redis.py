@@ -15,10 +15,6 @@ NEEDS = ("redis",)
 REDIS_DOCS = "https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html"
 
 
-def _state(snapshot: Snapshot):
-    return snapshot.redis
-
-
 def _mb(value: Optional[int]) -> str:
     return "unknown" if value is None else f"{value / 1024 / 1024:,.1f} MB"
 
@@ -56,7 +52,7 @@ def _reads_server(fn):
 
     @functools.wraps(fn)
     def run(snapshot: Snapshot):
-        refused = _state(snapshot).server.info_refused
+        refused = snapshot.redis.server.info_refused
         if refused:
             raise SkipCheck(f"INFO was not allowed: {refused}")
         return list(fn(snapshot))
@@ -72,7 +68,7 @@ def _reads_messages(fn):
     def run(snapshot: Snapshot):
         found = list(fn(snapshot))
         if not found:
-            cut = [q.name for q in _state(snapshot).queues if q.cut]
+            cut = [q.name for q in snapshot.redis.queues if q.cut]
             if cut:
                 raise SkipCheck(f"messages of {preview(cut)} were only partly read (see Not checked)")
         return found
@@ -107,7 +103,7 @@ def _reads_messages(fn):
 )
 @_reads_server
 def redis_eviction_policy(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     server = state.server
     policy = (server.maxmemory_policy or "").lower()
     if not policy or policy == "noeviction":
@@ -153,7 +149,7 @@ def redis_eviction_policy(snapshot: Snapshot):
 )
 @_reads_server
 def redis_memory_near_limit(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     server = state.server
     if not server.maxmemory or server.used_memory is None:
         return
@@ -194,7 +190,7 @@ def redis_memory_near_limit(snapshot: Snapshot):
 )
 @_reads_server
 def redis_evicted_keys(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     evicted = state.server.evicted_keys
     if not evicted:
         return
@@ -230,7 +226,7 @@ def redis_evicted_keys(snapshot: Snapshot):
 )
 @_reads_server
 def redis_no_persistence(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     server = state.server
     persisted = server.persistence
     if persisted:
@@ -275,7 +271,7 @@ def redis_no_persistence(snapshot: Snapshot):
 )
 @_reads_server
 def redis_failover_urls(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     if not state.failover and state.server.role != "slave":
         return
     evidence = []
@@ -320,7 +316,7 @@ def redis_failover_urls(snapshot: Snapshot):
 )
 @_reads_server
 def redis_cluster_mode(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     if not state.server.cluster_enabled:
         return
     yield redis_cluster_mode.finding(
@@ -353,7 +349,7 @@ def redis_cluster_mode(snapshot: Snapshot):
     ),
 )
 def redis_queue_key_wrong_type(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     by_queue: dict = {}
     for queue, key in state.wrong_type:
         by_queue.setdefault(queue, []).append(key)
@@ -386,7 +382,7 @@ def redis_queue_key_wrong_type(snapshot: Snapshot):
     ),
 )
 def redis_backlog_no_consumer(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     consumers = state.consumers
     for queue in state.queues:
         if not queue.depth:
@@ -434,7 +430,7 @@ def redis_backlog_no_consumer(snapshot: Snapshot):
 )
 @_reads_messages
 def redis_queued_eta_beyond_vt(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     for queue in _queues_with_summary(state):
         summary = queue.summary
         if not summary.eta_beyond_vt:
@@ -475,7 +471,7 @@ def redis_queued_eta_beyond_vt(snapshot: Snapshot):
 )
 @_reads_messages
 def redis_expired_messages(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     for queue in _queues_with_summary(state):
         summary = queue.summary
         if not summary.expired:
@@ -508,7 +504,7 @@ def redis_expired_messages(snapshot: Snapshot):
 )
 @_reads_messages
 def redis_unregistered_messages(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     registered = snapshot.config.registered
     for queue in _queues_with_summary(state):
         unknown = queue.summary.unknown_tasks(registered)
@@ -548,7 +544,7 @@ def redis_unregistered_messages(snapshot: Snapshot):
 )
 @_reads_messages
 def redis_duplicate_messages(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     for queue in _queues_with_summary(state):
         summary = queue.summary
         if not summary.duplicates:
@@ -589,7 +585,7 @@ def redis_duplicate_messages(snapshot: Snapshot):
 )
 @_reads_messages
 def redis_malformed_messages(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     for queue in _queues_with_summary(state):
         summary = queue.summary
         if not summary.malformed:
@@ -623,7 +619,7 @@ def redis_malformed_messages(snapshot: Snapshot):
 )
 @_reads_messages
 def redis_unsafe_serializer_messages(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     accept = snapshot.config.value("accept_content") or ("json",)
     accept = {str(a).lower() for a in accept} if isinstance(accept, (list, tuple, set, frozenset)) else {str(accept)}
     for queue in _queues_with_summary(state):
@@ -669,7 +665,7 @@ def redis_unsafe_serializer_messages(snapshot: Snapshot):
     ),
 )
 def redis_unacked_not_restored(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     unacked = state.unacked
     stale = unacked.older_than_vt_slack
     unindexed = unacked.unindexed or 0
@@ -719,7 +715,7 @@ def redis_unacked_not_restored(snapshot: Snapshot):
     ),
 )
 def redis_unacked_workers_gone(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     unacked = state.unacked
     if not unacked.entries or state.consumers != 0:
         return
@@ -757,7 +753,7 @@ def redis_unacked_workers_gone(snapshot: Snapshot):
     ),
 )
 def redis_keys_elsewhere(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     config = snapshot.config
     own = set(config.routed_queues()) | set(config.queue_names()) if config is not None else set()
     for foreign in state.foreign:
@@ -806,7 +802,7 @@ def redis_keys_elsewhere(snapshot: Snapshot):
     ),
 )
 def redis_binding_missing(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.redis
     config = snapshot.config
     for exchange in state.missing_bindings:
         tasks = sorted(name for name, route in config.routes.items() if route.exchange == exchange and not route.queue) \

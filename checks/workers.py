@@ -17,10 +17,6 @@ INSPECT = "celery -A proj inspect"
 
 # -- shared helpers -----------------------------------------------------------------------------------
 
-def _state(snapshot: Snapshot):
-    return snapshot.workers
-
-
 class _Views(dict):
     """Queue views from the broker part; `known` is False when no broker part was gathered."""
 
@@ -58,7 +54,7 @@ def _app_queues(snapshot: Snapshot) -> set[str]:
 def _relevant(snapshot: Snapshot):
     """Answering workers that consume at least one of the app's queues (others serve other apps)."""
     queues = _app_queues(snapshot)
-    return [w for w in _state(snapshot).answered if w.queue_names & queues]
+    return [w for w in snapshot.workers.answered if w.queue_names & queues]
 
 
 def _app_vt(config) -> float:
@@ -108,7 +104,7 @@ def _discovery_text(state) -> str:
     ),
 )
 def queue_without_live_worker(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.workers
     config = snapshot.config
     if state.none_exists:
         return  # CD409 says it once, for every queue
@@ -186,7 +182,7 @@ def queue_without_live_worker(snapshot: Snapshot):
     ),
 )
 def task_not_registered(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.workers
     config = snapshot.config
     views = _depths(snapshot)
     refs: dict[tuple[str, str], list[str]] = {}  # (task, queue) -> why it goes there
@@ -301,7 +297,7 @@ def _norm(setting: str, value: Any) -> Any:
     ),
 )
 def worker_config_drift(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.workers
     config = snapshot.config
     relevant = {w.name for w in _relevant(snapshot)}
     app_vt = _app_vt(config)
@@ -406,7 +402,7 @@ def worker_version_skew(snapshot: Snapshot):
     ),
 )
 def prefetch_hoarding(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.workers
     config = snapshot.config
     reported = set()
     for queue in sorted({q for w in state.answered for q in w.queue_names}):
@@ -479,7 +475,7 @@ def _held(worker, now: float, limit: float) -> tuple[list[str], list[str]]:
     ),
 )
 def held_past_visibility_timeout(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.workers
     if state.transport != "redis":
         return
     config = snapshot.config
@@ -528,7 +524,7 @@ def held_past_visibility_timeout(snapshot: Snapshot):
     ),
 )
 def held_past_consumer_timeout(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.workers
     if state.transport != "rabbitmq":
         return
     given = as_seconds(snapshot.options.get("consumer_timeout"))
@@ -576,7 +572,7 @@ def held_past_consumer_timeout(snapshot: Snapshot):
     ),
 )
 def no_worker(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.workers
     if not state.none_exists:
         return
     config = snapshot.config
@@ -630,7 +626,7 @@ def no_worker(snapshot: Snapshot):
     ),
 )
 def silent_worker(snapshot: Snapshot):
-    state = _state(snapshot)
+    state = snapshot.workers
     if not state.silent:
         return
     answered = state.answered

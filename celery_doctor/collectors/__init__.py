@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from ..deadline import Deadline
 from ..masking import scrub
-from ..model import Part
+from ..model import COLLECTOR_CRASH, Part
 
 # part name -> "module:function". A part is collected only when the target's transport allows it.
 LIVE_COLLECTORS: Mapping[str, str] = {
@@ -28,7 +28,6 @@ LIVE_COLLECTORS: Mapping[str, str] = {
 }
 PART_TRANSPORT = {"redis": "redis", "rabbitmq": "rabbitmq"}
 log = logging.getLogger(__name__)
-COLLECTOR_CRASH = "collector failed:"  # the reason's prefix when a collector raised (a bug, not the broker)
 
 
 @dataclass
