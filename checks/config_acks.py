@@ -1,6 +1,8 @@
 """Acknowledgement settings: when the worker acks decides which crash loses or duplicates a task."""
 from __future__ import annotations
 
+from celery_doctor.facts.acks import REJECTED, REQUEUED, all_task_acks
+from celery_doctor.facts.limits import task_time_limits
 from celery_doctor.model import Category, Impact, Runbook, Snapshot, check
 
 from ._util import plural, preview, setting_line, setting_location
@@ -33,7 +35,7 @@ from ._util import plural, preview, setting_line, setting_location
 )
 def acks_early(snapshot: Snapshot):
     config = snapshot.config
-    early = [t.name for t in config.tasks.values() if not t.acks_late]
+    early = [a.task for a in all_task_acks(config) if not a.acks_late]
     global_late = bool(config.value("task_acks_late"))
     if not early and (config.tasks or global_late):
         return
@@ -75,8 +77,7 @@ def acks_early(snapshot: Snapshot):
 )
 def acks_late_worker_lost(snapshot: Snapshot):
     config = snapshot.config
-    exposed = [t.name for t in config.tasks.values()
-               if t.acks_late and not t.reject_on_worker_lost and not t.retry_on_worker_lost]
+    exposed = [a.task for a in all_task_acks(config) if a.lost_with_worker]
     if not exposed:
         return
     retry_known = config.setting("task_retry_on_worker_lost").known
@@ -121,16 +122,10 @@ def acks_late_worker_lost(snapshot: Snapshot):
 )
 def acks_failure_timeout(snapshot: Snapshot):
     config = snapshot.config
-    late = [t for t in config.tasks.values() if t.acks_late]
-    global_limit = config.value("task_time_limit")
-    dropped, looping = [], []
-    for task in late:
-        on_failure = task.acks_on_failure if task.acks_on_failure is not None else task.acks_on_failure_or_timeout
-        on_timeout = task.acks_on_timeout
-        if on_failure is False:
-            dropped.append(task.name)
-        if on_timeout is False and (task.time_limit or global_limit):
-            looping.append(task.name)
+    acks = {a.task: a for a in all_task_acks(config)}
+    dropped = [name for name, a in acks.items() if a.on_failure == REJECTED]
+    looping = [name for name, a in acks.items() if a.on_timeout == REQUEUED
+               and task_time_limits(config, config.tasks[name]).hard is not None]
     if dropped:
         yield acks_failure_timeout.finding(
             subject="setting:task_acks_on_failure_or_timeout",
@@ -182,7 +177,7 @@ def acks_late_connection_loss(snapshot: Snapshot):
     setting = config.setting("worker_cancel_long_running_tasks_on_connection_loss")
     if not setting.known or setting.value:
         return
-    late = [t.name for t in config.tasks.values() if t.acks_late]
+    late = [a.task for a in all_task_acks(config) if a.acks_late]
     if not late:
         return
     yield acks_late_connection_loss.finding(

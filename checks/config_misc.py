@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 
+from celery_doctor.facts.limits import global_time_limits, task_time_limits
 from celery_doctor.model import Category, Confidence, Impact, Location, Runbook, Snapshot, check
 from celery_doctor.pyast import calls, is_naive_now, keyword, last_name, periodic_task_locations
 from celery_doctor.settings import as_seconds, human_seconds
@@ -42,10 +43,9 @@ def prefetch(snapshot: Snapshot):
         return
     if config.value("worker_disable_prefetch"):
         return
-    global_limit = as_seconds(config.value("task_time_limit"))
     long_tasks = []
     for task in config.tasks.values():
-        limit = as_seconds(task.time_limit) or as_seconds(task.soft_time_limit) or global_limit
+        limit = task_time_limits(config, task).longest
         if limit and limit >= LONG_TASK_SECONDS:
             long_tasks.append(f"{task.name} (limit {human_seconds(limit)})")
     if multiplier != 0 and not long_tasks:
@@ -242,11 +242,12 @@ def results_look_lost(snapshot: Snapshot):
 )
 def time_limits(snapshot: Snapshot):
     config = snapshot.config
-    global_soft, global_hard = as_seconds(config.value("task_soft_time_limit")), as_seconds(config.value("task_time_limit"))
+    pool = global_time_limits(config)
+    global_soft, global_hard = pool.soft, pool.hard
     soft_ge_hard, soft_only = [], []
     for task in config.tasks.values():
-        soft = as_seconds(task.soft_time_limit) or global_soft
-        hard = as_seconds(task.time_limit) or global_hard
+        limits = task_time_limits(config, task)
+        soft, hard = limits.soft, limits.hard
         if soft and hard and soft >= hard:
             soft_ge_hard.append(f"{task.name} (soft {human_seconds(soft)} >= hard {human_seconds(hard)})")
         elif soft and not hard:

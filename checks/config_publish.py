@@ -1,9 +1,12 @@
 """Static checks on publishing and broker connections: confirms, retries, durability, consumer_timeout."""
 from __future__ import annotations
 
+from celery_doctor.facts.acks import all_task_acks
+from celery_doctor.facts.limits import task_time_limits
+from celery_doctor.facts.timeouts import rabbitmq_consumer_timeout
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 from celery_doctor.pyast import literal_delays
-from celery_doctor.settings import RABBITMQ_DEFAULT_CONSUMER_TIMEOUT, as_seconds, human_seconds
+from celery_doctor.settings import human_seconds
 
 from ._util import plural, preview, setting_line, setting_location
 
@@ -193,27 +196,24 @@ def consumer_timeout(snapshot: Snapshot):
     if not _is_rabbitmq(snapshot):
         return
     config = snapshot.config
-    given = as_seconds(snapshot.options.get("consumer_timeout"))
-    timeout = given or RABBITMQ_DEFAULT_CONSUMER_TIMEOUT
-    timeout_text = (f"consumer_timeout={human_seconds(timeout)} (given with --consumer-timeout)" if given else
-                    f"consumer_timeout assumed {human_seconds(timeout)} (RabbitMQ default; pass --consumer-timeout)")
-    global_limit = as_seconds(config.value("task_time_limit"))
+    known = rabbitmq_consumer_timeout(snapshot.options)
+    timeout = known.seconds
     too_long = []
-    for task in config.tasks.values():
-        limit = as_seconds(task.time_limit) or global_limit
-        if task.acks_late and limit and limit > timeout:
-            too_long.append(f"{task.name} (time_limit {human_seconds(limit)})")
+    for acks in all_task_acks(config):
+        limit = task_time_limits(config, config.tasks[acks.task]).hard
+        if acks.acks_late and limit and limit > timeout:
+            too_long.append(f"{acks.task} (time_limit {human_seconds(limit)})")
     delays = [d for d in literal_delays(snapshot.source) if d.seconds > timeout]
     if not too_long and not delays:
         return
-    evidence = [timeout_text]
+    evidence = [known.describe()]
     if too_long:
         evidence.append(f"{plural(len(too_long), 'acks_late task')} may run longer: {preview(too_long)}")
     for delay in delays[:6]:
         evidence.append(f"{delay.kind} {human_seconds(delay.seconds)} at {delay.location}: {delay.code}")
     evidence.append("the delivery stays unacked that long: RabbitMQ closes the channel, the worker exits, the messages are redelivered")
     yield consumer_timeout.finding(subject="server:consumer_timeout", evidence=evidence,
-                                   confidence=Confidence.CONFIGURED if given else Confidence.INFERRED,
+                                   confidence=Confidence.CONFIGURED if known.given else Confidence.INFERRED,
                                    location=delays[0].location if delays else setting_location(config, "task_time_limit"))
 
 

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from celery_doctor.facts.acks import all_task_acks
+from celery_doctor.facts.limits import task_time_limits
+from celery_doctor.facts.timeouts import describe_visibility_timeout, redis_visibility_timeout
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 from celery_doctor.pyast import Delay, literal_delays
 from celery_doctor.settings import as_seconds, human_seconds
@@ -13,10 +16,7 @@ VT_SUBJECT = "setting:broker_transport_options.visibility_timeout"
 
 
 def visibility_timeout(config) -> tuple[float, str]:
-    value, explicit = config.visibility_timeout
-    if not explicit:
-        return value, f"visibility_timeout={value:g} s (kombu default)"
-    return value, f"visibility_timeout={value:g} s ({human_seconds(value)}, set in broker_transport_options)"
+    return redis_visibility_timeout(config)[0], describe_visibility_timeout(config)
 
 
 def _is_redis(snapshot: Snapshot) -> bool:
@@ -101,16 +101,15 @@ def redis_vt_runtime(snapshot: Snapshot):
         return
     config = snapshot.config
     vt, vt_text = visibility_timeout(config)
-    global_limit = as_seconds(config.value("task_time_limit"))
     unbounded, too_long = [], []
-    for task in config.tasks.values():
-        if not task.acks_late:
+    for acks in all_task_acks(config):
+        if not acks.acks_late:
             continue
-        limit = as_seconds(task.time_limit) or global_limit
+        limit = task_time_limits(config, config.tasks[acks.task]).hard
         if limit is None:
-            unbounded.append(task.name)
+            unbounded.append(acks.task)
         elif limit > vt:
-            too_long.append(f"{task.name} (time_limit {human_seconds(limit)})")
+            too_long.append(f"{acks.task} (time_limit {human_seconds(limit)})")
     if too_long:
         yield redis_vt_runtime.finding(
             subject=VT_SUBJECT,
@@ -122,7 +121,8 @@ def redis_vt_runtime(snapshot: Snapshot):
         yield redis_vt_runtime.finding(
             subject=VT_SUBJECT,
             confidence=Confidence.INFERRED,
-            evidence=[vt_text, "task_time_limit is not set",
+            evidence=[vt_text, "task_time_limit is not set" if config.value("task_time_limit") is None else
+                      f"{config.setting('task_time_limit').describe()}: no limit",
                       f"{plural(len(unbounded), 'acks_late task')} without a hard time limit: {preview(unbounded)}",
                       "any run longer than the visibility timeout is redelivered and runs twice"],
             location=setting_location(config, "task_acks_late", "broker_transport_options"),

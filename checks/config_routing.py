@@ -1,6 +1,7 @@
 """Static routing checks: where the app's own router sends tasks, compared with what it declares."""
 from __future__ import annotations
 
+from celery_doctor.facts.routing import beat_queue, queue_declared, routed_queues
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 
 from ._util import plural, preview, setting_line, setting_location
@@ -42,10 +43,10 @@ def route_to_undeclared_queue(snapshot: Snapshot):
     declared = set(config.queue_names())
     if not declared:
         return  # without task_queues, workers consume the default queue plus whatever -Q says
-    for queue, tasks in sorted(config.routed_queues().items()):
-        if queue in declared:
+    for queue, tasks in sorted(routed_queues(config).items()):
+        if queue_declared(config, queue):
             continue
-        beat = [e.name for e in config.beat if e.options.get("queue") == queue]
+        beat = [e.name for e in config.beat if beat_queue(config, e) == queue]
         is_default = queue == config.default_queue
         what = []
         if is_default:

@@ -4,9 +4,10 @@ from __future__ import annotations
 import ast
 from typing import Any, Optional
 
+from celery_doctor.facts.limits import effective_limit
 from celery_doctor.model import Location, Snapshot
 from celery_doctor.pyast import MISSING, Module, Project, Task, project, segment
-from celery_doctor.settings import human_seconds
+from celery_doctor.settings import as_seconds, human_seconds
 
 CELERY_DEFAULT_MAX_RETRIES = 3
 CELERY_DEFAULT_RETRY_DELAY = 180.0
@@ -61,32 +62,30 @@ def option_value(proj: Project, task: Task, name: str, default: Any = None) -> A
     return proj.constant(task.module, node)
 
 
+def _limit(snapshot: Snapshot, proj: Project, task: Task, option: str, setting: str) -> tuple[Optional[float], str]:
+    """A time limit of a task found in the source, as the prefork pool applies it (facts.limits.effective_limit:
+    a per-task 0 falls back to the worker's setting), and where it comes from."""
+    declared = option_seconds(proj, task, option)
+    if declared:
+        return declared, f"{option}={human_seconds(declared)} ({task.option_origin.get(option, 'decorator')})"
+    info = config_task(snapshot, task)
+    app_value = as_seconds(getattr(info, option, None)) if info is not None and declared is None else None
+    if app_value:
+        return app_value, f"{option}={human_seconds(app_value)} (the app's task settings)"
+    config = snapshot.config
+    value = effective_limit(declared, config.value(setting) if config is not None else None)
+    if value is not None:
+        return value, f"{setting}={human_seconds(value)}" + (f" ({option}=0 falls back to it)" if declared == 0 else "")
+    return None, f"no {option}"
+
+
 def time_limit(snapshot: Snapshot, proj: Project, task: Task) -> tuple[Optional[float], str]:
     """The hard time limit of a task and where it comes from."""
-    seconds = option_seconds(proj, task, "time_limit")
-    if seconds is not None:
-        return seconds, f"time_limit={human_seconds(seconds)} ({task.option_origin.get('time_limit', 'decorator')})"
-    info = config_task(snapshot, task)
-    if info is not None and info.time_limit:
-        return float(info.time_limit), f"time_limit={human_seconds(info.time_limit)} (the app's task settings)"
-    config = snapshot.config
-    if config is not None and config.value("task_time_limit"):
-        value = float(config.value("task_time_limit"))
-        return value, f"task_time_limit={human_seconds(value)}"
-    return None, "no time_limit"
+    return _limit(snapshot, proj, task, "time_limit", "task_time_limit")
 
 
 def soft_time_limit(snapshot: Snapshot, proj: Project, task: Task) -> Optional[float]:
-    seconds = option_seconds(proj, task, "soft_time_limit")
-    if seconds is not None:
-        return seconds
-    info = config_task(snapshot, task)
-    if info is not None and info.soft_time_limit:
-        return float(info.soft_time_limit)
-    config = snapshot.config
-    if config is not None and config.value("task_soft_time_limit"):
-        return float(config.value("task_soft_time_limit"))
-    return None
+    return _limit(snapshot, proj, task, "soft_time_limit", "task_soft_time_limit")[0]
 
 
 def option_truthy(proj: Project, task: Task, name: str) -> Optional[bool]:

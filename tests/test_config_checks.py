@@ -105,6 +105,16 @@ def test_visibility_timeout_vs_acks_late_runtime():
     assert subjects("CD111", make_app(task_acks_late=True, task_time_limit=600)) == []
 
 
+def test_time_limit_zero_is_the_global_limit_or_none_for_the_visibility_timeout():
+    # per task, 0 falls back to task_time_limit (billiard: `timeout or self.timeout`)
+    zero = make_app(tasks={"t.slow": {"acks_late": True, "time_limit": 0}}, task_time_limit=7200)
+    assert any("t.slow (time_limit 2 h)" in e for f in findings_of(by_id("CD111"), make_snapshot(zero)) for e in f.evidence)
+    # a global 0 is no limit at all
+    unbounded = findings_of(by_id("CD111"), make_snapshot(make_app(task_acks_late=True, task_time_limit=0)))
+    assert len(unbounded) == 1 and unbounded[0].confidence is Confidence.INFERRED
+    assert "task_time_limit=0 (set): no limit" in unbounded[0].evidence
+
+
 def test_long_visibility_timeout_delays_recovery():
     assert subjects("CD112", make_app(broker_transport_options={"visibility_timeout": 43200})) == [
         "setting:broker_transport_options.visibility_timeout"]
@@ -137,6 +147,15 @@ def test_route_to_queue_not_in_task_queues_and_router_errors():
     fixed = make_app(tasks={"t.report": {}}, task_queues=[Queue("celery"), Queue("reports")],
                      task_routes={"t.report": {"queue": "reports"}})
     assert subjects("CD120", fixed) == []
+
+
+def test_route_to_undeclared_queue_names_the_beat_entries_that_publish_there():
+    app = make_app(tasks={"t.report": {}}, task_queues=[Queue("celery")], task_routes={"t.report": {"queue": "reports"}},
+                   beat_schedule={"hourly": {"task": "t.report", "schedule": 3600.0},
+                                  "pinned": {"task": "t.report", "schedule": 60.0, "options": {"queue": "celery"}}})
+    [found] = findings_of(by_id("CD120"), make_snapshot(app))
+    assert found.subject == "queue:reports"
+    assert "beat entries publishing there: hourly" in found.evidence  # through its task's route; 'pinned' is not
 
 
 def test_route_key_matching_no_task():

@@ -276,21 +276,26 @@ def _discovered(tmp_path, package: str, files: dict):
     return pyast.project(collect_source([str(root / package)]))
 
 
-def test_every_form_of_task_declaration_is_found_as_celery_registers_it(tmp_path, monkeypatch):
-    import importlib
+REGISTERED = """
+import json, sys
+module = __import__(sys.argv[1] + ".tasks", fromlist=["app"])
+module.app.finalize()
+print(json.dumps({name: {o: getattr(task, o) for o in ("acks_late", "reject_on_worker_lost", "time_limit")}
+                  for name, task in module.app.tasks.items() if not name.startswith("celery.")}))
+"""
+
+
+def test_every_form_of_task_declaration_is_found_as_celery_registers_it(tmp_path):
+    import json
+    import subprocess
     import sys
 
     package = "factsproj"
     proj = _discovered(tmp_path, package, TASK_FORMS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        module = importlib.import_module(f"{package}.tasks")
-        app = module.app
-        app.finalize()
-        registered = {name: app.tasks[name] for name in app.tasks if not name.startswith("celery.")}
-    finally:
-        for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
-            del sys.modules[name]
+    # imported in a child process: shared_task registers its tasks with every app created later in the process
+    done = subprocess.run([sys.executable, "-c", REGISTERED, package], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, check=True)
+    registered = json.loads(done.stdout)
     found = {t.name: t for t in proj.tasks}
     assert set(found) == set(registered) == {
         f"{package}.tasks.{n}" for n in ("plain", "shared", "via_celery", "bound", "from_factory",
@@ -299,7 +304,7 @@ def test_every_form_of_task_declaration_is_found_as_celery_registers_it(tmp_path
         for option in ("acks_late", "reject_on_worker_lost", "time_limit"):
             node = task.option(option)
             if node is not None:
-                assert proj.constant(task.module, node) == getattr(registered[name], option), (name, option)
+                assert proj.constant(task.module, node) == registered[name][option], (name, option)
     assert found[f"{package}.tasks.from_factory"].option_origin["acks_late"] == "decorator factory critical"
     assert found[f"{package}.tasks.bound"].bound and not found[f"{package}.tasks.plain"].bound
     assert found[f"{package}.tasks.Job"].option_origin["acks_late"] == "class Base"
@@ -354,3 +359,128 @@ def test_config_and_source_checks_see_the_same_tasks():
     assert delays == {"a: default_retry_delay": 7200.0, "b: default_retry_delay": 5400.0}
     proj = pyast.project(tree)
     assert sorted(t.name for t in proj.tasks) == ["proj.tasks.a", "proj.tasks.b"]
+
+
+# ------------------------------------------------------------------------------------------------- acks
+
+ACK_CASES = [
+    {},
+    {"task_acks_late": True},
+    {"task_acks_late": True, "task_reject_on_worker_lost": True},
+    {"task_acks_late": True, "task_retry_on_worker_lost": True},
+    {"task_retry_on_worker_lost": True},
+    {"task_acks_late": True, "task_acks_on_failure_or_timeout": False},
+    {"task_acks_late": True, "task_acks_on_timeout": False},
+    {"task_acks_late": True, "task_acks_on_failure": False, "task_acks_on_timeout": True},
+    {"task_acks_late": True, "task_acks_on_failure_or_timeout": False, "task_acks_on_failure": True},
+    {"task_acks_late": True, "task_reject_on_worker_lost": True, "task_acks_on_failure_or_timeout": False},
+]
+
+
+def worker_outcome(app: Celery, task_name: str, exc: BaseException) -> str:
+    """What Celery's own worker Request does with the message when the task ends with `exc`."""
+    from billiard.einfo import ExceptionInfo
+    from celery.contrib.testing.mocks import TaskMessage
+    from celery.signals import before_task_publish
+    from celery.worker.request import Request
+
+    from celery_doctor.facts import acks
+
+    seen: list[str] = []
+
+    def republished(**kwargs):
+        seen.append(acks.RETRIED)
+
+    task = app.tasks[task_name]
+    message = TaskMessage(task.name, id="facts-acks", args=(), kwargs={})
+    request = Request(message, app=app, task=task, on_ack=lambda *a: seen.append(acks.ACKED),
+                      on_reject=lambda logger, errors, requeue: seen.append(acks.REQUEUED if requeue else acks.REJECTED))
+    before_task_publish.connect(republished, weak=False)
+    try:
+        try:
+            raise exc
+        except BaseException:  # noqa: BLE001 - the ExceptionInfo Celery builds from the pool's failure
+            einfo = ExceptionInfo()
+        if not task.acks_late:
+            request.on_accepted(pid=1, time_accepted=0)  # early ack: the worker acks when a process takes it
+            seen[:] = [acks.ACKED_ON_RECEIPT] if seen == [acks.ACKED] else seen
+        request.on_failure(einfo)
+    finally:
+        before_task_publish.disconnect(republished)
+    if acks.RETRIED in seen:
+        return acks.RETRIED
+    return seen[0]
+
+
+@pytest.mark.parametrize("conf", ACK_CASES, ids=[",".join(f"{k}={v}" for k, v in c.items()) or "defaults" for c in ACK_CASES])
+def test_effective_acks_are_what_celerys_worker_does(conf):
+    from billiard.exceptions import WorkerLostError
+    from celery.exceptions import TimeLimitExceeded
+
+    from celery_doctor.facts.acks import task_acks
+
+    app = app_with({"facts.work": {}}, backend="cache+memory://", **conf)
+    config = collect_config(app)
+    fact = task_acks(config, config.tasks["facts.work"])
+    assert worker_outcome(app, "facts.work", WorkerLostError("killed")) == fact.on_worker_lost
+    assert worker_outcome(app, "facts.work", ValueError("boom")) == fact.on_failure
+    assert worker_outcome(app, "facts.work", TimeLimitExceeded(1)) == fact.on_timeout
+
+
+def test_acks_per_task_override_the_app_settings():
+    from celery_doctor.facts.acks import ACKED, REQUEUED, task_acks
+
+    app = app_with({"t.default": {}, "t.safe": {"reject_on_worker_lost": True}, "t.early": {"acks_late": False}},
+                   task_acks_late=True)
+    config = collect_config(app)
+    outcome = {name: task_acks(config, info).on_worker_lost for name, info in config.tasks.items()}
+    assert outcome == {"t.default": ACKED, "t.safe": REQUEUED, "t.early": "acked on receipt"}
+    # a TaskInfo without values (the part's example) inherits the app's settings, as Task.bind does
+    example = config_part.example(settings={"task_acks_late": True, "task_acks_on_failure_or_timeout": False},
+                                  tasks=[config_part.example_task("t.x", acks_late=None, acks_on_failure=None,
+                                                                  acks_on_failure_or_timeout=None, acks_on_timeout=None)])
+    fact = task_acks(example, example.tasks["t.x"])
+    assert fact.acks_late and fact.acks_on_failure is False and fact.acks_on_timeout is False
+
+
+# ----------------------------------------------------------------------------------------------- limits
+
+
+@pytest.mark.parametrize("task_options,conf", [
+    ({"time_limit": 0, "soft_time_limit": 0}, {"task_time_limit": 30, "task_soft_time_limit": 20}),
+    ({"time_limit": 10, "soft_time_limit": 5}, {"task_time_limit": 30, "task_soft_time_limit": 20}),
+    ({}, {"task_time_limit": 30}),
+    ({"time_limit": 0}, {}),
+    ({}, {}),
+], ids=["zero-falls-back", "own", "inherited", "zero-no-global", "none"])
+def test_time_limits_are_what_the_prefork_pool_enforces(task_options, conf):
+    """Celery's Request hands `time_limit or task.time_limit` to the pool, and billiard's Pool.apply_async uses
+    `timeout or self.timeout`, the pool being created with the worker's task_time_limit/task_soft_time_limit."""
+    from billiard.pool import Pool
+    from celery.contrib.testing.mocks import TaskMessage
+    from celery.worker.request import Request
+
+    from celery_doctor.facts.limits import task_time_limits
+
+    app = app_with({"facts.work": task_options}, **conf)
+    config = collect_config(app)
+    pool = Pool(processes=1, timeout=conf.get("task_time_limit"), soft_timeout=conf.get("task_soft_time_limit"))
+    try:
+        applied = []
+
+        class PreforkPool:  # celery.concurrency.prefork.TaskPool hands apply_async to billiard's pool
+            def apply_async(self, target, args=None, kwargs=None, **options):
+                result = pool.apply_async(abs, (1,), soft_timeout=options.get("soft_timeout"),
+                                          timeout=options.get("timeout"))
+                applied.append((result._soft_timeout or None, result._timeout or None))
+                result.get(timeout=10)
+                return result
+
+        task = app.tasks["facts.work"]
+        Request(TaskMessage(task.name, id="limits", args=(), kwargs={}), app=app, task=task).execute_using_pool(
+            PreforkPool())
+    finally:
+        pool.close()
+        pool.join()
+    limits = task_time_limits(config, config.tasks["facts.work"])
+    assert applied == [(limits.soft, limits.hard)]

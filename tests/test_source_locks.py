@@ -109,6 +109,19 @@ def test_lock_against_the_apps_global_time_limit(tmp_path):
     assert findings("CD530", tmp_path / "short", {**APP, "proj/tasks.py": COOKBOOK}, app=app) == []
 
 
+def test_a_zero_time_limit_is_the_workers_limit_not_a_limit_of_zero(tmp_path):
+    """Under the prefork pool time_limit=0 falls back to task_time_limit (billiard: `timeout or self.timeout`), and
+    without one there is no limit: it used to count as a limit of 0 s, shorter than any lock."""
+    zero = COOKBOOK.replace("@app.task(bind=True)", "@app.task(bind=True, time_limit=0)")
+    app = Celery("proj", broker="redis://127.0.0.1:6379/0", set_as_current=False)
+    app.conf.task_time_limit = 3600
+    found = findings("CD530", tmp_path / "global", {**APP, "proj/tasks.py": zero}, app=app)
+    assert len(found) == 1 and found[0].confidence is Confidence.CONFIGURED
+    assert "task_time_limit=1 h (time_limit=0 falls back to it)" in found[0].evidence[0]
+    unbounded = findings("CD530", tmp_path / "none", {**APP, "proj/tasks.py": zero})
+    assert len(unbounded) == 1 and "has no time_limit" in unbounded[0].evidence[0]
+
+
 RELEASE_BAD = """
     from django.core.cache import cache
     from .celery import app
