@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .collectors import CollectContext, ScanOptions, gather_live, LIVE_COLLECTORS
+from .collectors import CollectContext, ScanOptions
 from .collectors.config import collect_config
 from .collectors.source import collect_source, default_source_roots
 from .deadline import Deadline
@@ -20,6 +20,7 @@ from .model import Location, Part, PartStatus, Report, Snapshot, Target
 from .ranking import rank
 from .registry import Registry, load_registry
 from .runner import run_checks
+from .sources import DATA_SOURCES, gather_live
 from .target import TargetError, app_for_broker, load_app, validate_broker_url, validate_management_url
 
 
@@ -104,8 +105,8 @@ def build_snapshot(options: RunOptions, deadline: Deadline, app: Any, raw_url: O
     target = Target(app=options.app, broker=mask_url(raw_url), transport=transport)
     context = None
     if options.mode == "lint":
-        for name in LIVE_COLLECTORS:
-            parts[name] = Part.not_requested("lint opens no network connection (use scan)")
+        for source in DATA_SOURCES:
+            parts[source.name] = Part.not_requested("lint opens no network connection (use scan)")
     else:
         context = CollectContext(app=app, broker_url=raw_url, config=config, deadline=deadline,
                                  options=options.scan, app_spec=options.app)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
-from .collectors import LIVE_COLLECTORS, CollectContext, gather_live, wanted_parts
+from .collectors import CollectContext
 from .deadline import Deadline
 from .diagnose import RunOptions, build_snapshot, load_target
 from .masking import scrub
@@ -15,6 +15,7 @@ from .model import Finding, Part, RankedFinding, Snapshot
 from .ranking import rank
 from .registry import load_registry
 from .runner import run_checks
+from .sources import DATA_SOURCES, broker_source, gather_live, import_before_threads, wanted_parts
 from .settings import human_seconds, transport_of
 from .trace_types import Searcher, TraceLocation
 
@@ -145,23 +146,14 @@ def search_backend(ctx: CollectContext, task_id: str, snapshot: Snapshot):
     return [TraceLocation("result backend", "backend", status, nxt, tuple(details), meta.get("name"))], ["result backend"], []
 
 
-# Searchers that read the broker themselves run at the same time as the scan; those that read what the
-# scan gathered (RabbitMQ shows message headers only to --peek, which the collector does) run after it.
-BROKER_SEARCHERS = {"redis": ("celery_doctor.trace_redis:trace_search", False),
-                    "rabbitmq": ("celery_doctor.trace_rabbitmq:trace_search", True)}
-
-
 def _broker_searcher(transport: Optional[str]) -> tuple[Searcher, bool]:
-    """(searcher, whether it needs the scan's snapshot)."""
-    path, after_scan = BROKER_SEARCHERS.get(transport or "", (None, False))
-    if not path:
+    """(searcher, whether it needs the scan's snapshot): the broker's data source says (celery_doctor/sources.py)."""
+    source = broker_source(transport)
+    if source is None or source.trace is None:
         def unsupported(ctx, task_id, snapshot):
             return [], [], [("broker", f"tracing is not supported on the {transport or 'unknown'} transport")]
         return unsupported, False
-    import importlib
-
-    module_name, name = path.split(":")
-    return getattr(importlib.import_module(module_name), name), after_scan
+    return source.trace, source.trace_after_scan
 
 
 def _unique(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -222,6 +214,7 @@ def trace(options: RunOptions, task_id: str) -> TraceResult:
     # searches, which run at the same time, are not starved by a silent worker.
     scan_ctx = replace(ctx, deadline=Deadline(max(0.5, deadline.remaining() * 0.7)))
     gathered: list[dict[str, Part]] = []  # one slot, filled by the scan thread when it finishes
+    import_before_threads(transport, trace=True)
     scan_thread = threading.Thread(target=lambda: gathered.append(gather_live(scan_ctx, transport)), daemon=True)
     scan_thread.start()
     broker_searcher, after_scan = _broker_searcher(transport)
@@ -244,8 +237,8 @@ def trace(options: RunOptions, task_id: str) -> TraceResult:
             outcomes[index] = ([], [], [(name, f"did not answer within {options.timeout:g} s")])
     scan_thread.join(deadline.remaining())
     live = dict(gathered[0]) if gathered else wanted_parts(transport)
-    for name in LIVE_COLLECTORS:
-        live.setdefault(name, Part.unavailable(f"did not answer within {options.timeout:g} s"))
+    for source in DATA_SOURCES:
+        live.setdefault(source.name, Part.unavailable(f"did not answer within {options.timeout:g} s"))
     snapshot = replace(static.with_parts(**live), mode="scan")
     post = [search_workers] + ([broker_searcher] if after_scan else [])
     for offset, searcher in enumerate(post):

@@ -238,12 +238,13 @@ def test_config_values_of_the_wrong_type_are_findings_not_crashes(mode):
     raises here); scan mode also runs the Redis collector against the live (empty) db 14."""
     from celery import Celery
 
-    from celery_doctor.collectors import CollectContext, ScanOptions, gather_live
+    from celery_doctor.collectors import CollectContext, ScanOptions
     from celery_doctor.collectors.config import collect_config
     from celery_doctor.deadline import Deadline
     from celery_doctor.model import Part, Snapshot, Target
     from celery_doctor.registry import load_registry
     from celery_doctor.runner import run_checks
+    from celery_doctor.sources import REDIS as REDIS_SOURCE, gather_live
 
     if mode == "scan" and not redis_available():
         pytest.skip("no Redis")
@@ -264,8 +265,7 @@ def test_config_values_of_the_wrong_type_are_findings_not_crashes(mode):
         if mode == "scan":
             ctx = CollectContext(app=app, broker_url=REDIS, config=config, deadline=Deadline(5),
                                  options=ScanOptions(timeout=5))
-            parts.update(gather_live(ctx, config.transport or "redis",
-                                     {"redis": "celery_doctor.collectors.redis:collect_redis"}))
+            parts.update(gather_live(ctx, config.transport or "redis", [REDIS_SOURCE]))
             assert not parts["redis"].reason.startswith("collector failed"), (setting, value, parts["redis"].reason)
         snapshot = Snapshot(target=Target(app="t", broker=REDIS, transport=config.transport), parts=parts,
                             mode=mode, now=time.time())
