@@ -155,36 +155,14 @@ def _wrappers(snapshot: Snapshot, proj: Project):
     """Decorators and base classes (`__call__`) around tasks that swallow errors, one finding per handler."""
     wrapped: dict[tuple[str, int], dict] = {}
     for task in proj.tasks:
-        candidates: list[tuple[str, Module, ast.AST]] = []
-        decorators = list(getattr(task.node, "decorator_list", ()))
-        # Only decorators below the task decorator wrap the function the worker runs; those above it wrap the
-        # Task object, which the worker never calls.
-        below = decorators[decorators.index(task.decorator) + 1:] if task.decorator in decorators else []
-        for decorator in below:
-            target = decorator.func if isinstance(decorator, ast.Call) else decorator
-            name = dotted_name(target).split(".")[-1]
-            found = proj.function(name, task.module) if name else None
-            if found:
-                candidates.append((f"decorator @{name}", *found))
-        base = task.option("base")
-        base_name = task.cls.name if task.cls else (dotted_name(base).split(".")[-1] if base is not None else "")
-        for module, cls in proj.class_chain(base_name, task.module) if base_name else ():
-            for stmt in cls.body:
-                if isinstance(stmt, FuncNode) and stmt.name == "__call__":
-                    candidates.append((f"base class {cls.name}.__call__", module, stmt))
-        for label, module, func in candidates:
-            bodies = [func.body] + [n.body for n in ast.walk(func) if isinstance(n, FuncNode) and n is not func]
-            for body in bodies:
-                for node, handler in swallowing(body):
-                    if handler is not None and not only_logs(handler.body):
-                        continue
-                    where = handler or node
-                    key = (module.path, where.lineno)
-                    entry = wrapped.setdefault(key, {"label": label, "module": module, "where": where,
-                                                     "handler": handler, "tasks": []})
-                    name = task_subject(snapshot, task)[5:]
-                    if name not in entry["tasks"]:
-                        entry["tasks"].append(name)
+        name = task_subject(snapshot, task)[5:]
+        for label, module, func in _wrapper_functions(proj, task):
+            for where, handler in _swallowing_handlers(func):
+                entry = wrapped.setdefault((module.path, where.lineno), {"label": label, "module": module,
+                                                                         "where": where, "handler": handler,
+                                                                         "tasks": []})
+                if name not in entry["tasks"]:
+                    entry["tasks"].append(name)
     for (path, line), entry in sorted(wrapped.items()):
         tasks = entry["tasks"]
         yield swallowed_exception.finding(
@@ -196,6 +174,37 @@ def _wrappers(snapshot: Snapshot, proj: Project):
             fix="Re-raise after logging in the wrapper (`except Exception: log.exception(...); raise`), or catch only "
                 "the exceptions it can really handle.",
             location=loc(entry["module"], entry["where"]))
+
+
+def _wrapper_functions(proj: Project, task) -> list[tuple[str, Module, ast.AST]]:
+    """(label, module, function) for the decorators below the task decorator and the base classes' __call__."""
+    candidates: list[tuple[str, Module, ast.AST]] = []
+    decorators = list(getattr(task.node, "decorator_list", ()))
+    # Only decorators below the task decorator wrap the function the worker runs; those above it wrap the
+    # Task object, which the worker never calls.
+    below = decorators[decorators.index(task.decorator) + 1:] if task.decorator in decorators else []
+    for decorator in below:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        name = dotted_name(target).split(".")[-1]
+        found = proj.function(name, task.module) if name else None
+        if found:
+            candidates.append((f"decorator @{name}", *found))
+    base = task.option("base")
+    base_name = task.cls.name if task.cls else (dotted_name(base).split(".")[-1] if base is not None else "")
+    for module, cls in proj.class_chain(base_name, task.module) if base_name else ():
+        for stmt in cls.body:
+            if isinstance(stmt, FuncNode) and stmt.name == "__call__":
+                candidates.append((f"base class {cls.name}.__call__", module, stmt))
+    return candidates
+
+
+def _swallowing_handlers(func: ast.AST):
+    """(where, handler) for each broad handler in the function (and its inner functions) that only logs."""
+    bodies = [func.body] + [n.body for n in ast.walk(func) if isinstance(n, FuncNode) and n is not func]
+    for body in bodies:
+        for node, handler in swallowing(body):
+            if handler is None or only_logs(handler.body):
+                yield handler or node, handler
 
 
 @check(

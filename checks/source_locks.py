@@ -42,35 +42,53 @@ def acquisitions(proj: Project, module: Module, body: list) -> list[Acquire]:
     for call in nodes:
         if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Attribute):
             continue
-        method = call.func.attr
-        recv = receiver(call)
-        recv_last = recv.split(".")[-1].lower()
         key = call.args[0] if call.args else keyword(call, "name") or keyword(call, "key")
-        if method == "set" and _true(keyword(call, "nx")):
-            ex, px = keyword(call, "ex"), keyword(call, "px")
-            expiry = proj.seconds(module, ex) if ex is not None else None
-            if px is not None:
-                ms = proj.seconds(module, px)
-                expiry = ms / 1000.0 if ms is not None else None
-            found.append(Acquire(module, call, "SET NX" + (" EX" if ex is not None else " PX" if px is not None else ""),
-                                 key, expiry))
-        elif method == "setnx":
-            expire = next((n for n in nodes if isinstance(n, ast.Call) and last_name(n) == "expire"
-                           and len(n.args) >= 2 and ast.dump(n.args[0]) == ast.dump(key)), None) if key is not None else None
-            expiry = proj.seconds(module, expire.args[1]) if expire is not None else None
-            found.append(Acquire(module, call, "SETNX", key, expiry))
-        elif method == "add" and "cache" in recv_last:
-            timeout = call.args[2] if len(call.args) > 2 else keyword(call, "timeout")
-            if timeout is None:
-                found.append(Acquire(module, call, "cache.add", key, DJANGO_CACHE_DEFAULT_TIMEOUT,
-                                     " (Django's default cache TIMEOUT, unless CACHES sets another)"))
-            else:
-                found.append(Acquire(module, call, "cache.add", key, proj.seconds(module, timeout)))
-        elif method == "lock" and recv and recv.split(".")[0] not in NOT_LOCKS:
-            timeout = keyword(call, "timeout") or (call.args[1] if len(call.args) > 1 else None)
-            found.append(Acquire(module, call, "lock", key, proj.seconds(module, timeout) if timeout is not None else None,
-                                 deletable=False))
+        acquire = _acquire(proj, module, call, key, nodes)
+        if acquire is not None:
+            found.append(acquire)
     return found
+
+
+def _acquire(proj: Project, module: Module, call: ast.Call, key: Optional[ast.expr], nodes: list) -> Optional[Acquire]:
+    method = call.func.attr
+    recv = receiver(call)
+    if method == "set" and _true(keyword(call, "nx")):
+        return _set_nx(proj, module, call, key)
+    if method == "setnx":
+        return _setnx(proj, module, call, key, nodes)
+    if method == "add" and "cache" in recv.split(".")[-1].lower():
+        return _cache_add(proj, module, call, key)
+    if method == "lock" and recv and recv.split(".")[0] not in NOT_LOCKS:
+        timeout = keyword(call, "timeout") or (call.args[1] if len(call.args) > 1 else None)
+        return Acquire(module, call, "lock", key, proj.seconds(module, timeout) if timeout is not None else None,
+                       deletable=False)
+    return None
+
+
+def _setnx(proj: Project, module: Module, call: ast.Call, key: Optional[ast.expr], nodes: list) -> Acquire:
+    """`SETNX key value`, with the expiry of an `EXPIRE key seconds` in the same scope."""
+    expire = next((n for n in nodes if isinstance(n, ast.Call) and last_name(n) == "expire"
+                   and len(n.args) >= 2 and ast.dump(n.args[0]) == ast.dump(key)), None) if key is not None else None
+    return Acquire(module, call, "SETNX", key, proj.seconds(module, expire.args[1]) if expire is not None else None)
+
+
+def _cache_add(proj: Project, module: Module, call: ast.Call, key: Optional[ast.expr]) -> Acquire:
+    """Django's `cache.add(key, value, timeout)`: without a timeout, the cache's default."""
+    timeout = call.args[2] if len(call.args) > 2 else keyword(call, "timeout")
+    if timeout is None:
+        return Acquire(module, call, "cache.add", key, DJANGO_CACHE_DEFAULT_TIMEOUT,
+                       " (Django's default cache TIMEOUT, unless CACHES sets another)")
+    return Acquire(module, call, "cache.add", key, proj.seconds(module, timeout))
+
+
+def _set_nx(proj: Project, module: Module, call: ast.Call, key: Optional[ast.expr]) -> Acquire:
+    """`SET key value NX [EX seconds | PX milliseconds]`."""
+    ex, px = keyword(call, "ex"), keyword(call, "px")
+    expiry = proj.seconds(module, ex) if ex is not None else None
+    if px is not None:
+        ms = proj.seconds(module, px)
+        expiry = ms / 1000.0 if ms is not None else None
+    return Acquire(module, call, "SET NX" + (" EX" if ex is not None else " PX" if px is not None else ""), key, expiry)
 
 
 def _released(acquire: Acquire, body: list) -> bool:
@@ -240,34 +258,44 @@ def lock_released_when_not_acquired(snapshot: Snapshot):
             for try_node in walk_scope(func.body):
                 if not isinstance(try_node, ast.Try) or not try_node.finalbody:
                     continue
-                unguarded, _ = _guarded_releases(try_node.finalbody)
-                for release in unguarded:
-                    dump = ast.dump(release.args[0])
-                    match = next((a for a in acquired if a.key_dump == dump), None)
-                    if match is None:
-                        continue
-                    inside = any(n is match.call for n in walk_scope(try_node.body))
-                    if not inside:
-                        if match.call.lineno > try_node.lineno:
-                            continue
-                        var = _acquire_var(func.body, match.call)
-                        if _checked_before(func.body, try_node, match.call, var):
-                            continue
-                    task = proj.task_for(module, func)
-                    subject = task_subject(snapshot, task) if task else f"file:{module.path}"
-                    placement = ("inside the try" if inside else "before the try, and the try runs whether or not "
-                                 "it succeeded")
-                    yield lock_released_when_not_acquired.finding(
-                        subject=subject,
-                        evidence=[f"`{code(module, release, 60)}` at line {release.lineno} in `finally` runs even when "
-                                  f"`{code(module, match.call, 60)}` (line {match.call.lineno}, {placement}) did not "
-                                  "acquire the lock",
-                                  "a run that finds the lock taken deletes the holder's lock: the next run starts while "
-                                  "the first still works"],
-                        fix="Release only when acquired: return early when the acquire fails (before `try:`), or guard "
-                            "the delete with `if acquired:`.",
-                        location=loc(module, release))
-                    break
+                found = _release_without_acquire(func, try_node, acquired)
+                if found is None:
+                    continue
+                release, match, inside = found
+                task = proj.task_for(module, func)
+                subject = task_subject(snapshot, task) if task else f"file:{module.path}"
+                placement = ("inside the try" if inside else "before the try, and the try runs whether or not "
+                             "it succeeded")
+                yield lock_released_when_not_acquired.finding(
+                    subject=subject,
+                    evidence=[f"`{code(module, release, 60)}` at line {release.lineno} in `finally` runs even when "
+                              f"`{code(module, match.call, 60)}` (line {match.call.lineno}, {placement}) did not "
+                              "acquire the lock",
+                              "a run that finds the lock taken deletes the holder's lock: the next run starts while "
+                              "the first still works"],
+                    fix="Release only when acquired: return early when the acquire fails (before `try:`), or guard "
+                        "the delete with `if acquired:`.",
+                    location=loc(module, release))
+
+
+def _release_without_acquire(func: ast.AST, try_node: ast.Try, acquired: list[Acquire]):
+    """The first unguarded release in the try's finally of a lock that this run may not hold:
+    (release, its acquisition, whether the acquisition is inside the try), or None."""
+    unguarded, _ = _guarded_releases(try_node.finalbody)
+    for release in unguarded:
+        dump = ast.dump(release.args[0])
+        match = next((a for a in acquired if a.key_dump == dump), None)
+        if match is None:
+            continue
+        inside = any(n is match.call for n in walk_scope(try_node.body))
+        if not inside:
+            if match.call.lineno > try_node.lineno:
+                continue
+            var = _acquire_var(func.body, match.call)
+            if _checked_before(func.body, try_node, match.call, var):
+                continue
+        return release, match, inside
+    return None
 
 
 CHECKS = [lock_expires_early, lock_released_when_not_acquired]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import difflib
+from typing import Optional
+
 from celery_doctor.model import Category, Confidence, Runbook, Snapshot, check
 from celery_doctor.pyast import Project, dotted_name, keyword, last_name, walk_scope
 from celery_doctor.settings import human_seconds
@@ -69,17 +71,8 @@ def periodic_without_expires(snapshot: Snapshot):
     for module, func, call in periodic_task_calls(proj):
         if keyword(call, "expires") is not None:
             continue
-        sig = call.args[1] if len(call.args) > 1 else keyword(call, "sig")
-        if sig is None:
-            continue
-        if isinstance(sig, ast.Name):
-            scope = func.body if func is not None else module.tree.body
-            origin = next((n.value for n in walk_scope(scope) if isinstance(n, ast.Assign) and
-                           any(isinstance(t, ast.Name) and t.id == sig.id for t in n.targets)), None)
-            if origin is None:
-                continue  # built elsewhere: cannot tell
-            sig = origin
-        if _mentions_expires(sig):
+        sig = _signature_expr(module, func, call)
+        if sig is None or _mentions_expires(sig):
             continue
         task = _signature_task(proj, sig)
         if task is not None and task.option("expires") is not None:
@@ -87,22 +80,42 @@ def periodic_without_expires(snapshot: Snapshot):
         name_node = keyword(call, "name")
         entry_name = name_node.value if isinstance(name_node, ast.Constant) and isinstance(name_node.value, str) else None
         task_name = registered_name(snapshot, task) if task is not None else None
-        if config is not None and any(
-                "expires" not in e.options and ((entry_name and e.name == entry_name) or (task_name and e.task == task_name))
-                for e in config.beat):
+        if _in_beat_schedule_without_expires(config, entry_name, task_name):
             continue  # the app's beat_schedule already holds this entry: CD141 reports it from the configuration
-        schedule = call.args[0] if call.args else keyword(call, "schedule")
-        every = proj.seconds(module, schedule) if schedule is not None else None
-        suggestion = f"expires={int(every * 0.9) or 1}" if every else "expires=<a bit less than the interval>"
-        label = entry_name or task_name or code(module, sig, 40)
-        evidence = [f"`{code(module, call, 90)}` at line {call.lineno} schedules {label}"
-                    + (f" every {human_seconds(every)}" if every else "") + " without expires",
-                    "runs published while workers are down or behind stay valid forever and all execute on recovery"]
+        evidence, suggestion = _periodic_text(proj, module, call, entry_name or task_name or code(module, sig, 40))
         yield periodic_without_expires.finding(
             subject=f"beat:{entry_name}" if entry_name else (f"task:{task_name}" if task_name else f"file:{module.path}"),
             evidence=evidence, fix=f"Add `{suggestion}` to the add_periodic_task call (or `.set(expires=...)` on the "
                                    "signature).",
             location=loc(module, call))
+
+
+def _periodic_text(proj: Project, module, call: ast.Call, label: str) -> tuple[list[str], str]:
+    """The evidence for an add_periodic_task call without expires, and the expires= to suggest."""
+    schedule = call.args[0] if call.args else keyword(call, "schedule")
+    every = proj.seconds(module, schedule) if schedule is not None else None
+    suggestion = f"expires={int(every * 0.9) or 1}" if every else "expires=<a bit less than the interval>"
+    evidence = [f"`{code(module, call, 90)}` at line {call.lineno} schedules {label}"
+                + (f" every {human_seconds(every)}" if every else "") + " without expires",
+                "runs published while workers are down or behind stay valid forever and all execute on recovery"]
+    return evidence, suggestion
+
+
+def _signature_expr(module, func, call: ast.Call) -> Optional[ast.AST]:
+    """The signature an add_periodic_task call schedules; a name is followed to its assignment in the same scope.
+    None when there is none, or it is built elsewhere (cannot tell)."""
+    sig = call.args[1] if len(call.args) > 1 else keyword(call, "sig")
+    if not isinstance(sig, ast.Name):
+        return sig
+    scope = func.body if func is not None else module.tree.body
+    return next((n.value for n in walk_scope(scope) if isinstance(n, ast.Assign) and
+                 any(isinstance(t, ast.Name) and t.id == sig.id for t in n.targets)), None)
+
+
+def _in_beat_schedule_without_expires(config, entry_name: Optional[str], task_name: Optional[str]) -> bool:
+    return config is not None and any(
+        "expires" not in e.options and ((entry_name and e.name == entry_name) or (task_name and e.task == task_name))
+        for e in config.beat)
 
 
 NAME_CALLS = {"send_task", "signature", "subtask", "Signature"}
