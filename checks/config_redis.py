@@ -53,11 +53,7 @@ def redis_vt_eta(snapshot: Snapshot):
         return
     config = snapshot.config
     vt, vt_text = visibility_timeout(config)
-    delays = [d for d in literal_delays(snapshot.source) if d.seconds > vt and d.kind != "default_retry_delay"]
-    for task in config.tasks.values():
-        delay = as_seconds(task.default_retry_delay)
-        if delay and delay > vt and "default_retry_delay" in task.options:
-            delays.append(Delay("default_retry_delay", delay, task.location, f"{task.name}: default_retry_delay={delay:g}"))
+    delays = _delays_over(snapshot, vt)
     beat_delays = [(e.name, as_seconds(e.options.get("countdown"))) for e in config.beat]
     beat_delays = [(n, s) for n, s in beat_delays if s and s > vt]
     if not delays and not beat_delays:
@@ -73,6 +69,16 @@ def redis_vt_eta(snapshot: Snapshot):
     evidence.append("each such task is restored to the queue every visibility_timeout and executed once per copy")
     first = delays[0].location if delays else None
     yield redis_vt_eta.finding(subject=VT_SUBJECT, evidence=evidence, location=first)
+
+
+def _delays_over(snapshot: Snapshot, vt: float) -> list[Delay]:
+    """Literal countdowns/ETAs in the source, and default_retry_delay the app's tasks set, longer than `vt`."""
+    delays = [d for d in literal_delays(snapshot.source) if d.seconds > vt and d.kind != "default_retry_delay"]
+    for task in snapshot.config.tasks.values():
+        delay = as_seconds(task.default_retry_delay)
+        if delay and delay > vt and "default_retry_delay" in task.options:
+            delays.append(Delay("default_retry_delay", delay, task.location, f"{task.name}: default_retry_delay={delay:g}"))
+    return delays
 
 
 @check(
