@@ -44,7 +44,7 @@ CATEGORY_IMPACT: Mapping[Category, Impact] = {
 }
 
 # Parts of a snapshot a check can need.
-NEEDS = ("config", "source", "redis", "rabbitmq", "workers")
+NEEDS = ("config", "source", "redis", "rabbitmq", "workers", "events")
 
 CHECK_ID = re.compile(r"^[A-Z]{2,}[0-9]{3,}$")
 BUILTIN_PREFIX = "CD"
