@@ -10,10 +10,13 @@ if TYPE_CHECKING:
 
 # A crontab's period is the smallest gap between consecutive due times over a representative window: due times
 # from this fixed instant (a Monday, so the result does not depend on when the scan runs) over a year, which covers
-# weekly, monthly and yearly fields, at most MAX_DUE_TIMES of them (an every-minute crontab stops after ~33 h).
+# weekly, monthly and yearly fields, at most MAX_DUE_TIMES of them (dense schedules show their smallest gap within
+# a few days: an hourly crontab stops after ~3 weeks), and no further once a gap of one minute, a crontab's
+# smallest, is seen. A schedule that fires only in some years (29 February) is followed to its second due time.
 REFERENCE = datetime(2025, 1, 6, tzinfo=timezone.utc)
 WINDOW = timedelta(days=366)
-MAX_DUE_TIMES = 2000
+MAX_DUE_TIMES = 500
+MINUTE = timedelta(minutes=1)
 
 
 def schedule_period(schedule: Any) -> Optional[float]:
@@ -55,7 +58,7 @@ def crontab_due_times(schedule: Any, start: datetime = REFERENCE) -> list[dateti
             break  # would not advance (a crontab that never fires): stop rather than loop
         due.append(following)
         when = following
-        if len(due) >= 2 and following - start > WINDOW:
+        if len(due) >= 2 and (following - start > WINDOW or following - due[-2] <= MINUTE):
             break
     return due
 
