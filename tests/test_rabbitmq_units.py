@@ -9,7 +9,7 @@ from celery_doctor.collectors.rabbitmq import parse_idle_since
 from celery_doctor.parts.rabbitmq import RabbitQueue, version_tuple
 from celery_doctor.masking import scrub
 from celery_doctor.rabbitmq_api import RabbitError, broker_endpoint, management_location
-from checks.rabbitmq import _binding_matches, _topic_match
+from checks.rabbitmq_routing import _binding_matches, _topic_match
 
 
 def test_broker_endpoint_follows_kombu_defaults_and_never_shows_the_password():

@@ -1,0 +1,109 @@
+"""Live worker checks of whether workers are there at all: none running, or running and silent
+(CD409, CD410)."""
+from __future__ import annotations
+
+from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
+
+from ._util import plural, preview
+from .workers_common import INSPECT, NEEDS, discovery_text, queue_depths, waiting_text
+
+@check(
+    id="CD409",
+    slug="no-worker",
+    title="No worker is running for this broker: every task sent waits (or expires) in its queue",
+    category=Category.WORKER,
+    needs=NEEDS,
+    runbook=Runbook(
+        symptom="Every task stays PENDING; queues only grow; `celery inspect ping` says `No nodes replied`.",
+        why="Without a consumer nothing runs. Messages wait in the queues (RabbitMQ drops those with an expired "
+            "TTL/`expires`; Redis keeps them unless memory eviction removes the list), beat keeps adding "
+            "duplicates, and results stay PENDING.",
+        confirm=f"`{INSPECT} ping`; `redis-cli -n <db> SMEMBERS _kombu.binding.celery.pidbox` (one member per "
+                "running worker) or `rabbitmqctl list_queues name consumers | grep pidbox`; the process manager "
+                "(systemd, supervisor, Kubernetes) of the workers.",
+        fix="Start the workers (check why they stopped: crash loop, OOM kill, broker URL/credentials, "
+            "`broker_connection_max_retries` exhausted) and make the process manager restart them.",
+        risk="Workers started after a long outage run the whole backlog, including beat duplicates and tasks "
+             "whose ETA passed long ago.",
+        references=("https://docs.celeryq.dev/en/stable/userguide/workers.html",),
+    ),
+)
+def no_worker(snapshot: Snapshot):
+    state = snapshot.workers
+    if not state.none_exists:
+        return
+    config = snapshot.config
+    views = queue_depths(snapshot)
+    evidence = []
+    if state.discovered:
+        evidence.append(f"no worker on the broker: no {discovery_text(state)}")
+    else:
+        evidence.append(f"the broker could not list workers ({state.discovery_error or 'unknown reason'})")
+    if state.broadcast_sent:
+        evidence.append(f"no reply to a broadcast ping within {state.wait_s:g} s")
+    waiting = 0
+    for queue, tasks in sorted(config.routed_queues().items()):
+        depth, text = waiting_text(views, queue)
+        waiting += depth or 0
+        if depth or tasks:
+            evidence.append(f"{text}" + (f" (routed there: {preview(tasks, 4)})" if tasks else ""))
+    yield no_worker.finding(
+        subject=f"server:{snapshot.target.broker or 'broker'}",
+        evidence=evidence,
+        confidence=Confidence.OBSERVED if state.discovered else Confidence.INFERRED,
+        messages_at_risk=waiting or None,
+    )
+
+
+@check(
+    id="CD410",
+    slug="silent-worker",
+    title="A running worker did not answer: busy (solo pool in a long task), blocked or hung",
+    category=Category.WORKER,
+    needs=NEEDS,
+    impact=Impact.MEDIUM,
+    runbook=Runbook(
+        symptom="`celery inspect ping` says `No nodes replied` (or omits this worker) although the process is up; "
+                "tasks queue up behind it; its reserved tasks do not move.",
+        why="A worker answers control commands from its main loop. With the solo pool (or threads/gevent blocked "
+            "by CPU-bound code) the loop does not run while a task runs, so it cannot answer until the task ends; "
+            "a prefork main process stuck in a blocking call, a deadlock or a broker connection it lost silently "
+            "does not answer either. Its prefetched messages stay unacknowledged meanwhile. On Redis a worker "
+            "killed with SIGKILL or OOM also leaves its mailbox binding behind and looks like this until the "
+            "binding is cleaned up.",
+        confirm=f"`{INSPECT} ping -d <name> --timeout 30`; on the host: `ps`/`py-spy dump --pid <pid>` on the "
+                "worker; its log (the last `Task ... received` without `succeeded`); on RabbitMQ `rabbitmqctl "
+                "list_consumers` for its pidbox queue.",
+        fix="If a long task is running on a solo pool, this is expected: use the prefork pool (the main process "
+            "stays responsive) or bound tasks with `task_time_limit`. If it is hung, capture a stack dump, then "
+            "restart it; acks_late tasks it held are redelivered.",
+        risk="Killing a hung worker loses its running task when acks are early; with acks_late the task runs again.",
+        references=("https://docs.celeryq.dev/en/stable/userguide/workers.html#inspecting-workers",
+                    "https://docs.celeryq.dev/en/stable/userguide/concurrency/index.html"),
+    ),
+)
+def silent_worker(snapshot: Snapshot):
+    state = snapshot.workers
+    if not state.silent:
+        return
+    answered = state.answered
+    for worker in state.silent:
+        how = (f"its mailbox {worker.name}.{state.namespace}.pidbox is bound in _kombu.binding.{state.namespace}.pidbox"
+               if state.transport == "redis" else
+               f"its queue {worker.name}.{state.namespace}.pidbox exists on RabbitMQ with a consumer")
+        evidence = [f"worker {worker.name} exists: {how}",
+                    f"it answered none of the {len(state.commands)} control commands within {state.wait_s:g} s "
+                    f"(scan timeout {snapshot.options.get('timeout', '?')} s): it is busy (e.g. a solo pool "
+                    "running a long task), blocked or hung, not absent"]
+        if state.transport == "redis":
+            evidence.append("on Redis a worker killed without a clean shutdown leaves the same binding: check the "
+                            "process exists")
+        if worker.undecoded:
+            evidence.append(f"some replies were in {worker.undecoded} and were not decoded")
+        if answered:
+            evidence.append(f"{plural(len(answered), 'other worker')} answered: {preview(w.name for w in answered)}")
+        yield silent_worker.finding(
+            subject=f"worker:{worker.name}",
+            evidence=evidence,
+            confidence=Confidence.OBSERVED,
+        )
