@@ -6,7 +6,8 @@ import re
 from typing import Any, Mapping, Optional
 
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
-from celery_doctor.parts.rabbitmq import BINDINGS, EXCHANGES, POLICIES, QUEUE_DETAILS, scope_queues
+from celery_doctor.parts.rabbitmq import (BINDINGS, EXCHANGES, POLICIES, QUEUE_DETAILS, RabbitQueue, RabbitState,
+                                          scope_queues)
 from celery_doctor.settings import as_seconds, human_seconds
 
 from ._util import plural, preview
@@ -60,32 +61,10 @@ def quorum_eta(snapshot: Snapshot):
     for queue in scope_queues(state):
         if queue.type != "quorum":
             continue
-        uses = [f"{d.kind} {human_seconds(d.seconds)} for {t} at {d.location}" for d, t in delays.get(queue.name, [])]
-        for name in routed.get(queue.name, []):
-            task = config.tasks.get(name)
-            if task and task.autoretry_for:
-                uses.append(f"{name} retries automatically (countdown {human_seconds(as_seconds(task.default_retry_delay))})")
+        uses = _delayed_uses(config, delays.get(queue.name, []), routed.get(queue.name, []))
         if not uses:
             continue
-        info = declared.get(queue.name)
-        reasons = []
-        if celery_version < (5, 5):
-            reasons.append(f"Celery {config.celery_version} has no native delayed delivery (5.5+)")
-        app_quorum = (info.arguments.get("x-queue-type") == "quorum") if info else (
-            queue.name == config.default_queue and not config.queues and config.value("task_default_queue_type") == "quorum")
-        if not app_quorum:
-            reasons.append("the app does not declare it with x-queue-type=quorum, so Celery does not use native "
-                           "delayed delivery for it")
-        exchange_type = info.exchange_type if info else "direct"
-        if exchange_type == "direct":
-            named = info.exchange if info and info.exchange else None
-            reasons.append((f"its exchange {named!r} is direct" if named else "it is reached through a direct exchange")
-                           + ": native delayed delivery needs a topic exchange")
-        if "celery_delayed_27" not in state.exchanges or "celery_delayed_delivery" not in state.exchanges:
-            reasons.append("the delay exchanges celery_delayed_27 / celery_delayed_delivery do not exist in this vhost")
-        elif info and info.exchange and not any(b.destination == info.exchange and b.destination_type == "exchange"
-                                               for b in state.bindings_from("celery_delayed_delivery")):
-            reasons.append(f"exchange {info.exchange!r} is not bound to celery_delayed_delivery")
+        reasons = _no_native_delay(state, config, queue, declared.get(queue.name), celery_version)
         if not reasons:
             continue
         evidence = [f"queue {queue.name!r} is a quorum queue on the broker; {queue.ready:,} ready, "
@@ -96,6 +75,40 @@ def quorum_eta(snapshot: Snapshot):
                     "fetching until they are due"]
         yield quorum_eta.finding(subject=f"queue:{queue.name}", evidence=evidence, confidence=Confidence.OBSERVED,
                                  messages_at_risk=queue.ready, location=anchor(snapshot, "task_queues"))
+
+
+def _delayed_uses(config: Any, delays: list, routed: list[str]) -> list[str]:
+    """What sends delayed tasks to a queue: literal countdowns/ETAs in the code, and tasks that retry by themselves."""
+    uses = [f"{d.kind} {human_seconds(d.seconds)} for {t} at {d.location}" for d, t in delays]
+    for name in routed:
+        task = config.tasks.get(name)
+        if task and task.autoretry_for:
+            uses.append(f"{name} retries automatically (countdown {human_seconds(as_seconds(task.default_retry_delay))})")
+    return uses
+
+
+def _no_native_delay(state: RabbitState, config: Any, queue: RabbitQueue, info: Any,
+                     celery_version: tuple[int, ...]) -> list[str]:
+    """Why Celery does not use native delayed delivery for this quorum queue (empty when it does)."""
+    reasons = []
+    if celery_version < (5, 5):
+        reasons.append(f"Celery {config.celery_version} has no native delayed delivery (5.5+)")
+    app_quorum = (info.arguments.get("x-queue-type") == "quorum") if info else (
+        queue.name == config.default_queue and not config.queues and config.value("task_default_queue_type") == "quorum")
+    if not app_quorum:
+        reasons.append("the app does not declare it with x-queue-type=quorum, so Celery does not use native "
+                       "delayed delivery for it")
+    exchange_type = info.exchange_type if info else "direct"
+    if exchange_type == "direct":
+        named = info.exchange if info and info.exchange else None
+        reasons.append((f"its exchange {named!r} is direct" if named else "it is reached through a direct exchange")
+                       + ": native delayed delivery needs a topic exchange")
+    if "celery_delayed_27" not in state.exchanges or "celery_delayed_delivery" not in state.exchanges:
+        reasons.append("the delay exchanges celery_delayed_27 / celery_delayed_delivery do not exist in this vhost")
+    elif info and info.exchange and not any(b.destination == info.exchange and b.destination_type == "exchange"
+                                           for b in state.bindings_from("celery_delayed_delivery")):
+        reasons.append(f"exchange {info.exchange!r} is not bound to celery_delayed_delivery")
+    return reasons
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -136,37 +149,12 @@ def queue_argument_drift(snapshot: Snapshot):
     state = snapshot.rabbitmq
     if state is None or not require(state, QUEUE_DETAILS):
         return
-    config = snapshot.config
     routed = routed_tasks(snapshot)
-    expected: dict[str, tuple[Mapping[str, Any], Optional[bool], Optional[bool], str]] = {}
-    for info in config.queues:
-        args = dict(info.arguments)
-        if info.max_priority is not None and "x-max-priority" not in args:
-            args["x-max-priority"] = info.max_priority
-        expected[info.name] = (args, info.durable, info.auto_delete, "task_queues")
-    if not config.queues:
-        default = config.default_queue
-        args = {"x-queue-type": "quorum"} if config.value("task_default_queue_type") == "quorum" else {}
-        expected[default] = (args, True, False, "the default queue Celery declares")
-    for name, (args, durable, auto_delete, origin) in sorted(expected.items()):
+    for name, (args, durable, auto_delete, origin) in sorted(_declared(snapshot.config).items()):
         queue = state.queue(name)
         if queue is None or queue.source != "api":
             continue
-        diffs = []
-        if durable is not None and queue.durable is not None and durable != queue.durable:
-            diffs.append(f"durable: app {durable}, broker {queue.durable}")
-        if auto_delete is not None and queue.auto_delete is not None and auto_delete != queue.auto_delete:
-            diffs.append(f"auto_delete: app {auto_delete}, broker {queue.auto_delete}")
-        for key in DECLARE_ARGS:
-            mine, theirs = args.get(key), queue.arguments.get(key)
-            if mine is None and theirs is None:
-                continue
-            if mine is not None and theirs is not None and _same(mine, theirs):
-                continue
-            if key == "x-queue-type" and mine in (None, "classic") and theirs in (None, "classic"):
-                continue
-            diffs.append(f"{key}: app {'none' if mine is None else repr(mine)}, broker "
-                         f"{'none' if theirs is None else repr(theirs)}")
+        diffs = _declaration_diffs(queue, args, durable, auto_delete)
         if not diffs:
             continue
         evidence = [f"queue {queue.describe()} differs from {origin}: {'; '.join(diffs)}",
@@ -177,6 +165,42 @@ def queue_argument_drift(snapshot: Snapshot):
             evidence.append("the current consumers declared it before the change; the next restart or deploy fails")
         yield queue_argument_drift.finding(subject=f"queue:{name}", evidence=evidence, confidence=Confidence.OBSERVED,
                                            messages_at_risk=queue.ready, location=anchor(snapshot, "task_queues"))
+
+
+def _declared(config: Any) -> dict[str, tuple[Mapping[str, Any], Optional[bool], Optional[bool], str]]:
+    """queue -> (arguments, durable, auto_delete, where the declaration comes from), as the app declares them."""
+    expected: dict[str, tuple[Mapping[str, Any], Optional[bool], Optional[bool], str]] = {}
+    for info in config.queues:
+        args = dict(info.arguments)
+        if info.max_priority is not None and "x-max-priority" not in args:
+            args["x-max-priority"] = info.max_priority
+        expected[info.name] = (args, info.durable, info.auto_delete, "task_queues")
+    if not config.queues:
+        default = config.default_queue
+        args = {"x-queue-type": "quorum"} if config.value("task_default_queue_type") == "quorum" else {}
+        expected[default] = (args, True, False, "the default queue Celery declares")
+    return expected
+
+
+def _declaration_diffs(queue: RabbitQueue, args: Mapping[str, Any], durable: Optional[bool],
+                       auto_delete: Optional[bool]) -> list[str]:
+    """How a declaration differs from the queue on the broker, in what RabbitMQ compares (empty: equivalent)."""
+    diffs = []
+    if durable is not None and queue.durable is not None and durable != queue.durable:
+        diffs.append(f"durable: app {durable}, broker {queue.durable}")
+    if auto_delete is not None and queue.auto_delete is not None and auto_delete != queue.auto_delete:
+        diffs.append(f"auto_delete: app {auto_delete}, broker {queue.auto_delete}")
+    for key in DECLARE_ARGS:
+        mine, theirs = args.get(key), queue.arguments.get(key)
+        if mine is None and theirs is None:
+            continue
+        if mine is not None and theirs is not None and _same(mine, theirs):
+            continue
+        if key == "x-queue-type" and mine in (None, "classic") and theirs in (None, "classic"):
+            continue
+        diffs.append(f"{key}: app {'none' if mine is None else repr(mine)}, broker "
+                     f"{'none' if theirs is None else repr(theirs)}")
+    return diffs
 
 
 @check(

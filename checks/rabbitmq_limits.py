@@ -224,7 +224,6 @@ def queue_consumer_timeout(snapshot: Snapshot):
     state = snapshot.rabbitmq
     if state is None or not require(state, QUEUE_DETAILS):
         return
-    config = snapshot.config
     routed = routed_tasks(snapshot)
     delays = delays_by_queue(snapshot)
     server, server_text = server_consumer_timeout(snapshot)
@@ -236,15 +235,7 @@ def queue_consumer_timeout(snapshot: Snapshot):
         per_queue_s = as_seconds(per_queue.value)
         per_queue_s = per_queue_s / 1000 if per_queue_s is not None else None
         effective = per_queue_s if honoured and per_queue_s else server
-        needs: list[tuple[float, str, Optional[Location]]] = []
-        for task_name in routed.get(queue.name, []):
-            task = config.tasks.get(task_name)
-            limit = task_time_limit(snapshot, task_name)
-            if task and task.acks_late and limit:
-                needs.append((limit, f"acks_late task {task_name} time_limit {human_seconds(limit)}", task.location))
-        for delay, task_name in delays.get(queue.name, []):
-            needs.append((delay.seconds, f"{delay.kind} {human_seconds(delay.seconds)} for {task_name} at "
-                                         f"{delay.location}: {delay.code}", delay.location))
+        needs = _holds(snapshot, routed.get(queue.name, []), delays.get(queue.name, []))
         over = sorted((n for n in needs if n[0] > effective), key=lambda n: -n[0])
         if not over:
             continue
@@ -261,3 +252,19 @@ def queue_consumer_timeout(snapshot: Snapshot):
         yield queue_consumer_timeout.finding(subject=f"queue:{queue.name}", evidence=evidence,
                                              confidence=Confidence.OBSERVED, messages_at_risk=queue.unacked,
                                              location=over[0][2])
+
+
+def _holds(snapshot: Snapshot, routed: list[str], delays: list) -> list[tuple[float, str, Optional[Location]]]:
+    """(seconds, what, where) for everything that holds a delivery of a queue unacknowledged: acks_late tasks up to
+    their time limit, literal countdowns/ETAs until they are due."""
+    config = snapshot.config
+    needs: list[tuple[float, str, Optional[Location]]] = []
+    for task_name in routed:
+        task = config.tasks.get(task_name)
+        limit = task_time_limit(snapshot, task_name)
+        if task and task.acks_late and limit:
+            needs.append((limit, f"acks_late task {task_name} time_limit {human_seconds(limit)}", task.location))
+    for delay, task_name in delays:
+        needs.append((delay.seconds, f"{delay.kind} {human_seconds(delay.seconds)} for {task_name} at "
+                                     f"{delay.location}: {delay.code}", delay.location))
+    return needs

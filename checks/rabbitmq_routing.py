@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
-from celery_doctor.parts.rabbitmq import BINDINGS, EXCHANGES, OVERVIEW, POLICIES
+from celery_doctor.parts.rabbitmq import BINDINGS, EXCHANGES, OVERVIEW, POLICIES, RabbitState
 
 from ._util import plural, preview
 from .rabbitmq_common import MGMT, REF_CELERY_AMQP, anchor, confirms_on, count_text, require, routed_tasks
@@ -160,37 +160,39 @@ def route_unroutable(snapshot: Snapshot):
                           + ("publisher confirms are on, so the publish raises" if confirms_on(snapshot)
                              else "without publisher confirms the producer never sees it")],
                 confidence=Confidence.OBSERVED, location=anchor(snapshot, "task_routes"))
-            continue
-        if not state.has(EXCHANGES, BINDINGS):
-            continue
-        exchange = state.exchange(pub.exchange)
-        if exchange is None:
-            continue
-        bindings = state.bindings_from(pub.exchange)
-        verdicts = [(b, _binding_matches(exchange.type, b.routing_key, pub.routing_key)) for b in bindings]
-        if any(v is None for _, v in verdicts):
-            continue  # headers or plugin exchange: cannot tell
-        matched = [b for b, v in verdicts if v]
-        stats = ""
-        if exchange.publish_in is not None:
-            stats = f"; exchange stats: publish_in={exchange.publish_in:,}, publish_out={exchange.publish_out or 0:,}"
-        at_risk = exchange.publish_in if exchange.publish_in and not exchange.publish_out else None
-        if not matched:
-            keys = preview(repr(b.routing_key) for b in bindings) if bindings else "none"
-            yield route_unroutable.finding(
-                subject=f"exchange:{pub.exchange}",
-                evidence=[f"{tasks} publish to {target}",
-                          f"{exchange.label} has no binding matching {pub.routing_key!r} (binding keys: {keys}){stats}",
-                          "these messages are unroutable and dropped, even with publisher confirms"],
-                confidence=Confidence.OBSERVED, messages_at_risk=at_risk, location=anchor(snapshot, "task_queues"))
-        elif pub.queue and not any(b.destination == pub.queue or b.destination_type == "exchange" for b in matched):
-            where = preview(f"{b.destination_type} {b.destination!r}" for b in matched)
-            yield route_unroutable.finding(
-                subject=f"queue:{pub.queue}",
-                evidence=[f"{tasks} are meant for queue {pub.queue!r} and publish to {target}",
-                          f"{exchange.label} routes {pub.routing_key!r} to {where}, not to {pub.queue!r}{stats}",
-                          f"queue {pub.queue!r} is not bound for this key: its consumers never see these tasks"],
-                confidence=Confidence.OBSERVED, location=anchor(snapshot, "task_queues"))
+        elif state.has(EXCHANGES, BINDINGS) and state.exchange(pub.exchange) is not None:
+            yield from _unbound(snapshot, state, pub, tasks, target)
+
+
+def _unbound(snapshot: Snapshot, state: RabbitState, pub: _Publish, tasks: str, target: str):
+    """CD304 findings for publishes to an existing exchange: no binding matches their key, or none leads to the
+    queue they are meant for."""
+    exchange = state.exchange(pub.exchange)
+    bindings = state.bindings_from(pub.exchange)
+    verdicts = [(b, _binding_matches(exchange.type, b.routing_key, pub.routing_key)) for b in bindings]
+    if any(v is None for _, v in verdicts):
+        return  # headers or plugin exchange: cannot tell
+    matched = [b for b, v in verdicts if v]
+    stats = ""
+    if exchange.publish_in is not None:
+        stats = f"; exchange stats: publish_in={exchange.publish_in:,}, publish_out={exchange.publish_out or 0:,}"
+    at_risk = exchange.publish_in if exchange.publish_in and not exchange.publish_out else None
+    if not matched:
+        keys = preview(repr(b.routing_key) for b in bindings) if bindings else "none"
+        yield route_unroutable.finding(
+            subject=f"exchange:{pub.exchange}",
+            evidence=[f"{tasks} publish to {target}",
+                      f"{exchange.label} has no binding matching {pub.routing_key!r} (binding keys: {keys}){stats}",
+                      "these messages are unroutable and dropped, even with publisher confirms"],
+            confidence=Confidence.OBSERVED, messages_at_risk=at_risk, location=anchor(snapshot, "task_queues"))
+    elif pub.queue and not any(b.destination == pub.queue or b.destination_type == "exchange" for b in matched):
+        where = preview(f"{b.destination_type} {b.destination!r}" for b in matched)
+        yield route_unroutable.finding(
+            subject=f"queue:{pub.queue}",
+            evidence=[f"{tasks} are meant for queue {pub.queue!r} and publish to {target}",
+                      f"{exchange.label} routes {pub.routing_key!r} to {where}, not to {pub.queue!r}{stats}",
+                      f"queue {pub.queue!r} is not bound for this key: its consumers never see these tasks"],
+            confidence=Confidence.OBSERVED, location=anchor(snapshot, "task_queues"))
 
 
 @check(

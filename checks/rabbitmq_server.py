@@ -8,6 +8,7 @@ from celery_doctor.parts.rabbitmq import EXCHANGES, NODES, OVERVIEW, POLICIES, Q
 from ._util import preview
 from .rabbitmq_common import MGMT, require, sample_text, version_text
 
+
 @check(
     id="CD315",
     slug="rabbitmq-resource-alarm",

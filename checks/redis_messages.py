@@ -8,6 +8,7 @@ from celery_doctor.settings import human_seconds
 from ._util import preview
 from .redis_common import NEEDS, REDIS_DOCS, queues_with_summary, reads_messages, scaled, when_text
 
+
 @check(
     id="CD209",
     slug="redis-queued-eta-beyond-visibility-timeout",

@@ -7,6 +7,7 @@ from celery_doctor.settings import human_seconds
 
 from .redis_common import NEEDS, REDIS_DOCS, exposed, mb, reads_server, server_subject
 
+
 @check(
     id="CD201",
     slug="redis-eviction-policy",

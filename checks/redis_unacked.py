@@ -8,6 +8,7 @@ from celery_doctor.settings import human_seconds
 from ._util import plural, preview
 from .redis_common import NEEDS
 
+
 @check(
     id="CD207",
     slug="redis-unacked-not-restored",

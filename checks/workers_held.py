@@ -2,11 +2,14 @@
 held unacknowledged past Redis' visibility timeout or RabbitMQ's consumer_timeout (CD405-CD407)."""
 from __future__ import annotations
 
+from typing import Any
+
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 from celery_doctor.settings import RABBITMQ_DEFAULT_CONSUMER_TIMEOUT, as_seconds, human_seconds
 
 from ._util import plural, preview, setting_location
 from .workers_common import INSPECT, NEEDS, worker_visibility_timeout
+
 
 @check(
     id="CD405",
@@ -47,21 +50,26 @@ def prefetch_hoarding(snapshot: Snapshot):
             if worker.name in reported:
                 continue
             reported.add(worker.name)
-            window = (f"prefetch_count={worker.prefetch_count}" if worker.prefetch_count is not None else "prefetch unknown")
-            evidence = [f"{worker.name} holds {plural(worker.reserved_total, 'reserved task')} "
-                        f"behind {worker.active_total} active ({window}, concurrency {worker.concurrency})",
-                        f"idle on the same queue {queue!r}: {preview(w.name for w in idle)} (0 active, 0 reserved)"]
-            names = sorted({t.name for t in worker.reserved or ()})
-            if names:
-                evidence.append(f"reserved tasks: {preview(names)}")
-            evidence.append(f"worker_prefetch_multiplier={worker.conf.get('worker_prefetch_multiplier', config.value('worker_prefetch_multiplier'))!r}")
             yield prefetch_hoarding.finding(
                 subject=f"worker:{worker.name}",
-                evidence=evidence,
+                evidence=_hoarding_evidence(worker, idle, queue, config),
                 confidence=Confidence.OBSERVED,
                 messages_at_risk=worker.reserved_total,
                 location=setting_location(config, "worker_prefetch_multiplier"),
             )
+
+
+def _hoarding_evidence(worker: Any, idle: list, queue: str, config: Any) -> list[str]:
+    """What a worker holds in reserve while others on the same queue are idle, and its prefetch settings."""
+    window = (f"prefetch_count={worker.prefetch_count}" if worker.prefetch_count is not None else "prefetch unknown")
+    evidence = [f"{worker.name} holds {plural(worker.reserved_total, 'reserved task')} "
+                f"behind {worker.active_total} active ({window}, concurrency {worker.concurrency})",
+                f"idle on the same queue {queue!r}: {preview(w.name for w in idle)} (0 active, 0 reserved)"]
+    names = sorted({t.name for t in worker.reserved or ()})
+    if names:
+        evidence.append(f"reserved tasks: {preview(names)}")
+    evidence.append(f"worker_prefetch_multiplier={worker.conf.get('worker_prefetch_multiplier', config.value('worker_prefetch_multiplier'))!r}")
+    return evidence
 
 
 def _held(worker, now: float, limit: float) -> tuple[list[str], list[str]]:

@@ -7,6 +7,7 @@ from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot,
 from ._util import plural, preview
 from .workers_common import INSPECT, NEEDS, discovery_text, queue_depths, waiting_text
 
+
 @check(
     id="CD409",
     slug="no-worker",

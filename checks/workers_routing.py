@@ -2,12 +2,13 @@
 the consuming workers do not register (CD401, CD402)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 
 from ._util import plural, preview, setting_location
-from .workers_common import INSPECT, NEEDS, queue_depths, silent_text, waiting_text
+from .workers_common import INSPECT, NEEDS, QueueDepths, queue_depths, silent_text, waiting_text
+
 
 @check(
     id="CD401",
@@ -40,32 +41,18 @@ def queue_without_live_worker(snapshot: Snapshot):
         return  # CD409 says it once, for every queue
     views = queue_depths(snapshot)
     silent = silent_text(state)
-    answered = state.answered
     for queue, tasks in sorted(config.routed_queues().items()):
         if state.consumers_of(queue):
             continue
         view = views.get(queue)
         if view is not None and view.consumers:
             continue  # the broker sees a consumer (a silent worker, or one the broadcast did not reach)
-        beat = [e.name for e in config.beat if e.options.get("queue") == queue
-                or (not e.options.get("queue") and config.routes.get(e.task) and config.routes[e.task].queue == queue)]
+        beat = _beat_entries(config, queue)
         depth, depth_text = waiting_text(views, queue)
         is_default = queue == config.default_queue
         if not tasks and not beat and not depth and not is_default:
             continue
-        evidence = []
-        if is_default:
-            evidence.append(f"{queue!r} is task_default_queue: tasks without a route (and send_task by name) go there")
-        if tasks:
-            evidence.append(f"routed there by the app: {preview(tasks)}")
-        if beat:
-            evidence.append(f"beat entries publishing there: {preview(beat)}")
-        evidence.append(depth_text)
-        consumed = sorted({q for w in answered for q in w.queue_names})
-        evidence.append(f"{plural(len(answered), 'worker')} answered, consuming "
-                        f"{preview(consumed) if consumed else 'no queue'}; none consumes {queue!r}")
-        if silent:
-            evidence.append(silent)
+        evidence = _unconsumed_evidence(state, queue, tasks, beat, depth_text, is_default, silent)
         impact = None
         if is_default and not tasks and not beat and not depth:
             impact = Impact.MEDIUM
@@ -82,6 +69,32 @@ def queue_without_live_worker(snapshot: Snapshot):
             impact=impact,
             location=setting_location(config, "task_routes", "task_queues", "task_default_queue"),
         )
+
+
+def _beat_entries(config: Any, queue: str) -> list[str]:
+    """Beat entries that publish to `queue` (by their options, or by their task's route)."""
+    return [e.name for e in config.beat if e.options.get("queue") == queue
+            or (not e.options.get("queue") and config.routes.get(e.task) and config.routes[e.task].queue == queue)]
+
+
+def _unconsumed_evidence(state: Any, queue: str, tasks: list[str], beat: list[str], depth_text: str,
+                         is_default: bool, silent: Optional[str]) -> list[str]:
+    """What sends to a queue nobody consumes, what waits there, and what the workers consume instead."""
+    evidence = []
+    if is_default:
+        evidence.append(f"{queue!r} is task_default_queue: tasks without a route (and send_task by name) go there")
+    if tasks:
+        evidence.append(f"routed there by the app: {preview(tasks)}")
+    if beat:
+        evidence.append(f"beat entries publishing there: {preview(beat)}")
+    evidence.append(depth_text)
+    answered = state.answered
+    consumed = sorted({q for w in answered for q in w.queue_names})
+    evidence.append(f"{plural(len(answered), 'worker')} answered, consuming "
+                    f"{preview(consumed) if consumed else 'no queue'}; none consumes {queue!r}")
+    if silent:
+        evidence.append(silent)
+    return evidence
 
 
 @check(
@@ -112,23 +125,7 @@ def queue_without_live_worker(snapshot: Snapshot):
 def task_not_registered(snapshot: Snapshot):
     state = snapshot.workers
     config = snapshot.config
-    views = queue_depths(snapshot)
-    refs: dict[tuple[str, str], list[str]] = {}  # (task, queue) -> why it goes there
-
-    def add(task: str, queue: Optional[str], why: str) -> None:
-        if task and queue and not task.startswith("celery."):
-            refs.setdefault((task, queue), []).append(why)
-
-    for task, route in config.routes.items():
-        add(task, route.queue, "routed there by the app" if task in config.tasks else "referenced by the app")
-    for entry in config.beat:
-        queue = entry.options.get("queue") or (config.routes[entry.task].queue if entry.task in config.routes else None)
-        add(entry.task, queue if isinstance(queue, str) else None, f"beat entry {entry.name!r}")
-    queued: dict[tuple[str, str], int] = {}
-    for queue, view in views.items():
-        for task, count in (view.task_counts or {}).items():
-            queued[(task, queue)] = count
-            add(task, queue, f"{plural(count, 'message')} of it waiting (sample of {view.sampled})")
+    refs, queued = _destinations(config, queue_depths(snapshot))
     for (task, queue), why in sorted(refs.items()):
         consumers = [w for w in state.consumers_of(queue) if w.registered is not None]
         if not consumers:
@@ -159,3 +156,25 @@ def task_not_registered(snapshot: Snapshot):
             messages_at_risk=at_risk,
             location=config.tasks[task].location if task in config.tasks else None,
         )
+
+
+def _destinations(config: Any, views: QueueDepths) -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], int]]:
+    """((task, queue) -> why the task goes there, (task, queue) -> messages of it waiting there): from the app's
+    routes, its beat entries and the tasks found in the queues."""
+    refs: dict[tuple[str, str], list[str]] = {}  # (task, queue) -> why it goes there
+
+    def add(task: str, queue: Optional[str], why: str) -> None:
+        if task and queue and not task.startswith("celery."):
+            refs.setdefault((task, queue), []).append(why)
+
+    for task, route in config.routes.items():
+        add(task, route.queue, "routed there by the app" if task in config.tasks else "referenced by the app")
+    for entry in config.beat:
+        queue = entry.options.get("queue") or (config.routes[entry.task].queue if entry.task in config.routes else None)
+        add(entry.task, queue if isinstance(queue, str) else None, f"beat entry {entry.name!r}")
+    queued: dict[tuple[str, str], int] = {}
+    for queue, view in views.items():
+        for task, count in (view.task_counts or {}).items():
+            queued[(task, queue)] = count
+            add(task, queue, f"{plural(count, 'message')} of it waiting (sample of {view.sampled})")
+    return refs, queued
