@@ -44,7 +44,7 @@ CATEGORY_IMPACT: Mapping[Category, Impact] = {
 }
 
 # Parts of a snapshot a check can need.
-NEEDS = ("config", "source", "redis", "rabbitmq", "workers", "events")
+NEEDS = ("config", "source", "redis", "rabbitmq", "workers", "events", "logs")
 
 CHECK_ID = re.compile(r"^[A-Z]{2,}[0-9]{3,}$")
 BUILTIN_PREFIX = "CD"
@@ -285,6 +285,19 @@ class RankedFinding:
 
 
 @dataclass(frozen=True)
+class TimelineEvent:
+    """One line of an incident's timeline: what happened when, and where (read from logs)."""
+
+    at: Optional[float]  # epoch seconds (UTC); None when the log line carried no usable time
+    where: str  # the worker, host or log it happened on
+    what: str  # one sentence, no line breaks
+    kind: str = ""  # a stable label (e.g. "pool-process-killed"), for filtering and styling
+    count: int = 1  # events of this kind merged into this line
+    until: Optional[float] = None  # the last merged event's time
+    important: bool = False  # a loss or a cause of loss (kept first when the timeline is shortened)
+
+
+@dataclass(frozen=True)
 class Report:
     tool_version: str
     target: Target
@@ -296,6 +309,9 @@ class Report:
     not_checked: tuple[tuple[str, str], ...]  # (part, reason) for live parts that could not be gathered
     suppressed: int = 0  # findings silenced inline (# celery-doctor: ignore[...])
     anchor: Optional[Location] = None  # where findings without a file point to (the app's module)
+    timeline: tuple[TimelineEvent, ...] = ()  # from logs (scan --logs, logs), in time order
+    timeline_omitted: int = 0  # events left out of `timeline` to keep it short
+    inputs: str = ""  # what was read besides the target, in words (e.g. "logs: 2 files, 120,345 lines")
 
     def summary(self) -> dict[str, int]:
         counts = {impact.value: 0 for impact in Impact}
