@@ -6,10 +6,11 @@ is safe to `cat` in a terminal.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
-from typing import Any
+from typing import Any, Optional
 
-from ..model import Finding, Report, RankedFinding
+from ..model import Finding, Report, RankedFinding, TimelineEvent
 
 SCHEMA_VERSION = 1
 DOCS_BASE = "https://github.com/celery-doctor/celery-doctor/blob/main/docs/checks/"
@@ -61,8 +62,22 @@ def report_dict(report: Report) -> dict[str, Any]:
             for c in report.checks
         ],
         "not_checked": [{"part": part, "reason": reason} for part, reason in report.not_checked],
+        "inputs": report.inputs or None,
+        "timeline": [timeline_dict(e) for e in report.timeline],
+        "timeline_omitted": report.timeline_omitted,
         "summary": {**summary, "total": len(report.findings), "suppressed": report.suppressed, "checks": statuses},
     }
+
+
+def _iso(epoch: Optional[float]) -> Optional[str]:
+    if epoch is None:
+        return None
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def timeline_dict(event: TimelineEvent) -> dict[str, Any]:
+    return {"at": _iso(event.at), "until": _iso(event.until), "where": event.where, "what": event.what,
+            "kind": event.kind, "count": event.count, "important": event.important}
 
 
 def format_json(report: Report) -> str:

@@ -10,6 +10,24 @@ from ..safe_text import md_code, md_text, sanitized
 from .text import _target_line, footer
 
 
+def _timeline(report: Report) -> list[str]:
+    """The incident timeline from logs (scan --logs, logs): one list item per event, in time order."""
+    if not report.timeline:
+        return []
+    import time
+
+    def clock(epoch):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch)) if epoch is not None else "(no time)"
+
+    lines = ["## Timeline (UTC)", ""]
+    for event in report.timeline:
+        until = f" (until {clock(event.until)})" if event.until is not None else ""
+        lines.append(f"- {md_text(clock(event.at))} {md_code(event.where)}: {md_text(event.what + until)}")
+    if report.timeline_omitted:
+        lines.append(f"- ({report.timeline_omitted} more events not kept)")
+    return lines + [""]
+
+
 def format_markdown(report: Report) -> str:
     from .. import __version__
 
@@ -22,6 +40,9 @@ def format_markdown(report: Report) -> str:
         f"- **Tool:** celery-doctor {__version__}",
         f"- **Summary:** {md_text(footer(report))}",
         "",
+    ]
+    lines += _timeline(report)
+    lines += [
         "## Likely causes (ranked)",
         "",
     ]

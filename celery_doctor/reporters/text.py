@@ -96,6 +96,8 @@ def _target_line(report: Report) -> str:
         parts.append(f"broker {target.broker}")
     if target.transport:
         parts.append(f"transport {target.transport}")
+    if getattr(report, "inputs", ""):
+        parts.append(report.inputs)
     return ", ".join(parts) or "no target"
 
 
@@ -249,6 +251,9 @@ def format_text(report: Report, color: bool = False, width: int = PIPE_WIDTH, sh
     out.line(f"celery-doctor {__version__} {report.mode}: {_target_line(report)}", style="bold", hang=FIELD + HANG)
     out.line()
     _verdict(out, report)
+    from .timeline import render_timeline  # what the logs said happened, when (scan --logs, logs)
+
+    render_timeline(out, report)
     if report.findings:
         (_ranked_wide if width >= WIDE else _ranked_compact)(out, report)
         _details(out, report)
