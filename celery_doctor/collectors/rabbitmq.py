@@ -137,38 +137,52 @@ def collect_rabbitmq(ctx: Any) -> Part:
     except RabbitError as exc:
         return Part.unavailable(scrub(exc.reason + _api_says(api, exc)))
     try:
-        collector.version = probe.server_version
-        if api is not None:
-            try:
-                collector.read_api(api, probe.server_cluster_name)
-            except Exception as exc:  # noqa: BLE001 - a RabbitError, or a document shaped like nothing expected
-                collector.api_unusable(exc if isinstance(exc, RabbitError) else RabbitError(
-                    f"management API at {api.display}: unexpected answer ({type(exc).__name__})", kind="protocol"))
-        if guess:
-            if collector.api_reachable:
-                confirmed = (f"it answered for the same cluster {probe.server_cluster_name!r} as the broker"
-                             if probe.server_cluster_name and collector.cluster_name == probe.server_cluster_name
-                             else "whether it is this broker's API could not be confirmed (no cluster name)")
-                collector.notes.append(f"{guess}; {confirmed}")
-            elif collector.api_error:
-                collector.api_error = f"{collector.api_error}; {guess}"
-        peek = bool(getattr(options, "peek", False))
-        if not collector.api_reachable or peek:
-            try:
-                if not collector.api_reachable:
-                    collector.read_passive(probe)
-                if peek:
-                    asked = max(1, int(getattr(options, "max_messages", PEEK_PER_QUEUE) or 1))
-                    deep = bool(getattr(options, "deep", False))
-                    collector.read_peek(probe, asked if deep else min(PEEK_PER_QUEUE, asked),
-                                        total_limit=PEEK_TOTAL * (10 if deep else 1))
-            except RabbitError as exc:
-                collector.amqp_error = exc.reason
-                if not collector.api_reachable:
-                    return Part.unavailable(scrub(f"{collector.api_error}; passive declares failed too: {exc.reason}"))
+        failed = _read_connected(collector, probe, api, guess, options)
     finally:
         probe.close()
-    return Part.gathered(collector.state())
+    return failed or Part.gathered(collector.state())
+
+
+def _read_connected(collector: "_Collector", probe: AmqpProbe, api: Optional[ManagementClient], guess: Optional[str],
+                    options: Any) -> Optional[Part]:
+    """Once the broker answered over AMQP: the management API, then passive declares (when the API could not be
+    used) and --peek over the same connection. The part to return instead of the state when nothing could be read."""
+    collector.version = probe.server_version
+    if api is not None:
+        try:
+            collector.read_api(api, probe.server_cluster_name)
+        except Exception as exc:  # noqa: BLE001 - a RabbitError, or a document shaped like nothing expected
+            collector.api_unusable(exc if isinstance(exc, RabbitError) else RabbitError(
+                f"management API at {api.display}: unexpected answer ({type(exc).__name__})", kind="protocol"))
+    if guess:
+        _say_guess(collector, guess, probe.server_cluster_name)
+    peek = bool(getattr(options, "peek", False))
+    if collector.api_reachable and not peek:
+        return None
+    try:
+        if not collector.api_reachable:
+            collector.read_passive(probe)
+        if peek:
+            asked = max(1, int(getattr(options, "max_messages", PEEK_PER_QUEUE) or 1))
+            deep = bool(getattr(options, "deep", False))
+            collector.read_peek(probe, asked if deep else min(PEEK_PER_QUEUE, asked),
+                                total_limit=PEEK_TOTAL * (10 if deep else 1))
+    except RabbitError as exc:
+        collector.amqp_error = exc.reason
+        if not collector.api_reachable:
+            return Part.unavailable(scrub(f"{collector.api_error}; passive declares failed too: {exc.reason}"))
+    return None
+
+
+def _say_guess(collector: "_Collector", guess: str, amqp_cluster: Optional[str]) -> None:
+    """The management API's address was guessed: say whether it proved to be this broker's."""
+    if collector.api_reachable:
+        confirmed = (f"it answered for the same cluster {amqp_cluster!r} as the broker"
+                     if amqp_cluster and collector.cluster_name == amqp_cluster
+                     else "whether it is this broker's API could not be confirmed (no cluster name)")
+        collector.notes.append(f"{guess}; {confirmed}")
+    elif collector.api_error:
+        collector.api_error = f"{collector.api_error}; {guess}"
 
 
 def _api_says(api: Optional[ManagementClient], amqp: RabbitError) -> str:
@@ -227,7 +241,33 @@ class _Collector:
 
     # -- management API
     def read_api(self, api: ManagementClient, amqp_cluster: Optional[str] = None) -> None:
-        overview = api.get("overview")  # the first call: if it fails, the API is unreachable
+        self._read_overview(api, amqp_cluster)  # the first call: if it fails, the API is unreachable
+        self._read_vhost(api)
+        items, total, truncated = api.queues()  # required too
+        self.api_reachable = True
+        self.queue_count = total
+        self.queues_truncated = truncated
+        # Policies first: queue settings name the policy they come from.
+        self.policies = self._optional(POLICIES, lambda: [_policy(p, False) for p in api.policies()])
+        self.operator_policies = self._optional(OPERATOR_POLICIES,
+                                                lambda: [_policy(p, True) for p in api.operator_policies()])
+        definitions = {p.name: p.definition for p in self.policies}
+        definitions.update({f"operator:{p.name}": p.definition for p in self.operator_policies})
+        self._read_queues(api, items, truncated, definitions)
+        exchanges = self._optional(EXCHANGES, lambda: api.exchanges()[0])
+        for item in exchanges:
+            exchange = _exchange_from_api(item)
+            self.exchanges[exchange.name] = exchange
+        if EXCHANGES not in self.missing:
+            self.missing_exchanges = [n for n in self.app_exchanges if n not in self.exchanges]
+        self.bindings = self._optional(BINDINGS, lambda: [_binding(b) for b in api.bindings()])
+        self.nodes = self._optional(NODES, lambda: [_node(n) for n in api.nodes()])
+        limits = self._optional(VHOST_LIMITS, lambda: [api.vhost_limits()])
+        self.vhost_limits = _shallow(limits[0]) if limits and isinstance(limits[0], Mapping) else {}
+
+    def _read_overview(self, api: ManagementClient, amqp_cluster: Optional[str]) -> None:
+        """/api/overview: it must be the management API's, of the cluster the broker said it belongs to."""
+        overview = api.get("overview")
         if not isinstance(overview, Mapping) or not any(
                 _str(overview.get(k)) for k in ("rabbitmq_version", "management_version", "product_version")):
             raise RabbitError(f"management API at {api.display}: /api/overview is not the management API's overview "
@@ -242,6 +282,8 @@ class _Collector:
         self.management_version = _str(overview.get("management_version"))
         self.cluster_name = _str(overview.get("cluster_name"))
         self.message_stats = _counts(overview.get("message_stats"))
+
+    def _read_vhost(self, api: ManagementClient) -> None:
         try:
             vhost = api.vhost_info()
         except RabbitError as exc:
@@ -252,16 +294,10 @@ class _Collector:
             raise RabbitError(f"management API at {api.display}: the vhost {self.endpoint.vhost!r} does not exist "
                               "or the user cannot see it", kind="not_found", status=404)
         self.vhost_message_stats = _counts(vhost.get("message_stats"))
-        items, total, truncated = api.queues()  # required too
-        self.api_reachable = True
-        self.queue_count = total
-        self.queues_truncated = truncated
-        # Policies first: queue settings name the policy they come from.
-        self.policies = self._optional(POLICIES, lambda: [_policy(p, False) for p in api.policies()])
-        self.operator_policies = self._optional(OPERATOR_POLICIES,
-                                                lambda: [_policy(p, True) for p in api.operator_policies()])
-        definitions = {p.name: p.definition for p in self.policies}
-        definitions.update({f"operator:{p.name}": p.definition for p in self.operator_policies})
+
+    def _read_queues(self, api: ManagementClient, items: list, truncated: bool,
+                     definitions: Mapping[str, Mapping]) -> None:
+        """The vhost's queues; an app queue beyond the pages read is asked for by name, else it is missing."""
         for item in items:
             queue = _queue_from_api(item, definitions)
             if queue is not None:
@@ -277,16 +313,6 @@ class _Collector:
                         self.queues[queue.name] = queue
                         continue
             self.missing_queues.append(name)
-        exchanges = self._optional(EXCHANGES, lambda: api.exchanges()[0])
-        for item in exchanges:
-            exchange = _exchange_from_api(item)
-            self.exchanges[exchange.name] = exchange
-        if EXCHANGES not in self.missing:
-            self.missing_exchanges = [n for n in self.app_exchanges if n not in self.exchanges]
-        self.bindings = self._optional(BINDINGS, lambda: [_binding(b) for b in api.bindings()])
-        self.nodes = self._optional(NODES, lambda: [_node(n) for n in api.nodes()])
-        limits = self._optional(VHOST_LIMITS, lambda: [api.vhost_limits()])
-        self.vhost_limits = _shallow(limits[0]) if limits and isinstance(limits[0], Mapping) else {}
 
     def _optional(self, name: str, read) -> list:
         try:
@@ -343,19 +369,7 @@ class _Collector:
     def read_peek(self, probe: AmqpProbe, per_queue: int, total_limit: int = PEEK_TOTAL) -> None:
         total = 0
         touched: list[str] = []
-        # A bare app (--broker) has no queues of its own: every queue of the vhost is in scope, as for the
-        # other reads (auto-delete ones are other clients' reply and event queues: left alone).
-        names = list(self.app_queues) or [n for n, q in sorted(self.queues.items()) if not q.auto_delete]
-        for name in names:
-            queue = self.queues.get(name)
-            if queue is None:
-                continue
-            # The management API's counts lag by its stats interval (5 s by default: a queue filled, or given
-            # back by another --peek, a moment ago still shows 0 ready); only a passive declare's count is exact.
-            if queue.source == "passive" and queue.messages_ready is not None and queue.messages_ready <= 0:
-                continue
-            if queue.type == "stream" or queue.exclusive:
-                continue
+        for name in self._peekable():
             budget = min(per_queue, total_limit - total)
             if budget <= 0:
                 break
@@ -369,33 +383,30 @@ class _Collector:
             total += len(messages)
             if messages:
                 touched.append(name)
-            tasks: Counter = Counter()
-            unsafe: Counter = Counter()
-            ids = []
-            entries = []
-            for position, message in enumerate(messages):
-                env = message.envelope
-                if env.ok and env.task:
-                    tasks[env.task] += 1
-                    if env.id:
-                        ids.append(env.id)
-                if env.unsafe_serializer:
-                    unsafe[env.unsafe_serializer] += 1
-                entries.append(PeekEntry(position=position, id=env.id, task=env.task, eta=env.eta, expires=env.expires,
-                                         retries=env.retries, redelivered=message.redelivered,
-                                         transient=message.delivery_mode == 1))
-            self.peek[name] = PeekSample(
-                queue=name,
-                read=len(messages),
-                task_counts=dict(tasks.most_common()),
-                redelivered=sum(1 for m in messages if m.redelivered),
-                transient=sum(1 for m in messages if m.delivery_mode == 1),
-                unsafe=dict(unsafe),
-                malformed=sum(1 for m in messages if not m.envelope.ok),
-                task_ids=tuple(ids),
-                entries=tuple(entries),
-            )
+            self.peek[name] = _peek_sample(name, messages)
         self.peeked = True
+        self.warnings.append(self._peek_warning(total, touched))
+
+    def _peekable(self) -> list[str]:
+        """The queues --peek reads, in order."""
+        # A bare app (--broker) has no queues of its own: every queue of the vhost is in scope, as for the
+        # other reads (auto-delete ones are other clients' reply and event queues: left alone).
+        names = list(self.app_queues) or [n for n, q in sorted(self.queues.items()) if not q.auto_delete]
+        out = []
+        for name in names:
+            queue = self.queues.get(name)
+            if queue is None:
+                continue
+            # The management API's counts lag by its stats interval (5 s by default: a queue filled, or given
+            # back by another --peek, a moment ago still shows 0 ready); only a passive declare's count is exact.
+            if queue.source == "passive" and queue.messages_ready is not None and queue.messages_ready <= 0:
+                continue
+            if queue.type == "stream" or queue.exclusive:
+                continue
+            out.append(name)
+        return out
+
+    def _peek_warning(self, total: int, touched: list[str]) -> str:
         quorum = [n for n in touched if (self.queues.get(n) and self.queues[n].type == "quorum")]
         warning = (f"--peek read {total} message(s) from {len(touched)} queue(s)"
                    f"{' (' + ', '.join(repr(n) for n in touched[:6]) + (' ...' if len(touched) > 6 else '') + ')' if touched else ''}"
@@ -403,7 +414,7 @@ class _Collector:
                    "delivery_info.redelivered=True) and their order in the queue can change")
         if quorum:
             warning += f"; on the quorum queue(s) {', '.join(repr(n) for n in quorum)} each read also counted toward the delivery limit"
-        self.warnings.append(warning)
+        return warning
 
     def state(self) -> RabbitState:
         return RabbitState(
@@ -439,6 +450,36 @@ class _Collector:
             warnings=tuple(self.warnings),
             notes=tuple(self.notes),
         )
+
+
+def _peek_sample(name: str, messages: list) -> PeekSample:
+    """What the headers of the messages --peek read from one queue say."""
+    tasks: Counter = Counter()
+    unsafe: Counter = Counter()
+    ids = []
+    entries = []
+    for position, message in enumerate(messages):
+        env = message.envelope
+        if env.ok and env.task:
+            tasks[env.task] += 1
+            if env.id:
+                ids.append(env.id)
+        if env.unsafe_serializer:
+            unsafe[env.unsafe_serializer] += 1
+        entries.append(PeekEntry(position=position, id=env.id, task=env.task, eta=env.eta, expires=env.expires,
+                                 retries=env.retries, redelivered=message.redelivered,
+                                 transient=message.delivery_mode == 1))
+    return PeekSample(
+        queue=name,
+        read=len(messages),
+        task_counts=dict(tasks.most_common()),
+        redelivered=sum(1 for m in messages if m.redelivered),
+        transient=sum(1 for m in messages if m.delivery_mode == 1),
+        unsafe=dict(unsafe),
+        malformed=sum(1 for m in messages if not m.envelope.ok),
+        task_ids=tuple(ids),
+        entries=tuple(entries),
+    )
 
 
 def _str(value: Any) -> Optional[str]:

@@ -319,36 +319,19 @@ def _summarise_queue(reader: Reader, ctx: CollectContext, name: str, subqueues: 
     stats = EnvelopeStats(now, vt)
     deep = ctx.options.deep
     budget = ctx.options.max_messages
-    notes = []
+    notes: list[str] = []
     cut = []
     complete = True
     oversized = 0
     for sub, share in zip(subqueues, [s.depth for s in subqueues] if deep else _shares([s.depth for s in subqueues], budget)):
         if not sub.depth or share <= 0:
             continue
-        if deep:
-            stream = reader.stream_list(sub.key, prefetch=sub.depth > 5000)
-        else:
-            stream = reader.sample_list(sub.key, sub.depth, share)
-        for items in stream:
-            if any(isinstance(i, Oversized) for i in items):
-                items = [i for i in items if not isinstance(i, Oversized)]
-            stats.add_raw_chunk(items)
-            if deep:
-                progress.show(f"reading {printable(name)}: {stats.analysed:,}/{depth:,} messages")
-        oversized += stream.oversized
-        stopped = stream.stopped
+        skipped, stopped, said = _read_subqueue(reader, sub, share, deep, stats, progress, f"{printable(name)}", depth)
+        oversized += skipped
         if stopped:
             complete = False
-            if stream.read:
-                cut.append(f"read {stream.read:,} of {share:,} message(s) {'' if deep else 'to sample '}in "
-                           f"{_text(sub.key)!r}, then stopped: {stopped}")
-            else:
-                cut.append(f"{_text(sub.key)!r} ({sub.depth:,} message(s)): {stopped}")
-        if deep and stream.shifted:
-            notes.append(f"{stream.shifted:,} message(s) were pushed while reading (accounted for)")
-        if deep and stream.lost_track:
-            notes.append("more than a chunk was pushed between two reads: counts may be off by up to a chunk")
+            cut.append(stopped)
+        notes += said
     if oversized:
         complete = False
         cut.append(f"{oversized:,} message(s) larger than {reader.guard.element_cap >> 20} MB were skipped, "
@@ -356,6 +339,35 @@ def _summarise_queue(reader: Reader, ctx: CollectContext, name: str, subqueues: 
     summary = stats.summary()
     return (summary, summary.analysed, complete and summary.analysed >= depth, "; ".join(cut + notes) or None,
             "; ".join(cut) or None)
+
+
+def _read_subqueue(reader: Reader, sub: SubQueue, share: int, deep: bool, stats: EnvelopeStats, progress: _Progress,
+                   shown: str, depth: int) -> tuple[int, Optional[str], list[str]]:
+    """Feed one priority sub-queue's messages to `stats` (every one with --deep, else a sample of `share`):
+    (messages too large to read, why the read stopped early or None, notes on the read)."""
+    if deep:
+        stream = reader.stream_list(sub.key, prefetch=sub.depth > 5000)
+    else:
+        stream = reader.sample_list(sub.key, sub.depth, share)
+    for items in stream:
+        if any(isinstance(i, Oversized) for i in items):
+            items = [i for i in items if not isinstance(i, Oversized)]
+        stats.add_raw_chunk(items)
+        if deep:
+            progress.show(f"reading {shown}: {stats.analysed:,}/{depth:,} messages")
+    stopped = None
+    if stream.stopped:
+        if stream.read:
+            stopped = (f"read {stream.read:,} of {share:,} message(s) {'' if deep else 'to sample '}in "
+                       f"{_text(sub.key)!r}, then stopped: {stream.stopped}")
+        else:
+            stopped = f"{_text(sub.key)!r} ({sub.depth:,} message(s)): {stream.stopped}"
+    notes = []
+    if deep and stream.shifted:
+        notes.append(f"{stream.shifted:,} message(s) were pushed while reading (accounted for)")
+    if deep and stream.lost_track:
+        notes.append("more than a chunk was pushed between two reads: counts may be off by up to a chunk")
+    return stream.oversized, stopped, notes
 
 
 def _shares(depths: list[int], budget: int) -> list[int]:
@@ -534,6 +546,8 @@ def _collect(ctx: CollectContext, started: float) -> Part:
 
 def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes: list, failover: list,
           started: float, progress: _Progress) -> "RedisState":
+    """Everything the scan reads, in this order: the server, its clients, the keys, the binding sets, the queues
+    (lengths, then messages), the unacked hash, kombu keys in other databases."""
     config = ctx.config
     now = time.time()
     vt, vt_source = _vt(config)
@@ -543,6 +557,36 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
         notes.append("Redis Cluster: SCAN and the reads below saw only the node the URL points at")
     clients = _clients(reader, server, notes)
     progress.show("listing keys")
+    scan = _list_keys(reader, deep, notes)
+    bindings, missing, pidbox_nodes = _read_bindings(reader, scan, config, deep, notes)
+    origins, bound_by = _queue_origins(reader, scan, config, bindings, notes)
+    names = sorted(origins)[:MAX_QUEUES]
+    per_queue, unreadable, wrong_type = _queue_lengths(reader, names)
+    idle: dict[str, Optional[int]] = {}
+    for name in names:
+        busiest = max(per_queue[name], key=lambda s: s.depth)
+        idle[name] = reader.idle_seconds(busiest.key) if busiest.depth else None
+    queues = [_read_queue(reader, ctx, name, per_queue[name], unreadable.get(name), vt, now, progress, notes,
+                          origins=tuple(sorted(origins[name])), exchanges=tuple(sorted(bound_by.get(name, ()))),
+                          idle_s=idle.get(name))
+              for name in names]
+    progress.show("reading unacked messages", force=True)
+    unacked = _read_unacked(reader, options, vt, now, deep, bindings, notes)
+    foreign = _read_foreign(reader, scan, keyspace, config, notes, deep, progress)
+    _closing_notes(reader, server, unacked, notes)
+    return RedisState(
+        url=reader.target.masked, scheme=reader.target.scheme, db=reader.db, prefix=reader.prefix, vt=vt,
+        vt_source=vt_source, server=server, clients=clients, keyspace=keyspace, queues=tuple(queues),
+        bindings=tuple(bindings), missing_bindings=missing, pidbox_nodes=pidbox_nodes, unacked=unacked,
+        foreign=tuple(foreign), failover=tuple(failover), keys_scanned=scan.scanned, keys_complete=scan.complete,
+        result_keys=scan.result_keys, deep=deep, max_messages=ctx.options.max_messages, notes=tuple(notes),
+        duration_s=round(time.monotonic() - started, 3), commands=reader.commands,
+        wrong_type=tuple(wrong_type), memory_stop=reader.guard.pressure, largest_reply=reader.guard.figures.largest_reply,
+        oversized=reader.guard.figures.skipped_elements)
+
+
+def _list_keys(reader: Reader, deep: bool, notes: list) -> _Scan:
+    """SCAN the app's database once: kombu's lists, binding sets and other prefixes' keys."""
     try:
         scan = _classify_keys(reader, limit=(50 * MAX_KEYS if deep else MAX_KEYS))
     except _READ_ERRORS as exc:
@@ -551,9 +595,13 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
     if not scan.complete and scan.scanned:
         notes.append(f"only the first {scan.scanned:,} keys of db {reader.db} were listed (SCAN stopped early): "
                      "queues found only by their keys may be missing")
-    prefix = reader.prefix.encode()
+    return scan
 
-    # bindings
+
+def _read_bindings(reader: Reader, scan: _Scan, config, deep: bool,
+                   notes: list) -> tuple[list[Binding], tuple[str, ...], tuple[str, ...]]:
+    """(the bindings of every exchange found or routed through, routed-through exchanges without a binding set,
+    workers whose mailbox is bound)."""
     bindings: list[Binding] = []
     exchanges = set(scan.bindings)
     app_exchanges = _app_exchanges(config)
@@ -576,8 +624,12 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
     missing = tuple(sorted(e for e in app_exchanges if e not in exchanges))
     pidbox_nodes = tuple(sorted({b.queue[:-len(".celery.pidbox")] if b.queue.endswith(".celery.pidbox") else b.queue
                                  for b in bindings if b.exchange == PIDBOX_EXCHANGE}))
+    return bindings, missing, pidbox_nodes
 
-    # queues
+
+def _queue_origins(reader: Reader, scan: _Scan, config, bindings: list[Binding],
+                   notes: list) -> tuple[dict[str, set], dict[str, set]]:
+    """(queue -> why it is read: routed / declared / bound / found, queue -> exchanges bound to it)."""
     origins: dict[str, set] = {}
     if config is not None:
         for name in config.routed_queues():
@@ -591,6 +643,7 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
         origins.setdefault(b.queue, set()).add("bound")
         bound_by.setdefault(b.queue, set()).add(b.exchange)
     found_lists: dict[str, set] = {}
+    prefix = reader.prefix.encode()
     for key in scan.lists:
         name = _queue_of_list(key, prefix)
         if name is None or name.endswith((".reply.celery.pidbox", ".celery.pidbox")):
@@ -604,7 +657,13 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
             break
         if any(_is_kombu_list(reader, _text(k)) for k in sorted(found_lists[name])[:1]):
             origins.setdefault(name, set()).add("found")
-    names = sorted(origins)[:MAX_QUEUES]
+    return origins, bound_by
+
+
+def _queue_lengths(reader: Reader, names: list[str]) -> tuple[dict[str, list[SubQueue]], dict[str, list[str]],
+                                                               list[tuple[str, str]]]:
+    """One LLEN pipeline over every priority sub-queue: (queue -> sub-queues, queue -> LLEN refusals,
+    (queue, key) of keys that are not lists)."""
     keys = [(name, step, reader.key(key)) for name in names for step, key in priority_keys(name)]
     replies = reader.pipeline([("LLEN", k) for _, _, k in keys])
     per_queue: dict[str, list[SubQueue]] = {}
@@ -619,36 +678,34 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
                 unreadable.setdefault(name, []).append(f"LLEN {key!r} refused: {text}")
             reply = 0
         per_queue.setdefault(name, []).append(SubQueue(key, step, int(reply) if isinstance(reply, int) else 0))
-    idle: dict[str, Optional[int]] = {}
-    for name in names:
-        busiest = max(per_queue[name], key=lambda s: s.depth)
-        idle[name] = reader.idle_seconds(busiest.key) if busiest.depth else None
+    return per_queue, unreadable, wrong_type
 
-    queues = []
-    for name in names:
-        subqueues = per_queue[name]
-        summary, sampled, complete, note, cut = (None, 0, True, None, None)
-        if name in unreadable:
-            cut = f"its length could not be read ({'; '.join(unreadable[name])}): it may not be empty"
-        elif reader.guard.stopped and sum(s.depth for s in subqueues):
-            cut = "messages not read: Redis is close to maxmemory"
-        elif reader.deadline.remaining() > 1.0:
-            try:
-                summary, sampled, complete, note, cut = _summarise_queue(reader, ctx, name, subqueues, vt, now,
-                                                                         progress)
-            except _READ_ERRORS as exc:
-                cut = f"messages not read: {exc}"
-        elif sum(s.depth for s in subqueues):
-            cut = "messages not read: the deadline was near"
-        if cut:
-            complete, note = False, note or cut
-            notes.append(f"queue {name!r}: {cut}")
-        queues.append(RedisQueue(
-            name=name, depth=sum(s.depth for s in subqueues), subqueues=tuple(subqueues),
-            origins=tuple(sorted(origins[name])), exchanges=tuple(sorted(bound_by.get(name, ()))),
-            idle_s=idle.get(name), summary=summary, sampled=sampled, complete=complete, stream_note=note, cut=cut))
 
-    progress.show("reading unacked messages", force=True)
+def _read_queue(reader: Reader, ctx: CollectContext, name: str, subqueues: list[SubQueue],
+                unreadable: Optional[list[str]], vt: float, now: float, progress: _Progress, notes: list,
+                **found: Any) -> RedisQueue:
+    """One queue: its messages summarised unless its length is unknown, memory is short or time is up."""
+    summary, sampled, complete, note, cut = (None, 0, True, None, None)
+    if unreadable:
+        cut = f"its length could not be read ({'; '.join(unreadable)}): it may not be empty"
+    elif reader.guard.stopped and sum(s.depth for s in subqueues):
+        cut = "messages not read: Redis is close to maxmemory"
+    elif reader.deadline.remaining() > 1.0:
+        try:
+            summary, sampled, complete, note, cut = _summarise_queue(reader, ctx, name, subqueues, vt, now, progress)
+        except _READ_ERRORS as exc:
+            cut = f"messages not read: {exc}"
+    elif sum(s.depth for s in subqueues):
+        cut = "messages not read: the deadline was near"
+    if cut:
+        complete, note = False, note or cut
+        notes.append(f"queue {name!r}: {cut}")
+    return RedisQueue(name=name, depth=sum(s.depth for s in subqueues), subqueues=tuple(subqueues), summary=summary,
+                      sampled=sampled, complete=complete, stream_note=note, cut=cut, **found)
+
+
+def _read_unacked(reader: Reader, options: Mapping[str, Any], vt: float, now: float, deep: bool,
+                  bindings: list[Binding], notes: list) -> UnackedState:
     try:
         unacked = _unacked(reader, options, vt, now, None if deep else MAX_UNACKED, _binding_routes(bindings))
     except _READ_ERRORS as exc:  # slow is not unreachable: what was read so far is kept
@@ -657,15 +714,24 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
     if unacked.read < unacked.entries:
         notes.append(f"{unacked.read:,} of {unacked.entries:,} unacked entries were read one by one (use --deep for all); "
                      "the counts by age are exact")
-    foreign = []
-    if reader.deadline.remaining() > 1.0:
-        progress.show("looking for kombu keys in other databases", force=True)
-        try:
-            foreign = _foreign(reader, scan, keyspace, config, notes, deep)
-        except _READ_ERRORS as exc:
-            notes.append(f"other databases were not searched for kombu keys: {exc}")
-    else:
+    return unacked
+
+
+def _read_foreign(reader: Reader, scan: _Scan, keyspace: Mapping[int, int], config, notes: list, deep: bool,
+                  progress: _Progress) -> list[ForeignKeys]:
+    if reader.deadline.remaining() <= 1.0:
         notes.append("other databases were not searched for kombu keys: the deadline was near")
+        return []
+    progress.show("looking for kombu keys in other databases", force=True)
+    try:
+        return _foreign(reader, scan, keyspace, config, notes, deep)
+    except _READ_ERRORS as exc:
+        notes.append(f"other databases were not searched for kombu keys: {exc}")
+        return []
+
+
+def _closing_notes(reader: Reader, server: ServerInfo, unacked: UnackedState, notes: list) -> None:
+    """What the report must say about how the reads went."""
     if unacked.stopped and not reader.guard.stopped and unacked.read:
         notes.append(f"unacked entries: {unacked.stopped}")
     if unacked.too_large:
@@ -675,15 +741,6 @@ def _read(reader: Reader, ctx: CollectContext, options: Mapping[str, Any], notes
     if not reader.touch_free and not server.info_refused:
         notes.append(f"Redis {server.version} has no CLIENT NO-TOUCH: this scan's reads reset the idle time of the "
                      "keys it read (a second scan soon after sees them as recently used)")
-    return RedisState(
-        url=reader.target.masked, scheme=reader.target.scheme, db=reader.db, prefix=reader.prefix, vt=vt,
-        vt_source=vt_source, server=server, clients=clients, keyspace=keyspace, queues=tuple(queues),
-        bindings=tuple(bindings), missing_bindings=missing, pidbox_nodes=pidbox_nodes, unacked=unacked,
-        foreign=tuple(foreign), failover=tuple(failover), keys_scanned=scan.scanned, keys_complete=scan.complete,
-        result_keys=scan.result_keys, deep=deep, max_messages=ctx.options.max_messages, notes=tuple(notes),
-        duration_s=round(time.monotonic() - started, 3), commands=reader.commands,
-        wrong_type=tuple(wrong_type), memory_stop=reader.guard.pressure, largest_reply=reader.guard.figures.largest_reply,
-        oversized=reader.guard.figures.skipped_elements)
 
 
 def _app_exchanges(config) -> set:
