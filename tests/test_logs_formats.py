@@ -307,3 +307,15 @@ def test_times():
     assert parse_time("May  1 10:00:00", year=2024) == (T0, True)
     assert parse_time("Wed May  1 10:00:00 2024") == (T0, True)
     assert parse_time("yesterday") == (None, False)
+
+
+def test_a_bracketed_custom_format_with_more_fields(tmp_path):
+    fmt = "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s"
+    messages = [("celery.apps.worker", "celery@extra ready."),
+                ("celery.worker.strategy", f"Task shop.charge[{ID[0]}] received"),
+                ("celery.worker.request", f"Hard time limit (30s) exceeded for shop.charge[{ID[0]}]")]
+    lines = [fmt % {"asctime": stamp(i), "levelname": "INFO", "processName": "MainProcess", "name": name,
+                    "message": message} for i, (name, message) in enumerate(messages)]
+    state = scan_paths([write(tmp_path / "w.log", lines)])
+    assert sig(state, P.HARD_TIME_LIMIT, "celery@extra").tasks == (("shop.charge", ID[0]),)
+    assert state.sources[0].formats == ("celery-custom",)

@@ -105,6 +105,8 @@ class Stream:
         self.kernel = kernel
         self.layout: Optional[str] = None
         self.json_keys: Optional[tuple] = None
+        self.verified = False  # a Celery message was seen where the layout puts messages
+        self.misses = 0
         self.undecided = 0
         self.feed = self._sniff
         self.open = OpenTasks()
@@ -382,6 +384,8 @@ class Stream:
                     if rest == " received":
                         self.received += 1
                         self.active = True
+                        if not self.verified:
+                            self.verified = True
                         if self.open.opened(task_id, name, self.outer if self.outer is not None else self.stamp):
                             self._received_again(task_id, name)
                         return
@@ -413,6 +417,41 @@ class Stream:
             return
         if "]: " in m:
             self._task_log_line(m)
+        elif not self.verified and self.layout == DEFAULT:
+            self._unverified(m)
+
+    def _unverified(self, m: str) -> None:
+        """A bracketed time first, but more fields before the message than Celery's default format has
+        (`[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s`): find messages by their text."""
+        self.misses += 1
+        if self.misses > SNIFF_LINES * 5:
+            self.verified = True  # no Celery message in sight: stop looking
+            return
+        found = -1
+        if m.endswith(" ready."):
+            start = m.rfind(" ", 0, len(m) - 7) + 1
+            found = start if start > 0 and "@" in m[start:] else -1
+        for anchor in self.ANCHORS if found < 0 else ():
+            at = m.find(anchor)
+            if at > 0 and m[at - 1] in " :]-|\t\"'":
+                found = at
+                break
+        if found > 0:
+            self.verified = True
+            self.layout, self.feed = CUSTOM, self._feed_default_anchored
+            self.layouts.discard(DEFAULT)
+            self.layouts.add(CUSTOM)
+            self.message(m[found:])
+
+    def _feed_default_anchored(self, line: str) -> None:
+        if line[:1] == "[" and line[1:2].isdigit():
+            close = line.find("] ", 20)
+            if close > 0:
+                self.stamp = line[1:close]
+                self._head()
+                self.anchored(line[close + 2:])
+                return
+        self.continuation(line)
 
     # -- the task ledger -----------------------------------------------------------------------------------
     def _process_name(self) -> Optional[str]:
