@@ -12,7 +12,7 @@ import pytest
 from celery import Celery
 
 from celery_doctor.envelope import DuplicateGroup
-from celery_doctor.model import Finding, Impact, Part, Snapshot
+from celery_doctor.model import Finding, Impact, Part, SkipCheck, Snapshot
 from celery_doctor.parts import rabbitmq as rabbit
 from celery_doctor.parts import redis as red
 from celery_doctor.parts import workers as wrk
@@ -312,3 +312,16 @@ def test_a_worker_check_reads_queue_depths_from_either_broker_part():
         found = findings_of(by_id("CD401"), snapshot)
         assert [f.subject for f in found] == ["queue:celery"] and found[0].messages_at_risk == 3
         assert "3 messages waiting in 'celery'" in found[0].evidence
+
+
+@pytest.mark.parametrize("check,snapshot,reason", [
+    ("CD201", lambda: on_redis(server(info_refused="NOPERM this user has no permissions to run the 'info' command")),
+     "INFO was not allowed: NOPERM"),
+    ("CD209", lambda: on_redis(red.example(queues=(red.example_queue(
+        summary=None, sampled=0, complete=False, cut="messages not read: the deadline was near"),))),
+     "messages of celery were only partly read"),
+    ("CD302", lambda: on_rabbit(rabbit.example_passive()), "needs RabbitMQ queue details: the management API"),
+], ids=["redis-info-refused", "redis-messages-cut", "rabbitmq-no-api"])
+def test_a_check_without_its_data_skips_and_says_why(check, snapshot, reason):
+    with pytest.raises(SkipCheck, match=reason):
+        findings_of(by_id(check), snapshot())
