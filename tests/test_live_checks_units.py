@@ -325,3 +325,20 @@ def test_a_worker_check_reads_queue_depths_from_either_broker_part():
 def test_a_check_without_its_data_skips_and_says_why(check, snapshot, reason):
     with pytest.raises(SkipCheck, match=reason):
         findings_of(by_id(check), snapshot())
+
+
+def test_parts_are_pure_data_and_live_checks_import_no_collector():
+    """The part modules load without a collector or a broker client; the live checks import parts, not collectors."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("import sys; import celery_doctor.parts.redis, celery_doctor.parts.rabbitmq, celery_doctor.parts.workers, "
+             "celery_doctor.parts.broker; print(' '.join(sorted(sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert not [m for m in loaded if m.startswith(("celery_doctor.collectors", "redis", "pika", "kombu", "amqp"))]
+    checks = Path(__file__).resolve().parent.parent / "checks"
+    for path in [checks / "engine.py", *checks.glob("redis*.py"), *checks.glob("rabbitmq*.py"), *checks.glob("workers*.py")]:
+        imported = [node.module or "" for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)]
+        assert not [m for m in imported if "collectors" in m], (path.name, imported)
