@@ -1,0 +1,309 @@
+"""`celery-doctor watch` on Redis, with real workers: one watch of one incident, several causes at once.
+
+Workers (task events on, heartbeats every 2 s):
+- `kill`: prefork; its task is SIGKILLed mid-run (early acks: lost) -> CD702, CD707 dead;
+- `block`: solo; blocked in a long task -> silent but connected (busy), not dead -> CD707 connected, no CD702;
+- `busy`: prefork, concurrency 2; one child busy in a long task (heartbeats go on: not reported), the other runs
+  an acks_late task longer than the 3 s visibility_timeout, which Redis restores and the worker runs again -> CD703.
+A task routed to a queue no worker consumes -> CD701 with the message still waiting.
+The watch records what it sees; the replay of that recording gives the same report.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+from celery_doctor.collectors.config import collect_config
+from celery_doctor.model import Target
+from celery_doctor.parts.events import ALIVE, CONNECTED, DEAD
+from celery_doctor.reporters.json import format_json
+from celery_doctor.watch.engine import WatchOptions, build_report, replay, run_watch, target_for_app
+from celery_doctor.watch.live import View
+from celery_doctor.watch.redis_source import event_channels, publish_channel
+from tests.workerproc import WorkerFactory
+
+pytestmark = [pytest.mark.redis, pytest.mark.workers]
+
+DB = 6  # this module's database (grep tests for `DB =`: 6 is used by no other module)
+EVENTS_ARGS = ["--without-mingle", "--without-gossip"]  # heartbeats stay on (WorkerProcess's fast start turns them off)
+
+APP = '''
+import time
+from celery import Celery
+
+UID = "{uid}"
+app = Celery("cdw_{uid}", broker="redis://127.0.0.1:6379/{db}")
+app.conf.update(
+    task_default_queue=f"wdef-{{UID}}",
+    task_send_sent_event=True,
+    worker_send_task_events=True,
+    task_routes={{"cdw.kill": {{"queue": f"wkill-{{UID}}"}}, "cdw.block": {{"queue": f"wblock-{{UID}}"}},
+                 "cdw.noop": {{"queue": f"wblock-{{UID}}"}}, "cdw.busy": {{"queue": f"wbusy-{{UID}}"}},
+                 "cdw.orphan": {{"queue": f"worphan-{{UID}}"}}}},
+)
+# The redelivery runs in its own key space (global_keyprefix) with a 3 s visibility timeout, so that the sweep
+# (any worker of the db restores every message unacknowledged for longer than ITS visibility timeout) only
+# touches it; its events go to the prefixed channel.
+twice_app = Celery("cdw2_{uid}", broker="redis://127.0.0.1:6379/{db}")
+twice_app.conf.update(
+    task_default_queue=f"wtwice-{{UID}}", task_send_sent_event=True, worker_send_task_events=True,
+    broker_transport_options={{"global_keyprefix": f"cdw-{{UID}}:", "visibility_timeout": 3,
+                              "unacked_restore_interval": 1, "unacked_restore_throttle": 1}},
+)
+
+
+def _sleep(seconds=0):
+    time.sleep(seconds)
+
+
+for _name in ("cdw.kill", "cdw.block", "cdw.busy", "cdw.noop", "cdw.orphan"):
+    app.task(name=_name, shared=False)(_sleep)
+twice_app.task(name="cdw.twice", shared=False, acks_late=True)(_sleep)
+'''
+
+
+def write_app(path, uid, db=DB):
+    name = f"cdwatch_{uid}"
+    (path / f"{name}.py").write_text(textwrap.dedent(APP).format(uid=uid, db=db))
+    return name
+
+
+class Frames(View):
+    """A view that keeps the watch's last frame, so a test can wait for what the watch sees."""
+
+    def __init__(self):
+        self.last = None
+
+    def update(self, frame):
+        self.last = frame
+
+    def close(self, frame):
+        pass
+
+    def wait(self, hostname, status, timeout):
+        end = time.time() + timeout
+        while time.time() < end:
+            frame = self.last
+            if frame and any(w.hostname == hostname and w.status == status for w in frame.workers):
+                return True
+            time.sleep(0.1)
+        return False
+
+
+def findings(report, check_id):
+    return [r.finding for r in report.findings if r.finding.check == check_id]
+
+
+def _keys(client):
+    return sorted(client.scan_iter(count=1000))
+
+
+def test_the_subscription_patterns_receive_what_kombu_publishes():
+    """For each set of transport options, the channel kombu's own Redis channel publishes a fanout message to
+    (Channel._get_publish_topic, with the global key prefix its client adds) reaches a PSUBSCRIBE on
+    event_channels(): PUBLISH answers how many subscribers received it."""
+    from kombu import Connection
+
+    client = redis.Redis(db=DB)
+    for options in ({}, {"global_keyprefix": "app1:"}, {"fanout_prefix": False}, {"fanout_prefix": "/x{db}."},
+                    {"fanout_patterns": False}, {"global_keyprefix": "p[1]*?:"}):
+        with Connection(f"redis://127.0.0.1:6379/{DB}", transport_options=options) as conn:
+            channel = conn.default_channel
+            channel.pool  # formats keyprefix_fanout with the database, as the first publish does
+            topic = channel.global_keyprefix + channel._get_publish_topic("celeryev", "worker.heartbeat")
+        assert topic == publish_channel(options, DB, "celeryev", "worker.heartbeat"), options
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub.psubscribe(*event_channels(options, DB, "celeryev"))
+        try:
+            while pubsub.get_message(timeout=0.05):
+                pass
+            assert client.publish(topic, "{}") == 1, (options, topic)
+            assert client.publish(topic + "x" if "/" not in topic else "other:" + topic, "{}") == 0
+        finally:
+            pubsub.close()
+
+
+def test_a_watch_writes_nothing_and_leaves_nothing_even_when_killed():
+    """A watch on a database (before the workers below start: nothing else writes there) leaves it as empty as it
+    found it, whether it ends or is SIGKILLed, and no connection of it remains. (kombu's own EventReceiver would
+    have written a `_kombu.binding.celeryev` member at once.)"""
+    client = redis.Redis(db=DB)
+    client.flushdb()
+    script = textwrap.dedent(f'''
+        import sys
+        from celery import Celery
+        from celery_doctor.watch.engine import WatchOptions, run_watch, target_for_app
+        app = Celery("x", broker="redis://127.0.0.1:6379/{DB}")
+        duration = float(sys.argv[1])
+        print("go", flush=True)
+        run_watch(target_for_app(app), WatchOptions(duration=duration, probe_interval=0.5))
+        print("done", flush=True)
+    ''')
+    done = subprocess.run([sys.executable, "-c", script, "1.5"], capture_output=True, text=True, timeout=60,
+                          cwd=os.getcwd())
+    assert "done" in done.stdout, done.stderr
+    killed = subprocess.Popen([sys.executable, "-c", script, "60"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert killed.stdout.readline().strip() == "go"
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(c.get("name") == "celery-doctor-watch" for c in client.client_list()):
+            time.sleep(0.1)
+        assert any(c.get("name") == "celery-doctor-watch" for c in client.client_list())
+        killed.kill()
+        killed.wait(10)
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+    time.sleep(0.3)
+    assert not [c for c in client.client_list() if c.get("name", "").startswith("celery-doctor")]
+    assert _keys(client) == []
+
+
+@pytest.fixture(scope="module")
+def incident(tmp_path_factory):
+    base = tmp_path_factory.mktemp("watch_redis")
+    uid = uuid.uuid4().hex[:8]
+    module = write_app(base, uid)
+    client = redis.Redis(db=DB)
+    client.flushdb()
+    sys.path.insert(0, str(base))
+    factory = WorkerFactory()
+    try:
+        kill, block, busy, twice = factory.start_many([
+            dict(app=module, cwd=base, pool="prefork", concurrency=1, queues=[f"wkill-{uid}"], name=f"kill-{uid}",
+                 fast_start=False, extra_args=EVENTS_ARGS),
+            dict(app=module, cwd=base, pool="solo", queues=[f"wblock-{uid}"], name=f"block-{uid}",
+                 fast_start=False, extra_args=EVENTS_ARGS),
+            dict(app=module, cwd=base, pool="prefork", concurrency=1, queues=[f"wbusy-{uid}"], name=f"busy-{uid}",
+                 fast_start=False, extra_args=EVENTS_ARGS),
+            dict(app=f"{module}:twice_app", cwd=base, pool="prefork", concurrency=1, queues=[f"wtwice-{uid}"],
+                 name=f"twice-{uid}", fast_start=False, extra_args=EVENTS_ARGS),
+        ])
+        mod = __import__(module)
+        app = mod.app
+        record = str(base / "incident.jsonl")
+        target = target_for_app(app, module)
+        twice_target = target_for_app(mod.twice_app, f"{module}:twice_app")
+        stop = threading.Event()
+        result = {}
+
+        frames = Frames()
+
+        def watch(key, what, options, view=None):
+            result[key] = run_watch(what, options, stop=stop, view=view)
+
+        threads = [threading.Thread(target=watch, args=("state", target, WatchOptions(bound=3.0, record=record,
+                                                                                     probe_interval=1.0), frames)),
+                   threading.Thread(target=watch, args=("twice", twice_target, WatchOptions(bound=3.0)))]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)  # subscribed, first CLIENT LIST and heartbeats in
+        started = time.time()
+        app.send_task("cdw.noop", queue=f"wblock-{uid}")  # the block worker is seen consuming its queue
+        time.sleep(0.3)
+        ids = {
+            "kill": app.send_task("cdw.kill", args=(60,)).id,
+            "block": app.send_task("cdw.block", args=(60,)).id,
+            "busy": app.send_task("cdw.busy", args=(60,)).id,
+            "orphan": app.send_task("cdw.orphan").id,
+            "twice": mod.twice_app.send_task("cdw.twice", args=(6,)).id,
+        }
+        assert kill.wait_for_log(ids["kill"], 10)
+        # the block worker's heartbeats stop now: once the watch sees it silent (and still connected), kill the
+        # other one, a little later, so that the two silences fall in different CLIENT LIST windows
+        assert frames.wait(block.nodename, "connected", 15), frames.last
+        time.sleep(1.5)
+        kill.kill()
+        killed_at = time.time()
+        time.sleep(5.0)  # its heartbeat expires (2 x 2 s), CLIENT LIST sees the connections gone; the twice task reruns
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        state = result["state"]
+        assert not client.exists("_kombu.binding.celeryev")  # nothing bound the event exchange
+        config = collect_config(app)
+        report, registry = build_report(state, Target(app=module, broker=target.masked, transport="redis"),
+                                        config=config)
+        twice_config = collect_config(mod.twice_app)
+        twice_report, _ = build_report(result["twice"], Target(app=module, broker=target.masked, transport="redis"),
+                                       config=twice_config)
+        yield dict(state=state, report=report, ids=ids, uid=uid, kill=kill, block=block, busy=busy, record=record,
+                   config=config, killed_at=killed_at, module=module, base=base, twice=result["twice"],
+                   twice_report=twice_report)
+    finally:
+        factory.stop_all()
+        sys.path.remove(str(base))
+        client.flushdb()
+
+
+def test_a_worker_killed_mid_task_loses_it_and_is_told_dead(incident):
+    state, report, ids = incident["state"], incident["report"], incident["ids"]
+    kill = state.worker(incident["kill"].nodename)
+    assert kill.liveness.verdict == DEAD and kill.liveness.certain, kill.liveness
+    assert any("connections closed" in e for e in kill.liveness.evidence)
+    lost = [f for f in findings(report, "CD702") if f.subject == f"worker:{incident['kill'].nodename}"]
+    assert len(lost) == 1, findings(report, "CD702")
+    text = "\n".join(lost[0].evidence)
+    assert ids["kill"] in text and "started on" in text
+    assert "acks are early" in text  # from the app's configuration: the message was acked at start
+    assert lost[0].impact.value == "high" and lost[0].confidence.value == "observed"
+    dead = [f for f in findings(report, "CD707") if f.subject == f"worker:{incident['kill'].nodename}"]
+    assert dead and dead[0].impact.value == "high"
+
+
+def test_a_blocked_solo_worker_is_busy_not_dead(incident):
+    state, report = incident["state"], incident["report"]
+    block = state.worker(incident["block"].nodename)
+    assert block.liveness.verdict == CONNECTED, block.liveness
+    assert not [f for f in findings(report, "CD702") if f.subject == f"worker:{incident['block'].nodename}"]
+    silent = [f for f in findings(report, "CD707") if f.subject == f"worker:{incident['block'].nodename}"]
+    assert silent and silent[0].impact.value == "medium" and "busy" in silent[0].title
+
+
+def test_a_prefork_worker_with_busy_children_keeps_heart_beating(incident):
+    state, report = incident["state"], incident["report"]
+    busy = state.worker(incident["busy"].nodename)
+    assert busy.liveness.verdict == ALIVE and busy.active and busy.active >= 1
+    assert not [f for f in report.findings if f.finding.subject == f"worker:{incident['busy'].nodename}"]
+
+
+def test_a_task_routed_to_a_queue_nobody_consumes(incident):
+    report, ids, uid = incident["report"], incident["ids"], incident["uid"]
+    orphan = [f for f in findings(report, "CD701") if f.subject == f"queue:worphan-{uid}"]
+    assert len(orphan) == 1
+    text = "\n".join(orphan[0].evidence)
+    assert ids["orphan"] in text and "1 message waited" in text and "no worker was seen taking" in text
+    assert orphan[0].impact.value == "high" and orphan[0].confidence.value == "observed"
+    # the block worker's long task was taken (its queue is empty): a solo worker reports it only at its end
+    taken = [f for f in findings(report, "CD701") if f.subject == f"queue:wblock-{uid}"]
+    assert taken and taken[0].impact.value == "medium", taken
+    assert "silent but connected" in "\n".join(taken[0].evidence)
+
+
+def test_a_task_redelivered_after_the_visibility_timeout_ran_twice(incident):
+    report, ids = incident["twice_report"], incident["ids"]
+    assert f"PSUBSCRIBE cdw-{incident['uid']}:/6.celeryev/*" in incident["twice"].source  # global_keyprefix
+    assert not findings(incident["report"], "CD703")
+    twice = findings(report, "CD703")
+    assert len(twice) == 1 and twice[0].subject == "task:cdw.twice", twice
+    text = "\n".join(twice[0].evidence)
+    assert ids["twice"] in text and "visibility_timeout=3 s" in text
+
+
+def test_the_replay_of_the_recording_gives_the_same_report(incident):
+    state, _ = replay(incident["record"])
+    report, _ = build_report(state, incident["report"].target, config=incident["config"])
+    live = json.loads(format_json(incident["report"]))
+    again = json.loads(format_json(report))
+    assert again["findings"] == live["findings"]
+    lines = open(incident["record"]).read()
+    assert '"args"' not in lines and '"kwargs"' not in lines and '"result"' not in lines  # no bodies kept
