@@ -319,3 +319,51 @@ def test_a_bracketed_custom_format_with_more_fields(tmp_path):
     state = scan_paths([write(tmp_path / "w.log", lines)])
     assert sig(state, P.HARD_TIME_LIMIT, "celery@extra").tasks == (("shop.charge", ID[0]),)
     assert state.sources[0].formats == ("celery-custom",)
+
+
+def test_ledgers_and_samples_stay_bounded(tmp_path):
+    from celery_doctor.logs.ledger import OPEN_TASKS, SAMPLE
+
+    path = tmp_path / "flood.log"
+    with open(path, "w") as out:
+        out.write(line(0, "INFO", "MainProcess", "celery@flood ready.") + "\n")
+        for i in range(OPEN_TASKS + 5000):  # received, never finished
+            out.write(line(1, "INFO", "MainProcess", f"Task shop.t{i % 50}[id-{i}] received") + "\n")
+        for i in range(3000):
+            out.write(line(2, "INFO", "MainProcess", f"Discarding revoked task: shop.t{i}[rv-{i}]") + "\n")
+    state = scan_paths([str(path)])
+    never = sig(state, P.NEVER_FINISHED)
+    assert never.tasks_total == OPEN_TASKS and len(never.tasks) == SAMPLE
+    assert any("5,000 received tasks were forgotten" in note for note in state.notes)
+    revoked = sig(state, P.REVOKED_DISCARDED)
+    assert revoked.count == 3000 and len(revoked.tasks) == SAMPLE and len(revoked.names) <= 31
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("CD_FUZZ_SEEDS", "3"))))
+def test_garbage_never_crashes_the_engine(tmp_path, seed):
+    import random
+
+    rnd = random.Random(seed)
+    pieces = ["[", "]", "{", "}", '"', "Task ", "x[", "] received", "Process '", " pid:", " exited with ",
+              "Hard time limit (", "s) exceeded for ", "Received unregistered task of type ", "\x1b[31m", "\u202e",
+              "Restoring ", "missed heartbeat from ", "Scheduler: Sending due task ", "2024-05-01", "T10:00:00Z",
+              " stdout F ", "MESSAGE", ": ", "\\", "é", "\t", " ", "9" * 30, "Killed process ", "oom-kill:"]
+    lines = ["".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 12))) for _ in range(3000)]
+    journal = [journald(l, i) for i, l in enumerate(lines[:500])] + lines[500:1000]
+    journal += [journald(l, 0)[:-5] for l in lines[1000:1100]]  # cut records
+    cri = [f"2024-05-01T10:00:00.{i:09d}Z stdout {rnd.choice('PF')} {l}" for i, l in enumerate(lines[:1000])]
+    docker = [json.dumps({"log": l + "\n", "stream": "stdout", "time": "2024-05-01T10:00:00Z"}) for l in lines[:500]]
+    paths = [write(tmp_path / "garbage.log", lines), write(tmp_path / "journal.json", journal),
+             write(tmp_path / "cri.log", cri), write(tmp_path / "docker.log", docker + lines[:100])]
+    state = scan_paths(paths)
+    assert state.lines >= 3000 + 1100 + 1000 + 600
+    assert [s.formats[:1] for s in state.sources][1:] == [("journald",), ("cri",), ("docker",)]
+    from celery_doctor.logs.run import diagnose_logs
+    from celery_doctor.reporters.json import format_json
+    from celery_doctor.reporters.markdown import format_markdown
+    from celery_doctor.reporters.text import format_text
+
+    report, _ = diagnose_logs(paths)  # the checks raise here (CELERY_DOCTOR_RAISE_CHECK_ERRORS=1)
+    for width in (40, 120):
+        assert all(len(out) <= width for out in format_text(report, width=width).split("\n"))
+    assert json.loads(format_json(report))["mode"] == "logs" and format_markdown(report)

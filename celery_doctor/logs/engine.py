@@ -1400,8 +1400,10 @@ class Scanner:
             where = " + ".join(w for w, _ in ranked[:4]) + (f" + {len(ranked) - 4} more" if len(ranked) > 4 else "")
             summary = self.summaries[(P.BEAT_DUPLICATE, entry)] = Summary(P.BEAT_DUPLICATE, where)
             summary.count = duplicates
-            summary.first = max(overlap_first, min(s["first"] for _, s in ranked))
-            summary.last = max(s["last"] for _, s in ranked)
+            firsts = [s["first"] for _, s in ranked if s["first"] is not None]
+            lasts = [s["last"] for _, s in ranked if s["last"] is not None]
+            summary.first = max(overlap_first, min(firsts)) if firsts else overlap_first
+            summary.last = max(lasts) if lasts else None
             summary.details["entry"] = entry
             summary.details["task"] = main["task"]
             summary.details["origins"] = {w: s["count"] for w, s in ranked}
