@@ -367,3 +367,35 @@ def test_garbage_never_crashes_the_engine(tmp_path, seed):
     for width in (40, 120):
         assert all(len(out) <= width for out in format_text(report, width=width).split("\n"))
     assert json.loads(format_json(report))["mode"] == "logs" and format_markdown(report)
+
+
+def test_rabbitmq_ack_timeout_in_both_shapes_and_a_restart_without_shutdown(tmp_path):
+    text = ("PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 1800000 ms. "
+            "This timeout value can be configured, see consumers doc guide to learn more")
+    celery57 = [  # Celery 5.7: the worker stops (celery/worker/worker.py `Unrecoverable error: %r`)
+        line(0, "INFO", "MainProcess", "celery@rmq ready."),
+        line(1, "INFO", "MainProcess", f"Task shop.export[{ID[0]}] received"),
+        line(1900, "CRITICAL", "MainProcess", f"Unrecoverable error: PreconditionFailed(406, '{text}', (60, 80), "
+                                              "'Basic.ack')"),
+        "Traceback (most recent call last):",
+        f"amqp.exceptions.PreconditionFailed: Basic.ack: (406) {text}",
+        line(1905, "INFO", "MainProcess", "celery@rmq ready."),  # restarted by its supervisor
+        line(1906, "INFO", "MainProcess", f"Task shop.export[{ID[0]}] received"),  # the redelivery
+        line(1907, "INFO", "MainProcess", f"Task shop.mail[{ID[1]}] received"),
+        line(1999, "INFO", "MainProcess", "celery@rmq ready."),  # killed (no shutdown line), restarted
+    ]
+    older = [  # earlier versions: a connection error with the broker's text in the traceback
+        line(0, "INFO", "MainProcess", "celery@old ready."),
+        line(5, "ERROR", "MainProcess", "consumer: Connection to broker lost. Trying to re-establish the connection..."),
+        "Traceback (most recent call last):",
+        '  File "/venv/lib/python3.10/site-packages/amqp/connection.py", line 514, in channel',
+        f"amqp.exceptions.PreconditionFailed: (0, 0): (406) {text}",
+    ]
+    state = scan_paths([write(tmp_path / "rmq.log", celery57), write(tmp_path / "old.log", older)])
+    ack = sig(state, P.ACK_TIMEOUT, "celery@rmq")
+    assert ack.details["timeout_ms"] == 1800000 and ack.tasks == (("shop.export", ID[0]),)
+    assert sig(state, P.ACK_TIMEOUT, "celery@old").count == 1
+    stopped = sig(state, P.STOPPED_WITH_TASKS, "celery@rmq")
+    assert stopped.details["how"] == {"unrecoverable error (PreconditionFailed)": 1,
+                                      "restarted without a logged shutdown (killed?)": 1}
+    assert stopped.tasks == (("shop.export", ID[0]), ("shop.mail", ID[1]))
