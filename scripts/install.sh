@@ -6,5 +6,6 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v "is ignored: it is neither" || true
+# set-up chatter goes to stderr: `example.sh --format json > report.json` must stay pure JSON
+.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v "is ignored: it is neither" >&2 || true
 .venv/bin/python -c "import celery_doctor.checks" # the install must provide celery_doctor.checks
