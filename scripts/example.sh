@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
 bash scripts/install.sh
-.venv/bin/python -m examples.shop.seed || echo "(could not seed the example broker; scanning anyway)" >&2
+.venv/bin/python -m examples.shop.seed >&2 || echo "(could not seed the example broker; scanning anyway)" >&2
 exec .venv/bin/celery-doctor scan --app examples.shop --fail-on never "$@"
