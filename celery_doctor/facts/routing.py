@@ -55,6 +55,12 @@ def routed_queues(config: "AppConfig") -> dict[str, list[str]]:
     return out
 
 
+def app_queues(config: "AppConfig") -> list[str]:
+    """Every queue the app uses: the default queue, the queues its routes and beat entries send to, and the queues
+    it declares in `task_queues` (sorted)."""
+    return sorted(set(routed_queues(config)) | set(config.queue_names()))
+
+
 def queue_declared(config: "AppConfig", queue: str) -> bool:
     """Whether the app declares `queue`: it is in `task_queues`, or `task_queues` is not set and it is the default
     queue (Celery then declares only that one). A worker started without -Q consumes exactly these."""
