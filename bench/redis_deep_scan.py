@@ -150,12 +150,13 @@ def main() -> int:
         print(f"celery-doctor scan --deep: {deep_s:.2f} s wall (process start and app import included), "
               f"peak RSS {deep_rss / 1024:.0f} MB, {len(findings)} findings", flush=True)
         # the scan's own time for the queue, without interpreter start-up: the collector, in this process
+        from celery_doctor.broker_target import BrokerTarget
         from celery_doctor.collectors import CollectContext, ScanOptions
         from celery_doctor.collectors.config import collect_config
         from celery_doctor.collectors.redis import collect_redis
         from celery_doctor.deadline import Deadline
 
-        ctx = CollectContext(app=app, broker_url=app.conf.broker_url, config=collect_config(app),
+        ctx = CollectContext(app=app, broker=BrokerTarget.of_app(app), config=collect_config(app),
                              deadline=Deadline(300), options=ScanOptions(deep=True))
         started = time.perf_counter()
         part = collect_redis(ctx)
@@ -165,7 +166,7 @@ def main() -> int:
               f"= {collector_s / floor_s:.2f}x the floor (target <= 1.5x)", flush=True)
         sampled_s, sampled_rss, sampled_report, _ = run_doctor(
             ["scan", "--app", name, "--format", "json", "--select", "CD2"], workdir)
-        ctx = CollectContext(app=app, broker_url=app.conf.broker_url, config=collect_config(app),
+        ctx = CollectContext(app=app, broker=BrokerTarget.of_app(app), config=collect_config(app),
                              deadline=Deadline(30), options=ScanOptions(deep=False))
         started = time.perf_counter()
         collect_redis(ctx)

@@ -11,17 +11,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .broker_target import BrokerTarget, BrokerURLError
 from .collectors import CollectContext, ScanOptions
 from .collectors.config import collect_config
 from .collectors.source import collect_source, default_source_roots
 from .deadline import Deadline
-from .masking import SECRETS, mask_url, scrub
+from .masking import SECRETS, scrub
 from .model import Location, Part, PartStatus, Report, Snapshot, Target
 from .ranking import rank
 from .registry import Registry, load_registry
 from .runner import run_checks
 from .sources import DATA_SOURCES, gather_live
-from .target import TargetError, app_for_broker, load_app, validate_broker_url, validate_management_url
+from .target import TargetError, app_for_broker, load_app, validate_management_url
 
 
 log = logging.getLogger(__name__)
@@ -60,36 +61,47 @@ def bounded(seconds: float, what: str, shown: Optional[float] = None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def load_target(options: RunOptions, deadline: Optional[Deadline] = None):
-    broker = options.broker or (None if options.app else os.environ.get("CELERY_BROKER_URL"))
-    if broker:
-        SECRETS.add_url(broker)
+def load_target(options: RunOptions, deadline: Optional[Deadline] = None) -> tuple[Any, BrokerTarget]:
+    """The app, and the run's one BrokerTarget: the URL the app will use, parsed, masked, its secrets
+    registered and its transport decided here, once. A malformed URL is a TargetError when it was given
+    (--broker, $CELERY_BROKER_URL) or is to be connected to (scan)."""
+    given = options.broker or (None if options.app else os.environ.get("CELERY_BROKER_URL"))
     if options.scan.management_url:
         validate_management_url(options.scan.management_url)
     if options.app:
         with bounded(deadline.remaining(0.01) if deadline else options.timeout, f"importing app {options.app!r}",
                      shown=options.timeout):
             app = load_app(options.app, options.cwd)
-        if broker:
-            validate_broker_url(broker)
-            app.conf.broker_url = broker
-    elif broker:
-        app = app_for_broker(broker)
+        if given:
+            _register_replaced_broker(app)
+            app.conf.broker_url = given
+    elif given:
+        app = app_for_broker(given)
     else:
         raise TargetError("nothing to diagnose: give --app MODULE[:ATTR] or --broker URL (or set CELERY_BROKER_URL)")
-    raw_url = app.conf.broker_url if isinstance(app.conf.broker_url, str) else None
-    SECRETS.add_url(raw_url)
-    log.debug("target: app %s, broker %s", options.app or "(none)", mask_url(raw_url))
-    if raw_url and options.mode == "scan":
-        validate_broker_url(raw_url)
-    return app, raw_url
+    broker = BrokerTarget.of_app(app)
+    log.debug("target: app %s, broker %s", options.app or "(none)", broker.masked)
+    if broker.raw and (given or options.mode == "scan"):
+        try:
+            broker.validate()
+        except BrokerURLError as exc:
+            raise TargetError(str(exc)) from None
+    return app, broker
 
 
-def build_snapshot(options: RunOptions, deadline: Deadline, app: Any, raw_url: Optional[str]) -> tuple[Snapshot, Optional[CollectContext]]:
+def _register_replaced_broker(app: Any) -> None:
+    """The app's own broker URL, replaced by --broker, is not the target, but its password is still a secret."""
+    try:
+        SECRETS.add_url(app.conf.get("broker_url"))
+    except Exception:  # noqa: BLE001 - a lazy settings object may raise on access
+        pass
+
+
+def build_snapshot(options: RunOptions, deadline: Deadline, app: Any, broker: BrokerTarget) -> tuple[Snapshot, Optional[CollectContext]]:
     parts: dict[str, Part] = {}
     config = None
     try:
-        config = collect_config(app)
+        config = collect_config(app, broker)
         parts["config"] = Part.gathered(config)
     except Exception as exc:  # noqa: BLE001 - a config value of the wrong type is a reason, not a traceback
         parts["config"] = Part.unavailable(scrub(f"reading the app's configuration failed: {type(exc).__name__}: {exc}"))
@@ -101,16 +113,15 @@ def build_snapshot(options: RunOptions, deadline: Deadline, app: Any, raw_url: O
         parts["source"] = Part.gathered(collect_source(roots))
     else:
         parts["source"] = Part.unavailable("no --source given and no app module to start from")
-    transport = config.transport if config else None
-    target = Target(app=options.app, broker=mask_url(raw_url), transport=transport)
+    target = Target(app=options.app, broker=broker.masked, transport=broker.transport)
     context = None
     if options.mode == "lint":
         for source in DATA_SOURCES:
             parts[source.name] = Part.not_requested("lint opens no network connection (use scan)")
     else:
-        context = CollectContext(app=app, broker_url=raw_url, config=config, deadline=deadline,
+        context = CollectContext(app=app, broker=broker, config=config, deadline=deadline,
                                  options=options.scan, app_spec=options.app)
-        parts.update(gather_live(context, transport))
+        parts.update(gather_live(context, broker.transport))
     snapshot = Snapshot(target=target, parts=parts, mode=options.mode, now=time.time(),
                         options={"timeout": options.timeout, "deep": options.scan.deep,
                                  "consumer_timeout": options.scan.consumer_timeout,
@@ -157,8 +168,8 @@ def diagnose(options: RunOptions, registry: Optional[Registry] = None) -> tuple[
     started = time.time()
     deadline = Deadline(options.timeout)
     registry = registry or load_registry()
-    app, raw_url = load_target(options, deadline)
-    snapshot, _ = build_snapshot(options, deadline, app, raw_url)
+    app, broker = load_target(options, deadline)
+    snapshot, _ = build_snapshot(options, deadline, app, broker)
     result = run_checks(registry, snapshot, options.select, options.ignore)
     log.debug("ran %d checks in %s mode: %d findings, %d suppressed inline", len(result.results), options.mode,
               len(result.findings), result.suppressed)

@@ -18,12 +18,15 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 from .deadline import Deadline
 from .envelope import Envelope, from_parts
 from .masking import SECRETS, mask_url, scrub
+
+if TYPE_CHECKING:
+    from .broker_target import BrokerTarget
 
 DEFAULT_MANAGEMENT_PORT = 15672
 DEFAULT_MANAGEMENT_TLS_PORT = 15671
@@ -82,26 +85,28 @@ class BrokerEndpoint:
         return self.display
 
 
-def broker_endpoint(url: Optional[str], use_ssl: Any = None) -> BrokerEndpoint:
-    """Parse the first of a `;`-separated list of AMQP URLs the way kombu does (defaults guest/guest, vhost /)."""
-    if not url or not isinstance(url, str):
-        raise RabbitError("no broker URL is configured", kind="config")
-    first = url.split(";")[0].strip()
-    from kombu.utils.url import parse_url
+def broker_endpoint(broker: "BrokerTarget | str | None", use_ssl: Any = None) -> BrokerEndpoint:
+    """The first URL of the broker target (a string is read by celery_doctor.broker_target) as kombu's AMQP
+    transports read it: defaults guest/guest, localhost, vhost /, port 5672 (5671 with TLS)."""
+    from .broker_target import BrokerTarget
 
-    try:
-        parts = parse_url(first)
-    except Exception as exc:  # noqa: BLE001 - a malformed URL is a reason, not a crash
-        raise RabbitError(f"the broker URL {mask_url(first)} cannot be parsed: {type(exc).__name__}", kind="config")
-    scheme = (parts.get("transport") or "amqp").lower()
+    if isinstance(broker, str):
+        broker = BrokerTarget.parse(broker)
+    first = broker.first if broker is not None else None
+    if first is None:
+        raise RabbitError("no broker URL is configured", kind="config")
+    if first.malformed:
+        raise RabbitError(f"the broker URL {first.masked} cannot be parsed: ValueError", kind="config")
+    scheme = first.scheme or "amqp"
     tls = scheme == "amqps" or bool(use_ssl)
-    password = parts.get("password") or ("guest" if not parts.get("userid") else "")
-    SECRETS.add(password if password != "guest" else None)
+    userid = first.username
+    password = first.password or ("guest" if not userid else "")
+    vhost = unquote(first.path[1:] if first.path.startswith("/") else first.path)
     return BrokerEndpoint(
-        host=parts.get("hostname") or "localhost",
-        port=int(parts.get("port") or (5671 if tls else 5672)),
-        vhost=parts.get("virtual_host") or "/",
-        userid=parts.get("userid") or "guest",
+        host=unquote(first.hostname or "") or "localhost",
+        port=int(first.port or (5671 if tls else 5672)),
+        vhost=vhost or "/",
+        userid=userid or "guest",
         password=password,
         tls=tls,
         scheme=scheme,

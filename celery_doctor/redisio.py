@@ -18,11 +18,11 @@ import socket as _socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Optional
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
+from .broker_target import BrokerURL, parse_url as parse_broker_url
 from .deadline import Deadline
-from .masking import mask_url, scrub
+from .masking import scrub
 from .redis_memory import ElementSizes, MemoryGuard, MemoryPressure
 
 SEP = "\x06\x16"  # kombu's priority / binding separator
@@ -55,67 +55,70 @@ def _text(value: Any) -> str:
 
 
 @dataclass(frozen=True)
-class BrokerURL:
-    """One broker URL as kombu reads it (secrets stay in `password`, never printed)."""
+class RedisAddress:
+    """Where one broker URL points, as kombu's Redis transport reads it (secrets stay in `password`, never printed)."""
 
-    raw: str = field(repr=False)
-    scheme: str
+    url: "BrokerURL" = field(repr=False)
     host: Optional[str]
     port: Optional[int]
     db: int
-    username: Optional[str]
-    password: Optional[str] = field(repr=False)
     ssl: bool
     socket_path: Optional[str]
-    query: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def scheme(self) -> str:
+        return self.url.scheme
+
+    @property
+    def username(self) -> Optional[str]:
+        return self.url.username
+
+    @property
+    def password(self) -> Optional[str]:
+        return self.url.password
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        return self.url.query
 
     @property
     def masked(self) -> str:
-        return mask_url(self.raw) or ""
+        return self.url.masked
 
     @property
     def address(self) -> str:
         return self.socket_path or f"{self.host}:{self.port}"
 
 
-def parse_url(url: str) -> BrokerURL:
-    """Parse one `redis://`, `rediss://`, `sentinel://`, `redis+socket://` or `socket://` URL."""
-    url = url.strip()
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    password = unquote(parts.password) if parts.password else None
-    username = unquote(parts.username) if parts.username else None
+def redis_address(url: "BrokerURL | str") -> RedisAddress:
+    """A `redis://`, `rediss://`, `sentinel://`, `redis+socket://` or `socket://` URL of the broker target (a
+    string is parsed by celery_doctor.broker_target): host, port, database, TLS, socket, with kombu's defaults."""
+    if isinstance(url, str):
+        url = parse_broker_url(url)
+    if url.malformed:
+        raise RedisReadError(url.error or f"malformed broker URL {url.masked!r}")
+    scheme, query = url.scheme, url.query
     socket_path = None
-    db_text = parts.path.lstrip("/")
+    db_text = url.path.lstrip("/")
     if scheme in ("redis+socket", "socket", "unix"):
-        socket_path = parts.path or None
+        socket_path = url.path or None
         db_text = query.get("virtual_host") or query.get("db") or "0"
     elif "virtual_host" in query:
         db_text = query["virtual_host"]
     try:
         db = int(db_text or query.get("db") or 0)
     except ValueError:
-        raise RedisReadError(f"the database in {mask_url(url)!r} is not a number: {db_text!r}") from None
-    try:
-        port = parts.port
-    except ValueError:
-        raise RedisReadError(f"malformed port in {mask_url(url)!r}") from None
+        raise RedisReadError(f"the database in {url.masked!r} is not a number: {db_text!r}") from None
     default_port = 26379 if scheme == "sentinel" else 6379
-    return BrokerURL(raw=url, scheme=scheme, host=parts.hostname or ("127.0.0.1" if not socket_path else None),
-                     port=port or (default_port if not socket_path else None), db=db, username=username or None,
-                     password=password or None, ssl=scheme == "rediss" or query.get("ssl", "").lower() == "true",
-                     socket_path=socket_path, query=query)
-
-
-def split_failover(url: Optional[str]) -> list[str]:
-    return [u.strip() for u in (url or "").split(";") if u.strip()]
+    return RedisAddress(url=url, host=url.hostname or ("127.0.0.1" if not socket_path else None),
+                        port=url.port or (default_port if not socket_path else None), db=db,
+                        ssl=scheme == "rediss" or query.get("ssl", "").lower() == "true", socket_path=socket_path)
 
 
 _SSL_KEYS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
 
 
-def _ssl_kwargs(target: BrokerURL, use_ssl: Any) -> dict:
+def _ssl_kwargs(target: RedisAddress, use_ssl: Any) -> dict:
     kwargs: dict = {}
     if not target.ssl:
         return kwargs
@@ -379,7 +382,7 @@ def _raw_readable(connection: Any) -> bool:
 class Reader:
     """One read-only connection to one Redis database, every call bounded by the run's deadline."""
 
-    def __init__(self, target: BrokerURL, deadline: Deadline, prefix: str = "", cap: float = DEFAULT_CAP,
+    def __init__(self, target: RedisAddress, deadline: Deadline, prefix: str = "", cap: float = DEFAULT_CAP,
                  use_ssl: Any = None, host: Optional[str] = None, port: Optional[int] = None,
                  db: Optional[int] = None, guard: Optional[MemoryGuard] = None) -> None:
         import redis
@@ -1061,15 +1064,15 @@ def priority_keys(queue: str) -> list[tuple[int, str]]:
     return [(step, queue if step == 0 else f"{queue}{SEP}{step}") for step in PRIORITY_STEPS]
 
 
-def connect_url(url: str, deadline: Deadline, transport_options: Optional[Mapping[str, Any]] = None,
+def connect_url(url: "BrokerURL | str", deadline: Deadline, transport_options: Optional[Mapping[str, Any]] = None,
                 cap: float = DEFAULT_CAP, use_ssl: Any = None) -> Reader:
     """Open a Reader on one redis/rediss/socket URL (not sentinel: see `connect_sentinel`)."""
-    target = parse_url(url)
+    target = redis_address(url)
     prefix = str((transport_options or {}).get("global_keyprefix") or "")
     return Reader(target, deadline, prefix=prefix, cap=cap, use_ssl=use_ssl).open()
 
 
-def connect_sentinel(urls: list[str], deadline: Deadline, transport_options: Mapping[str, Any],
+def connect_sentinel(urls: Sequence["BrokerURL"], deadline: Deadline, transport_options: Mapping[str, Any],
                      cap: float = DEFAULT_CAP) -> tuple[Reader, str]:
     """Ask the sentinels for the master (as kombu does) and open a Reader on it; (reader, 'host:port')."""
     import redis
@@ -1079,7 +1082,7 @@ def connect_sentinel(urls: list[str], deadline: Deadline, transport_options: Map
     if not master_name:
         raise RedisReadError("sentinel:// URL without broker_transport_options['master_name']: kombu cannot "
                              "connect either (ValueError)")
-    targets = [parse_url(u) for u in urls]
+    targets = [redis_address(u) for u in urls]
     first = targets[0]
     timeout = deadline.budget(cap)
     sentinel_kwargs = dict(transport_options.get("sentinel_kwargs") or {})

@@ -3,10 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Optional
-from urllib.parse import urlsplit
-
-REDIS_SCHEMES = {"redis", "rediss", "sentinel", "redis+socket", "socket"}
-AMQP_SCHEMES = {"amqp", "amqps", "pyamqp", "librabbitmq"}
 
 # kombu's Redis transport default; Celery's docs: "The default visibility timeout for Redis is 1 hour."
 REDIS_DEFAULT_VISIBILITY_TIMEOUT = 3600
@@ -27,21 +23,6 @@ class Setting:
         if not self.known:
             how = "not in the installed Celery"
         return f"{self.name}={self.value!r} ({how})"
-
-
-def transport_of(url: Optional[str], transport_setting: Optional[str] = None) -> Optional[str]:
-    """'redis', 'rabbitmq', or the scheme of any other kombu transport."""
-    scheme = (transport_setting or "").lower()
-    if not scheme and url:
-        first = str(url).split(";")[0].strip()
-        scheme = urlsplit(first).scheme.lower() if "://" in first else first.lower()
-    if not scheme:
-        return None
-    if scheme in REDIS_SCHEMES:
-        return "redis"
-    if scheme in AMQP_SCHEMES:
-        return "rabbitmq"
-    return scheme
 
 
 def read_setting(conf: Any, name: str) -> Setting:

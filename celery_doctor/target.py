@@ -64,28 +64,6 @@ def load_app(spec: str, cwd: Optional[str] = None):
     return app
 
 
-def validate_broker_url(url: str) -> str:
-    """Every `;`-separated failover URL must have a known scheme and a well-formed host and port."""
-    from kombu.transport import TRANSPORT_ALIASES
-    from kombu.utils.url import url_to_parts
-
-    parts = [part.strip() for part in url.split(";") if part.strip()]
-    if not parts:
-        raise TargetError("the broker URL is empty")
-    for part in parts:
-        if "://" not in part:
-            raise TargetError(f"broker URL {scrub(part)!r} has no scheme (expected e.g. redis://host:6379/0)")
-        try:
-            scheme = urlsplit(part).scheme.lower()
-            _ = url_to_parts(part).port
-            urlsplit(part).port  # raises ValueError for a non-numeric port or a broken IPv6 host
-        except ValueError as exc:
-            raise TargetError(f"malformed broker URL {scrub(part)!r}: {_one_line(exc)}") from None
-        if scheme not in TRANSPORT_ALIASES and scheme not in ("rediss", "sentinel"):
-            raise TargetError(f"unknown broker scheme {scheme!r} in {scrub(part)!r}")
-    return url
-
-
 def validate_management_url(url: str) -> str:
     """--management-url must be an http(s) URL with a host and a numeric port (when it has one)."""
     SECRETS.add_url(url if "://" in url else "http://" + url)
@@ -107,14 +85,14 @@ def app_for_broker(url: str):
     """A bare app for `--broker URL` without `--app`: defaults everywhere but the broker."""
     from celery import Celery
 
-    SECRETS.add_url(url)
-    validate_broker_url(url)
     return Celery("celery_doctor_target", broker=url, set_as_current=False)
 
 
 def register_app_secrets(app) -> None:
+    """The app's secrets other than its broker URL's (which the BrokerTarget registers): the read/write broker
+    URLs, the result backend, passwords set on their own."""
     conf = app.conf
-    for key in ("broker_url", "broker_read_url", "broker_write_url", "result_backend"):
+    for key in ("broker_read_url", "broker_write_url", "result_backend"):
         try:
             value = conf.get(key)
         except Exception:  # noqa: BLE001

@@ -16,7 +16,7 @@ from .ranking import rank
 from .registry import load_registry
 from .runner import run_checks
 from .sources import DATA_SOURCES, broker_source, gather_live, import_before_threads, wanted_parts
-from .settings import human_seconds, transport_of
+from .settings import human_seconds
 from .trace_types import Searcher, TraceLocation
 
 
@@ -201,14 +201,14 @@ def _advise(location: TraceLocation, snapshot: Snapshot) -> TraceLocation:
 def trace(options: RunOptions, task_id: str) -> TraceResult:
     started = time.time()
     deadline = Deadline(options.timeout)
-    app, raw_url = load_target(options, deadline)
+    app, broker = load_target(options, deadline)
     registry = load_registry()
     result = TraceResult(task_id=task_id, target=None,
                          started_at=dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"))
-    static, _ = build_snapshot(replace(options, mode="lint"), deadline, app, raw_url)
+    static, _ = build_snapshot(replace(options, mode="lint"), deadline, app, broker)
     result.target = static.target
-    transport = static.target.transport or transport_of(raw_url)
-    ctx = CollectContext(app=app, broker_url=raw_url, config=static.config, deadline=deadline,
+    transport = broker.transport
+    ctx = CollectContext(app=app, broker=broker, config=static.config, deadline=deadline,
                          options=options.scan, app_spec=options.app)
     # The scan's live parts (for likely causes and the workers' lists) get part of the time, so that the
     # searches, which run at the same time, are not starved by a silent worker.

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import pika
 import pytest
 
+from celery_doctor.broker_target import BrokerTarget
 from celery_doctor.collectors import CollectContext, ScanOptions
 from celery_doctor.collectors.config import collect_config
 from celery_doctor.collectors.rabbitmq import collect_rabbitmq
@@ -441,7 +442,7 @@ def test_wrong_password_is_a_masked_one_line_reason(env):
 
 
 def collect(env, **options):
-    ctx = CollectContext(app=env.app, broker_url=env.url, config=collect_config(env.app), deadline=Deadline(10),
+    ctx = CollectContext(app=env.app, broker=BrokerTarget.parse(env.url), config=collect_config(env.app), deadline=Deadline(10),
                          options=ScanOptions(**options))
     return collect_rabbitmq(ctx)
 
@@ -599,7 +600,7 @@ def test_silent_broker_and_api_are_bounded(env):
     peer = SilentPeer()
     try:
         app = env.app
-        ctx = CollectContext(app=app, broker_url=f"amqp://guest:guest@127.0.0.1:{peer.port}/{env.vhost}",
+        ctx = CollectContext(app=app, broker=BrokerTarget.parse(f"amqp://guest:guest@127.0.0.1:{peer.port}/{env.vhost}"),
                              config=collect_config(app), deadline=Deadline(2.0),
                              options=ScanOptions(management_url=f"http://127.0.0.1:{peer.port}"))
         started = time.monotonic()
@@ -615,7 +616,7 @@ def test_silent_broker_and_api_are_bounded(env):
 def test_silent_api_only_falls_back_within_the_deadline(env):
     peer = SilentPeer()
     try:
-        ctx = CollectContext(app=env.app, broker_url=env.url, config=collect_config(env.app), deadline=Deadline(6.0),
+        ctx = CollectContext(app=env.app, broker=BrokerTarget.parse(env.url), config=collect_config(env.app), deadline=Deadline(6.0),
                              options=ScanOptions(management_url=f"http://127.0.0.1:{peer.port}"))
         started = time.monotonic()
         part = collect_rabbitmq(ctx)

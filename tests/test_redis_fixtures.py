@@ -122,12 +122,13 @@ def import_app(directory: Path, module: str):
 
 
 def collect(app, deep: bool = False, max_messages: int = 1000, timeout: float = 20.0, url: str | None = None):
+    from celery_doctor.broker_target import BrokerTarget
     from celery_doctor.collectors import CollectContext, ScanOptions
     from celery_doctor.collectors.config import collect_config
     from celery_doctor.collectors.redis import collect_redis
     from celery_doctor.deadline import Deadline
 
-    ctx = CollectContext(app=app, broker_url=url or app.conf.broker_url, config=collect_config(app),
+    ctx = CollectContext(app=app, broker=BrokerTarget.parse(url) if url else BrokerTarget.of_app(app), config=collect_config(app),
                          deadline=Deadline(timeout), options=ScanOptions(deep=deep, max_messages=max_messages))
     return collect_redis(ctx)
 

@@ -151,6 +151,7 @@ def test_held_running_and_finished_tasks(redis_app, worker_factory):
 @pytest.mark.redis
 def test_large_queue_parses_only_the_match_and_stops_there(redis_app):
     from celery_doctor import trace_redis
+    from celery_doctor.broker_target import BrokerTarget
     from celery_doctor.collectors import CollectContext
     from celery_doctor.collectors.config import collect_config
     from celery_doctor.deadline import Deadline
@@ -169,7 +170,7 @@ def test_large_queue_parses_only_the_match_and_stops_there(redis_app):
     trace_redis.decode_payload = lambda raw: decoded.append(raw) or original(raw)
     try:
         snapshot = make_snapshot(module.app, mode="scan")
-        ctx = CollectContext(app=module.app, broker_url=REDIS_URL, config=collect_config(module.app),
+        ctx = CollectContext(app=module.app, broker=BrokerTarget.parse(REDIS_URL), config=collect_config(module.app),
                              deadline=Deadline(10))
         locations, checked, not_checked = trace_redis.trace_search(ctx, target, snapshot)
     finally:

@@ -238,6 +238,7 @@ def test_config_values_of_the_wrong_type_are_findings_not_crashes(mode):
     raises here); scan mode also runs the Redis collector against the live (empty) db 14."""
     from celery import Celery
 
+    from celery_doctor.broker_target import BrokerTarget
     from celery_doctor.collectors import CollectContext, ScanOptions
     from celery_doctor.collectors.config import collect_config
     from celery_doctor.deadline import Deadline
@@ -263,7 +264,7 @@ def test_config_values_of_the_wrong_type_are_findings_not_crashes(mode):
         config = collect_config(app)
         parts = {"config": Part.gathered(config), "source": Part.unavailable("not in this test")}
         if mode == "scan":
-            ctx = CollectContext(app=app, broker_url=REDIS, config=config, deadline=Deadline(5),
+            ctx = CollectContext(app=app, broker=BrokerTarget.parse(REDIS), config=config, deadline=Deadline(5),
                                  options=ScanOptions(timeout=5))
             parts.update(gather_live(ctx, config.transport or "redis", [REDIS_SOURCE]))
             assert not parts["redis"].reason.startswith("collector failed"), (setting, value, parts["redis"].reason)

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
+from celery_doctor.broker_target import BrokerTarget
 from celery_doctor.collectors import CollectContext, ScanOptions
 from celery_doctor.collectors.config import collect_config
 from celery_doctor.collectors.workers import collect_workers
@@ -57,7 +58,7 @@ def names(kind, vhost):
 
 
 def collect(app, timeout=3.0, **options):
-    ctx = CollectContext(app=app, broker_url=app.conf.broker_url, config=collect_config(app),
+    ctx = CollectContext(app=app, broker=BrokerTarget.of_app(app), config=collect_config(app),
                          deadline=Deadline(timeout), options=ScanOptions(timeout=timeout, **options))
     return collect_workers(ctx)
 

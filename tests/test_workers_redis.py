@@ -11,6 +11,7 @@ import uuid
 import pytest
 import redis
 
+from celery_doctor.broker_target import BrokerTarget
 from celery_doctor.collectors import CollectContext, ScanOptions
 from celery_doctor.collectors.config import collect_config
 from celery_doctor.collectors.workers import collect_workers
@@ -92,7 +93,7 @@ def findings(report, check_id):
 
 
 def collect(app, timeout=3.0):
-    ctx = CollectContext(app=app, broker_url=app.conf.broker_url, config=collect_config(app),
+    ctx = CollectContext(app=app, broker=BrokerTarget.of_app(app), config=collect_config(app),
                          deadline=Deadline(timeout), options=ScanOptions(timeout=timeout))
     return collect_workers(ctx)
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..broker_target import BrokerTarget
 from ..deadline import Deadline
 
 
@@ -31,11 +32,16 @@ class ScanOptions:
 @dataclass
 class CollectContext:
     app: Any  # the loaded Celery app (or a bare one for --broker)
-    broker_url: Optional[str]  # raw: never copy it into a Part, a Finding or a message
+    broker: BrokerTarget  # parsed once by the loader: .masked to show, .urls to connect, .transport
     config: Any  # AppConfig
     deadline: Deadline
     options: ScanOptions = field(default_factory=ScanOptions)
     app_spec: Optional[str] = None
+
+    @property
+    def broker_url(self) -> Optional[str]:
+        """The raw URL, only to hand to kombu or redis-py: never copy it into a Part, a Finding or a message."""
+        return self.broker.raw
 
 
 def now() -> float:

@@ -7,11 +7,12 @@ import os
 import re
 from typing import Any, Mapping, Optional
 
+from ..broker_target import BrokerTarget
 from ..masking import mask_url
 from ..facts.beat import schedule_period
 from ..model import Location
 from ..parts.config import AppConfig, BeatEntry, QueueInfo, Route, RouteRule, TaskInfo
-from ..settings import Setting, read_setting, transport_of
+from ..settings import Setting, read_setting
 
 # Settings any check may read; everything is captured with its default so checks stay pure.
 TRACKED_SETTINGS = (
@@ -377,15 +378,13 @@ def _queues(value: Any, default_type: str, problems: list) -> tuple[QueueInfo, .
     return tuple(out)
 
 
-def collect_config(app: Any) -> AppConfig:
+def collect_config(app: Any, broker: Optional[BrokerTarget] = None) -> AppConfig:
+    """`broker`: the run's BrokerTarget (the loader's); read from the app when not given."""
     conf = app.conf
+    broker = broker if broker is not None else BrokerTarget.of_app(app)
     settings = {name: read_setting(conf, name) for name in TRACKED_SETTINGS}
     conf_values = {name: s.value for name, s in settings.items()}
-    broker_url = conf_values.get("broker_url")
-    broker_url = broker_url if isinstance(broker_url, str) else None
     problems = setting_problems(conf_values, settings)
-    broker_transport = conf_values.get("broker_transport")
-    transport = transport_of(broker_url, broker_transport if isinstance(broker_transport, str) else None)
     default_type = conf_values.get("task_default_queue_type")
     default_type = default_type if isinstance(default_type, str) and default_type else "classic"
     queues = _queues(conf_values.get("task_queues"), default_type, problems)
@@ -409,9 +408,9 @@ def collect_config(app: Any) -> AppConfig:
         main=getattr(app, "main", None),
         celery_version=_version("celery"),
         kombu_version=_version("kombu"),
-        broker_url=mask_url(broker_url),
-        broker_urls=tuple(mask_url(u.strip()) for u in (broker_url or "").split(";") if u.strip()),
-        transport=transport,
+        broker_url=broker.masked,
+        broker_urls=tuple(url.masked for url in broker.urls),
+        transport=broker.transport,
         backend=mask_url(backend) if isinstance(backend, str) else None,
         settings=settings,
         tasks=tasks,

@@ -112,7 +112,7 @@ def app_exchange_names(config: Any) -> list[str]:
 
 def collect_rabbitmq(ctx: Any) -> Part:
     try:
-        endpoint = broker_endpoint(ctx.broker_url, _use_ssl(ctx.app))
+        endpoint = broker_endpoint(ctx.broker, _use_ssl(ctx.app))
     except RabbitError as exc:
         return Part.unavailable(exc.reason)
     options = ctx.options

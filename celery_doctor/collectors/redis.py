@@ -10,10 +10,11 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
+from ..broker_target import BrokerURL
 from ..envelope import EnvelopeStats, MessageSummary, decode_payload, from_parts
-from ..masking import mask_url, scrub
+from ..masking import scrub
 from ..model import Part
 from ..parts.redis import (Binding, ClientSummary, FailoverURL, ForeignKeys, RedisQueue, RedisState, ServerInfo,
                            SubQueue, UnackedExample, UnackedState)
@@ -23,8 +24,7 @@ from ..redis_memory import MemoryPressure
 from ..safe_text import printable
 from ..terminal import text_width
 from ..redisio import (BINDING_PREFIX, BLOCKING_COMMANDS, SEP, Oversized, Reader, RedisReadError, connect_sentinel,
-                       connect_url, parse_binding, parse_info, parse_url, priority_keys, split_failover,
-                       stream_unacked)
+                       connect_url, parse_binding, parse_info, priority_keys, redis_address, stream_unacked)
 from ..settings import REDIS_DEFAULT_VISIBILITY_TIMEOUT, as_seconds
 from . import CollectContext
 
@@ -455,14 +455,14 @@ def _foreign(reader: Reader, scan: _Scan, keyspace: Mapping[int, int], config, n
     return out
 
 
-def _failover(urls: list[str], ctx: CollectContext, options: Mapping[str, Any]) -> tuple[Optional[Reader], list[FailoverURL], list[str]]:
+def _failover(urls: Sequence[BrokerURL], ctx: CollectContext, options: Mapping[str, Any]) -> tuple[Optional[Reader], list[FailoverURL], list[str]]:
     """Try each `;`-separated URL in kombu's order; the first that answers is read. Every URL is reported."""
     statuses = []
     chosen = None
     errors = []
     use_ssl = _use_ssl(ctx)
     for url in urls:
-        masked = mask_url(url) or ""
+        masked = url.masked
         try:
             reader = connect_url(url, ctx.deadline, options, cap=3.0, use_ssl=use_ssl)
         except RedisReadError as exc:
@@ -503,7 +503,7 @@ def _use_ssl(ctx: CollectContext) -> Any:
 
 def collect_redis(ctx: CollectContext) -> Part:
     started = time.monotonic()
-    if not ctx.broker_url:
+    if not ctx.broker.urls:
         return Part.unavailable("no broker URL")
     try:
         return _collect(ctx, started)
@@ -517,14 +517,14 @@ def open_reader(ctx: CollectContext) -> tuple[Reader, list[FailoverURL], list[st
     config = ctx.config
     options = dict(config.transport_options) if config is not None else {}
     notes: list[str] = []
-    urls = split_failover(ctx.broker_url)
-    first = parse_url(urls[0])
+    urls = ctx.broker.urls
+    first = redis_address(urls[0])  # a malformed first URL is the reason, as it is kombu's
     failover: list[FailoverURL] = []
     if first.scheme == "sentinel":
         reader, master = connect_sentinel(urls, ctx.deadline, options, cap=3.0)
         notes.append(f"sentinel: the sentinels named {master} as master of {options.get('master_name')!r}; "
                      "its replicas and the sentinels' quorum were not checked")
-        failover = [FailoverURL(mask_url(u) or "", None, None, "sentinel") for u in urls]
+        failover = [FailoverURL(u.masked, None, None, "sentinel") for u in urls]
         return reader, failover, notes
     reader, failover, errors = _failover(urls, ctx, options)
     if reader is None:

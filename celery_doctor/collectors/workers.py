@@ -34,7 +34,6 @@ from urllib.parse import quote
 from ..masking import scrub
 from ..model import Part
 from ..parts.workers import COMMANDS, TaskRef, WorkerInfo, WorkerQueue, WorkersState
-from ..settings import transport_of
 
 COMMAND_ARGS: Mapping[str, Mapping[str, Any]] = {"conf": {"with_defaults": True}, "active": {"safe": True}}
 
@@ -470,9 +469,8 @@ def _rabbit_known(ctx, namespace: str) -> tuple[Optional[list[str]], Optional[st
     the API reports consumers a few seconds late). GET only, through the shared management client."""
     from ..rabbitmq_api import ManagementClient, RabbitError, broker_endpoint
 
-    url = ctx.broker_url or ctx.app.conf.broker_url
     try:
-        endpoint = broker_endpoint(url, getattr(ctx.app.conf, "broker_use_ssl", None))
+        endpoint = broker_endpoint(ctx.broker, getattr(ctx.app.conf, "broker_use_ssl", None))
         # At most a third of what is left: a silent management API must leave time for the broadcast.
         cap = min(2.0, max(0.2, ctx.deadline.remaining() / 3))
         client = ManagementClient.for_broker(endpoint, ctx.deadline, getattr(ctx.options, "management_url", None),
@@ -584,16 +582,9 @@ def _amqp_round(ctx, namespace: str) -> _Round:
 
 # -- entry point ------------------------------------------------------------------------------------
 
-def _transport(ctx) -> Optional[str]:
-    config = ctx.config
-    if config is not None and getattr(config, "transport", None):
-        return config.transport
-    return transport_of(ctx.broker_url, getattr(ctx.app.conf, "broker_transport", None))
-
-
 def collect_workers(ctx) -> Part:
     started = time.monotonic()
-    transport = _transport(ctx)
+    transport = ctx.broker.transport
     if transport not in ("redis", "rabbitmq"):
         return Part.not_applicable(f"workers are only inspected over redis or rabbitmq brokers, not {transport}")
     try:
