@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -29,7 +30,7 @@ from celery_doctor.reporters.json import format_json
 from celery_doctor.watch.engine import WatchOptions, build_report, replay, run_watch, target_for_app
 from celery_doctor.watch.live import View
 from celery_doctor.watch.redis_source import event_channels, publish_channel
-from tests.workerproc import WorkerFactory
+from tests.workerproc import WorkerFactory, worker_factory  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.redis, pytest.mark.workers]
 
@@ -103,6 +104,10 @@ def findings(report, check_id):
     return [r.finding for r in report.findings if r.finding.check == check_id]
 
 
+def _watch_connections(client):
+    return {c["id"] for c in client.client_list() if c.get("name", "").startswith("celery-doctor")}
+
+
 def _keys(client):
     return sorted(client.scan_iter(count=1000))
 
@@ -114,15 +119,16 @@ def test_the_subscription_patterns_receive_what_kombu_publishes():
     from kombu import Connection
 
     client = redis.Redis(db=DB)
+    exchange = f"celeryev-{uuid.uuid4().hex[:8]}"  # its own channels: another watch of this db receives nothing
     for options in ({}, {"global_keyprefix": "app1:"}, {"fanout_prefix": False}, {"fanout_prefix": "/x{db}."},
                     {"fanout_patterns": False}, {"global_keyprefix": "p[1]*?:"}):
         with Connection(f"redis://127.0.0.1:6379/{DB}", transport_options=options) as conn:
             channel = conn.default_channel
             channel.pool  # formats keyprefix_fanout with the database, as the first publish does
-            topic = channel.global_keyprefix + channel._get_publish_topic("celeryev", "worker.heartbeat")
-        assert topic == publish_channel(options, DB, "celeryev", "worker.heartbeat"), options
+            topic = channel.global_keyprefix + channel._get_publish_topic(exchange, "worker.heartbeat")
+        assert topic == publish_channel(options, DB, exchange, "worker.heartbeat"), options
         pubsub = client.pubsub(ignore_subscribe_messages=True)
-        pubsub.psubscribe(*event_channels(options, DB, "celeryev"))
+        pubsub.psubscribe(*event_channels(options, DB, exchange))
         try:
             while pubsub.get_message(timeout=0.05):
                 pass
@@ -138,6 +144,7 @@ def test_a_watch_writes_nothing_and_leaves_nothing_even_when_killed():
     have written a `_kombu.binding.celeryev` member at once.)"""
     client = redis.Redis(db=DB)
     client.flushdb()
+    earlier = _watch_connections(client)
     script = textwrap.dedent(f'''
         import sys
         from celery import Celery
@@ -155,17 +162,83 @@ def test_a_watch_writes_nothing_and_leaves_nothing_even_when_killed():
     try:
         assert killed.stdout.readline().strip() == "go"
         deadline = time.time() + 10
-        while time.time() < deadline and not any(c.get("name") == "celery-doctor-watch" for c in client.client_list()):
+        while time.time() < deadline and not _watch_connections(client) - earlier:
             time.sleep(0.1)
-        assert any(c.get("name") == "celery-doctor-watch" for c in client.client_list())
+        mine = _watch_connections(client) - earlier
+        assert mine
         killed.kill()
         killed.wait(10)
     finally:
         if killed.poll() is None:
             killed.kill()
     time.sleep(0.3)
-    assert not [c for c in client.client_list() if c.get("name", "").startswith("celery-doctor")]
+    assert not mine & _watch_connections(client)
     assert _keys(client) == []
+
+
+ENABLE_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from celery_doctor.watch.engine import WatchOptions, run_watch, target_for_app
+app = __import__(sys.argv[2]).app
+print("go", flush=True)
+state = run_watch(target_for_app(app), WatchOptions(enable_events=bool(int(sys.argv[3])), duration=60))
+print("kinds", sorted(state.kinds), "enable", state.enable_events, "notes", state.notes, flush=True)
+"""
+
+
+def test_enable_events_turns_task_events_on_for_the_watch_and_off_again_even_on_ctrl_c(tmp_path, worker_factory):
+    """A worker started without -E sends heartbeats only. `--enable-events` (celery's enable_events control
+    command) makes it send task events during the watch; Ctrl-C (SIGINT) ends the watch with its report and
+    disable_events, after which the worker sends none again (a later watch sees heartbeats `processed` grow,
+    no task event: CD708 says what to turn on)."""
+    uid = uuid.uuid4().hex[:8]
+    module = f"cdwe_{uid}"
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(f'''
+        from celery import Celery
+        app = Celery("cdwe_{uid}", broker="redis://127.0.0.1:6379/{DB}")
+        app.conf.task_default_queue = "we-{uid}"
+
+        @app.task(name="cdwe.add", shared=False)
+        def add(x, y):
+            return x + y
+    '''))
+    redis.Redis(db=DB).flushdb()
+    worker = worker_factory(module, cwd=tmp_path, pool="solo", queues=[f"we-{uid}"], fast_start=False,
+                            extra_args=EVENTS_ARGS)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        app = __import__(module).app
+        watch = subprocess.Popen([sys.executable, "-c", ENABLE_SCRIPT, str(tmp_path), module, "1"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert watch.stdout.readline().strip() == "go"
+        assert worker.wait_for_log("Events of group {task} enabled by remote.", 10), worker.tail()
+        app.send_task("cdwe.add", args=(1, 2))
+        assert worker.wait_for_log("succeeded", 10)
+        time.sleep(0.5)
+        watch.send_signal(signal.SIGINT)
+        out, err = watch.communicate(timeout=30)
+        assert watch.returncode == 0, err
+        assert "'task-received'" in out and "'task-succeeded'" in out, out
+        assert "disabled_at=" in out and "interrupted (Ctrl-C)" in out, out
+        assert worker.wait_for_log("Events of group {task} disabled by remote.", 10), worker.tail()
+        # afterwards: heartbeats only, and the report says what to turn on
+        stop, result = threading.Event(), {}
+        thread = threading.Thread(target=lambda: result.update(state=run_watch(
+            target_for_app(app), WatchOptions(), stop=stop)))
+        thread.start()
+        time.sleep(2.5)
+        app.send_task("cdwe.add", args=(2, 3))
+        time.sleep(2.5)
+        stop.set()
+        thread.join(30)
+        state = result["state"]
+        assert not [k for k in state.kinds if k.startswith("task-") and k != "task-sent"], state.kinds
+        report, _ = build_report(state, Target(app=module, broker="redis", transport="redis"))
+        [off] = findings(report, "CD708")
+        assert "processed 1 task(s)" in "\n".join(off.evidence) and "-E" in "\n".join(off.evidence)
+    finally:
+        sys.path.remove(str(tmp_path))
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +250,7 @@ def incident(tmp_path_factory):
     client.flushdb()
     sys.path.insert(0, str(base))
     factory = WorkerFactory()
+    stop, threads = threading.Event(), []
     try:
         kill, block, busy, twice = factory.start_many([
             dict(app=module, cwd=base, pool="prefork", concurrency=1, queues=[f"wkill-{uid}"], name=f"kill-{uid}",
@@ -201,9 +275,9 @@ def incident(tmp_path_factory):
         def watch(key, what, options, view=None):
             result[key] = run_watch(what, options, stop=stop, view=view)
 
-        threads = [threading.Thread(target=watch, args=("state", target, WatchOptions(bound=3.0, record=record,
-                                                                                     probe_interval=1.0), frames)),
-                   threading.Thread(target=watch, args=("twice", twice_target, WatchOptions(bound=3.0)))]
+        threads += [threading.Thread(target=watch, args=("state", target, WatchOptions(bound=3.0, record=record,
+                                                                                      probe_interval=1.0), frames)),
+                    threading.Thread(target=watch, args=("twice", twice_target, WatchOptions(bound=3.0)))]
         for thread in threads:
             thread.start()
         time.sleep(1.5)  # subscribed, first CLIENT LIST and heartbeats in
@@ -220,7 +294,7 @@ def incident(tmp_path_factory):
         assert kill.wait_for_log(ids["kill"], 10)
         # the block worker's heartbeats stop now: once the watch sees it silent (and still connected), kill the
         # other one, a little later, so that the two silences fall in different CLIENT LIST windows
-        assert frames.wait(block.nodename, "connected", 15), frames.last
+        assert frames.wait(block.nodename, "connected", 15), [(w.hostname, w.status) for w in frames.last.workers]
         time.sleep(1.5)
         kill.kill()
         killed_at = time.time()
@@ -240,6 +314,9 @@ def incident(tmp_path_factory):
                    config=config, killed_at=killed_at, module=module, base=base, twice=result["twice"],
                    twice_report=twice_report)
     finally:
+        stop.set()  # the watches end even when the scenario failed half-way
+        for thread in threads:
+            thread.join(30)
         factory.stop_all()
         sys.path.remove(str(base))
         client.flushdb()

@@ -26,6 +26,7 @@ from .session import Session
 
 QUEUE_MAX = 200_000  # messages buffered between the subscriber thread and the ledger
 DRAIN_BATCH = 5000
+FRAME_INTERVAL = 0.25  # seconds between two frames of the live view
 
 
 class WatchError(Exception):
@@ -197,7 +198,6 @@ def run_watch(target: WatchTarget, options: WatchOptions, view_stream: Optional[
     known: set = set()
     probed: dict[str, float] = {}
     rates: list = []  # (t, events) samples for the rate
-    frame: Optional[Frame] = None
     namespace = str(target.conf("control_exchange", "celery"))
 
     def drain(limit: int = DRAIN_BATCH, wait: float = 0.0) -> int:
@@ -244,7 +244,7 @@ def run_watch(target: WatchTarget, options: WatchOptions, view_stream: Optional[
                 enabled = error is None
                 item(clock(), "enable_events", {"enabled_at": clock()} if enabled else {"error": error})
             end = started + options.duration if options.duration else None
-            next_probe = clock()
+            next_probe = next_frame = clock()
             while not stop.is_set():
                 now = clock()
                 if end is not None and now >= end:
@@ -259,13 +259,14 @@ def run_watch(target: WatchTarget, options: WatchOptions, view_stream: Optional[
                     if new and known:  # workers that started after the broadcast: tell them too
                         _control(target, "enable_events", namespace, destination=new)
                     known.update(new)
-                rates.append((now, session.ledger.events))
-                while rates and rates[0][0] < now - 5.0:
-                    rates.pop(0)
-                rate = ((rates[-1][1] - rates[0][1]) / (rates[-1][0] - rates[0][0])
-                        if len(rates) > 1 and rates[-1][0] > rates[0][0] else 0.0)
-                frame = frame_of(session, now, options, rate, source.dropped)
-                view.update(frame)
+                if now >= next_frame:  # the view (and what it needs) at most a few times a second
+                    next_frame = now + FRAME_INTERVAL
+                    rates.append((now, session.ledger.events))
+                    while len(rates) > 2 and rates[0][0] < now - 5.0:
+                        rates.pop(0)
+                    rate = ((rates[-1][1] - rates[0][1]) / (rates[-1][0] - rates[0][0])
+                            if len(rates) > 1 and rates[-1][0] > rates[0][0] else 0.0)
+                    view.update(frame_of(session, now, options, rate, source.dropped))
         finally:
             undo_error = None
             if enabled:
