@@ -222,6 +222,8 @@ def test_enable_events_turns_task_events_on_for_the_watch_and_off_again_even_on_
         assert "'task-received'" in out and "'task-succeeded'" in out, out
         assert "disabled_at=" in out and "interrupted (Ctrl-C)" in out, out
         assert worker.wait_for_log("Events of group {task} disabled by remote.", 10), worker.tail()
+        # no reply was asked for: no reply queue or binding was written (as `celery inspect` would leave)
+        assert not [k for k in redis.Redis(db=DB).scan_iter(count=1000) if b"reply" in k]
         # afterwards: heartbeats only, and the report says what to turn on
         stop, result = threading.Event(), {}
         thread = threading.Thread(target=lambda: result.update(state=run_watch(

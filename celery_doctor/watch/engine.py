@@ -219,13 +219,23 @@ def run_watch(target: WatchTarget, options: WatchOptions, view_stream: Optional[
                 item(t, "malformed", bad)
         return count
 
+    last_rows: dict = {}  # id -> CLIENT LIST row of the previous poll: later polls are recorded as changes
+
     def probe(now: float, final: bool = False) -> None:
         if target.transport == "redis":
             rows, reason = source.client_list()
             if rows is None:
                 item(now, "clients_error", reason or "CLIENT LIST could not be read")
-            else:
+                last_rows.clear()
+                return
+            current = {str(row.get("id")): row for row in rows}
+            if not last_rows:
                 item(now, "clients", rows)
+            else:
+                item(now, "clients_diff", {"add": [row for cid, row in current.items() if last_rows.get(cid) != row],
+                                           "del": [cid for cid in last_rows if cid not in current]})
+            last_rows.clear()
+            last_rows.update(current)
             return
         silent = ([w.hostname for w in session.ledger.silent_workers(now)] if final
                   else session.silent_unprobed(now, probed))
@@ -373,8 +383,7 @@ def build_report(state: EventsState, target: Target, registry: Any = None, confi
     parts = {"events": Part.gathered(state)}
     if config is not None:
         parts["config"] = Part.gathered(config)
-    snapshot = Snapshot(target=target, parts=parts, mode="watch", now=state.ended_at,
-                        options={"duration": state.duration, "bound": state.bound_s})
+    snapshot = Snapshot(target=target, parts=parts, mode="watch", now=state.ended_at)
     result = run_checks(registry, snapshot, select, ignore)
     began = started if started is not None else state.started_at
     report = Report(

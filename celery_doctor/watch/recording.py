@@ -8,7 +8,9 @@ arrived (`t`, epoch seconds on the watching machine):
                                       strings shortened and masked (no message bodies)
     {"t": ..., "undecoded": "..."}    a message in another content type (counted, never loaded)
     {"t": ..., "malformed": 1}        JSON that was not an event
-    {"t": ..., "clients": [...]}      Redis CLIENT LIST rows (id, addr, name, db, flags, psub, sub, cmd), or
+    {"t": ..., "clients": [...]}      Redis CLIENT LIST rows of the watched db (id, addr, name, db, flags, psub,
+                                      sub, cmd); the next polls as changes:
+    {"t": ..., "clients_diff": {"add": [rows new or changed], "del": [ids gone]}}, or
     {"t": ..., "clients_error": "..."}
     {"t": ..., "mailbox": {...}}      RabbitMQ: a worker's mailbox queue, as the management API showed it
     {"t": ..., "queue": {...}}        a queue's depth and consumers at the end

@@ -41,6 +41,7 @@ class Session:
         )
         db = _int(header.get("db"))
         self.tracker = ClientTracker(db or 0) if self.transport == "redis" else None
+        self.rows: dict = {}  # the last CLIENT LIST, by connection id (recordings hold the changes)
         self.mailboxes: deque = deque(maxlen=5000)
         self.queues: dict[str, QueueProbe] = {}
         self.notes: list[str] = []
@@ -63,9 +64,18 @@ class Session:
             self.ledger.malformed += _int(payload) or 1
         elif kind == "clients" and self.tracker is not None:
             if isinstance(payload, list):
-                self.tracker.observe(t, [row for row in payload if isinstance(row, dict)])
+                self.rows = {str(row.get("id")): row for row in payload if isinstance(row, dict)}
+                self.tracker.observe(t, list(self.rows.values()))
+        elif kind == "clients_diff" and self.tracker is not None and isinstance(payload, dict):
+            for cid in payload.get("del") or ():
+                self.rows.pop(str(cid), None)
+            for row in payload.get("add") or ():
+                if isinstance(row, dict) and len(self.rows) < 100_000:
+                    self.rows[str(row.get("id"))] = row
+            self.tracker.observe(t, list(self.rows.values()))
         elif kind == "clients_error" and self.tracker is not None:
             self.tracker.failed(t, str(payload)[:300])
+            self.rows = {}
         elif kind == "mailbox" and isinstance(payload, dict) and isinstance(payload.get("hostname"), str):
             exists = payload.get("exists")
             self.mailboxes.append(MailboxProbe(
