@@ -170,6 +170,12 @@ def test_when_the_evidence_cannot_single_out_which_silent_worker_is_gone_it_says
     assert {v.verdict for v in redis_verdicts(workers, _tracker(polls), 110.0).values()} == {DEAD}
 
 
+def test_workers_without_remote_control_have_no_mailbox_and_one_silent_worker_is_still_singled_out():
+    workers = [WorkerView("w1", 100.0, 2.0, None)]
+    polls = [(t, _rows("1", "2")) for t in range(95, 101)] + [(t, _rows("2")) for t in range(101, 110)]
+    assert redis_verdicts(workers, _tracker(polls), 110.0)["w1"].verdict == DEAD
+
+
 def test_a_worker_killed_while_already_silent_is_probably_dead_and_unread_clients_are_unknown():
     workers = [WorkerView("w1", 100.0, 2.0, None)]
     polls = [(t, _rows("1", mailbox=("1",))) for t in range(95, 115)] + [(t, []) for t in range(115, 120)]

@@ -219,6 +219,7 @@ def run_watch(target: WatchTarget, options: WatchOptions, view_stream: Optional[
                 item(t, "malformed", bad)
         return count
 
+    last_rate = 0.0
     last_rows: dict = {}  # id -> CLIENT LIST row of the previous poll: later polls are recorded as changes
 
     def probe(now: float, final: bool = False) -> None:
@@ -277,6 +278,7 @@ def run_watch(target: WatchTarget, options: WatchOptions, view_stream: Optional[
                     rate = ((rates[-1][1] - rates[0][1]) / (rates[-1][0] - rates[0][0])
                             if len(rates) > 1 and rates[-1][0] > rates[0][0] else 0.0)
                     view.update(frame_of(session, now, options, rate, source.dropped))
+                    last_rate = rate
         finally:
             undo_error = None
             if enabled:
@@ -305,7 +307,7 @@ def run_watch(target: WatchTarget, options: WatchOptions, view_stream: Optional[
                 item(clock(), "end", {})
                 if recorder is not None:
                     recorder.close()
-                view.close(frame_of(session, clock(), options, 0.0, source.dropped))
+                view.close(frame_of(session, clock(), options, last_rate, source.dropped))
     return session.state()
 
 

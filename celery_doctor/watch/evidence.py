@@ -195,7 +195,10 @@ def redis_verdicts(workers: Sequence[WorkerView], tracker: ClientTracker, now: f
                 explained.add(index)
             continue
         explained.add(index)
-        gone = closure.mailboxes - len(left)
+        if closure.mailboxes:
+            gone = closure.mailboxes - len(left)  # one mailbox subscription per worker
+        else:  # workers without remote control hold none: the closed connections are at least one process's
+            gone = 0 if left else 1
         when = f"between {_clock(closure.after)} and {_clock(closure.before)}"
         if gone >= len(stopped) and gone > 0:
             for worker in stopped:

@@ -86,7 +86,7 @@ def frame_lines(frame: Frame, width: int) -> list[str]:
     if frame.suspicious:
         lines.append(f"suspicious ({len(frame.suspicious)}):")
         for t, task_id, why in frame.suspicious[-SUSPICIOUS_SHOWN:]:
-            lines.append(f"  {clock(t)} {task_id} {why}")
+            lines.append(f"  {task_id} {why} · {clock(t)}")
     return [fit(line, width) for line in lines]
 
 
