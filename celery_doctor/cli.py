@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
+import inspect
 import logging
 import os
 import sys
 import tempfile
 import traceback
-from typing import Callable, List, Optional
+from typing import Callable
 
 import typer
 
 from .masking import scrub
+from .options import FailOn, Format, UsageError, command
 from .safe_text import printable, printable_block
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -29,26 +30,8 @@ app = typer.Typer(
 log = logging.getLogger("celery_doctor")
 
 
-class Format(str, enum.Enum):
-    text = "text"
-    json = "json"
-    sarif = "sarif"
-    markdown = "markdown"
-
-
-class FailOn(str, enum.Enum):
-    high = "high"
-    medium = "medium"
-    low = "low"
-    never = "never"
-
-
 EXTENSIONS = {".json": Format.json, ".sarif": Format.sarif, ".md": Format.markdown, ".markdown": Format.markdown,
               ".txt": Format.text}
-
-
-class UsageError(Exception):
-    """Bad input from the user: one line on stderr, exit 2."""
 
 
 class OutputError(Exception):
@@ -137,20 +120,6 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("celery_doctor").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-def _pick(cli_value, file_options: dict, key: str, default=None):
-    if cli_value not in (None, [], ()):
-        return cli_value
-    return file_options.get(key, default)
-
-
-def _seconds(value) -> float:
-    """--timeout: a positive, finite number of seconds (nan and inf would disable every bound)."""
-    seconds = float(value)
-    if not (0 < seconds < float("inf")):
-        raise UsageError(f"--timeout must be a positive number of seconds, not {value!r}")
-    return seconds
-
-
 def use_color(stream) -> bool:
     from .terminal import use_color as decide
 
@@ -181,44 +150,24 @@ def exit_code(report, fail_on: FailOn) -> int:
     return EXIT_FINDINGS if any(r.finding.impact.order >= threshold for r in report.findings) else EXIT_OK
 
 
-def _run(mode: str, app_spec, broker, source, select, ignore, fmt, output, fail_on, timeout, deep, max_messages,
-         management_url, consumer_timeout, config_file, verbose, peek=False) -> int:
-    from .collectors import ScanOptions
-    from .diagnose import RunOptions, diagnose
+def _options(command_name: str, given: dict):
+    """The command's options (celery_doctor/options.py): the command line, else [tool.celery-doctor], else defaults."""
+    from .options import resolve
     from .options_file import find_pyproject, load_options
 
-    _setup_logging(verbose)
-    file_options = load_options(config_file or find_pyproject())
-    fmt = Format(_pick(fmt and fmt.value, file_options, "format", "text"))
-    fail_on_value = _pick(fail_on and fail_on.value, file_options, "fail-on", "high")
-    try:
-        fail_on = FailOn(fail_on_value)
-    except ValueError:
-        raise UsageError(f"fail-on must be one of high, medium, low, never, not {fail_on_value!r}") from None
-    timeout = _seconds(_pick(timeout, file_options, "timeout", 10.0))
-    max_messages = int(_pick(max_messages, file_options, "max-messages", 1000))
-    if max_messages < 0:
-        raise UsageError("--max-messages must be zero or more")
-    options = RunOptions(
-        mode=mode,
-        app=_pick(app_spec, file_options, "app"),
-        broker=_pick(broker, file_options, "broker"),
-        sources=list(_pick(source, file_options, "source", [])),
-        select=[s.upper() for s in _pick(select, file_options, "select", [])],
-        ignore=[s.upper() for s in _pick(ignore, file_options, "ignore", [])],
-        timeout=timeout,
-        scan=ScanOptions(
-            deep=bool(deep or file_options.get("deep", False)),
-            max_messages=max_messages,
-            management_url=_pick(management_url, file_options, "management-url"),
-            consumer_timeout=_pick(consumer_timeout, file_options, "consumer-timeout"),
-            peek=peek,
-            progress=sys.stderr.isatty(),
-            timeout=timeout,
-        ),
-    )
+    return resolve(command_name, given, load_options(given.get("config") or find_pyproject()))
+
+
+def _run(mode: str, given: dict) -> int:
+    from .diagnose import diagnose
+    from .options import run_options
+
+    _setup_logging(given["verbose"])
+    opts = _options(mode, given)
+    fmt, verbose = opts.format, opts.verbose
+    options = run_options(opts, mode, progress=sys.stderr.isatty())
     report, registry = diagnose(options)
-    outputs = list(_pick(output, file_options, "output", []))
+    outputs = opts.output
     if not outputs:
         emit(_render(fmt, report, registry, color=use_color(sys.stdout), show_checks=verbose))
     for path in outputs:
@@ -229,74 +178,32 @@ def _run(mode: str, app_spec, broker, source, select, ignore, fmt, output, fail_
         except OSError as exc:
             raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
         log.info("wrote %s report to %s", chosen.value, path)
-    return exit_code(report, fail_on)
+    return exit_code(report, opts.fail_on)
 
 
-AppOpt = typer.Option(None, "--app", "-A", help="Celery app as for `celery -A`: MODULE[:ATTR].")
-BrokerOpt = typer.Option(None, "--broker", "-b", help="Broker URL (default: the app's, or $CELERY_BROKER_URL).")
-SourceOpt = typer.Option(None, "--source", help="Python source to analyse (repeatable; default: the app's top-level package).")
-SelectOpt = typer.Option(None, "--select", help="Run only checks whose id starts with this (repeatable).")
-IgnoreOpt = typer.Option(None, "--ignore", help="Skip checks whose id starts with this (repeatable).")
-FormatOpt = typer.Option(None, "--format", "-f", help="Report format (default text).")
-OutputOpt = typer.Option(None, "--output", "-o", help="Write the report to FILE (repeatable; format from .json/.sarif/.md/.txt, else --format).")
-FailOnOpt = typer.Option(None, "--fail-on", help="Exit 1 when a finding is at or above this impact (default high).")
-TimeoutOpt = typer.Option(None, "--timeout", help="Bound on the whole run, in seconds (default 10).")
-ConfigOpt = typer.Option(None, "--config", help="pyproject.toml to read [tool.celery-doctor] from (default: found upwards).")
-VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log progress to stderr.")
-
-
-@app.command()
-def lint(
-    app_spec: Optional[str] = AppOpt,
-    broker: Optional[str] = BrokerOpt,
-    source: Optional[List[str]] = SourceOpt,
-    select: Optional[List[str]] = SelectOpt,
-    ignore: Optional[List[str]] = IgnoreOpt,
-    fmt: Optional[Format] = FormatOpt,
-    output: Optional[List[str]] = OutputOpt,
-    fail_on: Optional[FailOn] = FailOnOpt,
-    timeout: Optional[float] = TimeoutOpt,
-    config_file: Optional[str] = ConfigOpt,
-    verbose: bool = VerboseOpt,
-) -> None:
+@command(app, "lint")
+def lint(**given) -> None:
     """Static checks of the app's configuration and source. Opens no network connection."""
-    guarded(lambda: _run("lint", app_spec, broker, source, select, ignore, fmt, output, fail_on, timeout,
-                         False, None, None, None, config_file, verbose))
+    guarded(lambda: _run("lint", given))
 
 
-@app.command()
-def scan(
-    app_spec: Optional[str] = AppOpt,
-    broker: Optional[str] = BrokerOpt,
-    source: Optional[List[str]] = SourceOpt,
-    select: Optional[List[str]] = SelectOpt,
-    ignore: Optional[List[str]] = IgnoreOpt,
-    fmt: Optional[Format] = FormatOpt,
-    output: Optional[List[str]] = OutputOpt,
-    fail_on: Optional[FailOn] = FailOnOpt,
-    timeout: Optional[float] = TimeoutOpt,
-    deep: bool = typer.Option(False, "--deep", help="Analyse every queued message, not a bounded sample."),
-    max_messages: Optional[int] = typer.Option(None, "--max-messages", help="Messages sampled per queue without --deep (default 1000)."),
-    management_url: Optional[str] = typer.Option(None, "--management-url", help="RabbitMQ management API URL (default: broker host, port 15672)."),
-    consumer_timeout: Optional[float] = typer.Option(None, "--consumer-timeout", help="RabbitMQ's consumer_timeout in seconds, when known (default assumed: 1800)."),
-    peek: bool = typer.Option(False, "--peek", help="RabbitMQ: read message headers with basic.get + requeue (sets redelivered, can reorder)."),
-    config_file: Optional[str] = ConfigOpt,
-    verbose: bool = VerboseOpt,
-) -> None:
+@command(app, "scan")
+def scan(**given) -> None:
     """Static checks plus every live check the target allows: broker state, queued messages, workers."""
-    guarded(lambda: _run("scan", app_spec, broker, source, select, ignore, fmt, output, fail_on, timeout,
-                         deep, max_messages, management_url, consumer_timeout, config_file, verbose, peek))
+    guarded(lambda: _run("scan", given))
 
 
-@app.command("checks")
-def list_checks(fmt: Format = typer.Option(Format.text, "--format", "-f", help="text or json.")) -> None:
+@command(app, "checks")
+def list_checks(**given) -> None:
     """List every check: id, slug, category, default impact, what it needs."""
 
     def body() -> int:
         import json
 
+        from .options import resolve
         from .registry import load_registry
 
+        fmt = resolve("checks", given).format
         registry = load_registry()
         if fmt is Format.json:
             data = [{"id": c.id, "slug": c.slug, "title": c.title, "category": c.category.value,
@@ -332,54 +239,29 @@ def explain(check_id: str = typer.Argument(..., help="A check id (CD101) or slug
     guarded(body)
 
 
-@app.command()
-def trace(
-    task_id: str = typer.Argument(..., help="The id of the task to look for."),
-    app_spec: Optional[str] = AppOpt,
-    broker: Optional[str] = BrokerOpt,
-    fmt: Optional[Format] = typer.Option(None, "--format", "-f", help="text, json or markdown (default text)."),
-    output: Optional[List[str]] = typer.Option(None, "--output", "-o", help="Write the trace to FILE (repeatable; format from .json/.md/.txt, else --format)."),
-    timeout: Optional[float] = TimeoutOpt,
-    management_url: Optional[str] = typer.Option(None, "--management-url", help="RabbitMQ management API URL."),
-    peek: bool = typer.Option(False, "--peek", help="RabbitMQ: read queued message headers with basic.get + requeue (sets redelivered, can reorder)."),
-    deep: bool = typer.Option(False, "--deep", help="With --peek: read up to --max-messages per queue instead of a small sample."),
-    max_messages: Optional[int] = typer.Option(None, "--max-messages", help="Messages read per queue (default 1000)."),
-    config_file: Optional[str] = ConfigOpt,
-    verbose: bool = VerboseOpt,
-) -> None:
+@command(app, "trace", inspect.Parameter("task_id", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                                         default=typer.Argument(..., help="The id of the task to look for.")))
+def trace(task_id: str, **given) -> None:
     """Where is this task? Queues, unacked messages, workers and the result backend, read-only. Exit 0 found, 1 not found."""
 
     def body() -> int:
-        from .collectors import ScanOptions
-        from .diagnose import RunOptions
-        from .options_file import find_pyproject, load_options
+        from .options import run_options
         from .reporters.trace import format_trace_json, format_trace_markdown, format_trace_text
         from .trace import trace as run_trace
 
-        _setup_logging(verbose)
+        _setup_logging(given["verbose"])
         if not task_id.strip() or len(task_id) > 255 or any(c.isspace() or not c.isprintable() for c in task_id):
             raise UsageError("TASK_ID must be a non-empty id without spaces (at most 255 characters)")
-        file_options = load_options(config_file or find_pyproject())
-        if fmt is Format.sarif:
+        if given.get("format") is Format.sarif:
             raise UsageError(TRACE_NO_SARIF)
-        # an options file's `format` is for lint and scan: its sarif does not apply to a trace
-        chosen = fmt or Format(file_options.get("format", "text"))
-        if chosen is Format.sarif:
-            chosen = Format.text
-        outputs = list(output or [])
+        opts = _options("trace", given)
+        # an options file's `format` is for lint and scan too: its sarif leaves a trace in text
+        chosen = Format.text if opts.format is Format.sarif else opts.format
+        outputs = opts.output
         kinds = [EXTENSIONS.get(os.path.splitext(path)[1].lower(), chosen) for path in outputs]
         if Format.sarif in kinds:
             raise UsageError(f"{outputs[kinds.index(Format.sarif)]}: {TRACE_NO_SARIF}")
-        seconds = _seconds(_pick(timeout, file_options, "timeout", 10.0))
-        options = RunOptions(
-            mode="scan", app=_pick(app_spec, file_options, "app"), broker=_pick(broker, file_options, "broker"),
-            sources=list(file_options.get("source", [])), timeout=seconds,
-            select=[s.upper() for s in file_options.get("select", [])],
-            ignore=[s.upper() for s in file_options.get("ignore", [])],
-            scan=ScanOptions(management_url=_pick(management_url, file_options, "management-url"), peek=peek,
-                             deep=deep, max_messages=int(_pick(max_messages, file_options, "max-messages", 1000)),
-                             consumer_timeout=file_options.get("consumer-timeout"), timeout=seconds),
-        )
+        options = run_options(opts, "scan")
         result = run_trace(options, task_id)
         renderers = {Format.json: format_trace_json, Format.markdown: format_trace_markdown, Format.text: format_trace_text}
         if not outputs:

@@ -8,11 +8,11 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .broker_target import BrokerTarget, BrokerURLError
-from .collectors import CollectContext, ScanOptions
+from .collectors import CollectContext
+from .options import RunOptions, snapshot_options
 from .collectors.config import collect_config
 from .collectors.source import collect_source, default_source_roots
 from .deadline import Deadline
@@ -26,19 +26,6 @@ from .target import TargetError, app_for_broker, load_app, validate_management_u
 
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunOptions:
-    mode: str = "scan"  # "lint" or "scan"
-    app: Optional[str] = None
-    broker: Optional[str] = None
-    sources: list[str] = field(default_factory=list)
-    select: list[str] = field(default_factory=list)
-    ignore: list[str] = field(default_factory=list)
-    timeout: float = 10.0
-    scan: ScanOptions = field(default_factory=ScanOptions)
-    cwd: Optional[str] = None
 
 
 @contextlib.contextmanager
@@ -123,9 +110,7 @@ def build_snapshot(options: RunOptions, deadline: Deadline, app: Any, broker: Br
                                  options=options.scan, app_spec=options.app)
         parts.update(gather_live(context, broker.transport))
     snapshot = Snapshot(target=target, parts=parts, mode=options.mode, now=time.time(),
-                        options={"timeout": options.timeout, "deep": options.scan.deep,
-                                 "consumer_timeout": options.scan.consumer_timeout,
-                                 "max_messages": options.scan.max_messages})
+                        options=snapshot_options(options))
     return snapshot, context
 
 

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
+from .options import SnapshotOptions
+
 if TYPE_CHECKING:  # the live parts' types, for the Snapshot accessors (celery_doctor.parts imports this module)
     from .parts.rabbitmq import RabbitState
     from .parts.redis import RedisState
@@ -219,7 +221,7 @@ class Snapshot:
     parts: Mapping[str, Part] = field(default_factory=dict)
     mode: str = "lint"
     now: float = 0.0  # epoch seconds at collection time, so checks stay pure
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: SnapshotOptions = field(default_factory=SnapshotOptions)  # the run's options checks may read
 
     def part(self, name: str) -> Part:
         return self.parts.get(name) or Part.not_requested(f"{name} was not collected")

@@ -1,4 +1,5 @@
-"""`[tool.celery-doctor]` in pyproject.toml: the same options as the command line; unknown keys are errors."""
+"""`[tool.celery-doctor]` in pyproject.toml: the same options as the command line (celery_doctor/options.py);
+unknown keys are errors."""
 from __future__ import annotations
 
 import os
@@ -8,15 +9,6 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
-
-ALLOWED = {
-    "app": str, "broker": str, "source": list, "select": list, "ignore": list, "fail-on": str,
-    "format": str, "output": list, "timeout": (int, float), "deep": bool, "max-messages": int,
-    "management-url": str, "consumer-timeout": (int, float),
-}
-
-
-CHOICES = {"format": ("text", "json", "sarif", "markdown"), "fail-on": ("high", "medium", "low", "never")}
 
 
 class OptionsFileError(Exception):
@@ -36,6 +28,10 @@ def find_pyproject(start: Optional[str] = None) -> Optional[str]:
 
 
 def load_options(path: Optional[str]) -> dict[str, Any]:
+    """The options of [tool.celery-doctor] in `path`, by option name (celery_doctor.options), checked against
+    the options table: an unknown key, a value of the wrong type or not among the choices is an error."""
+    from .options import BY_KEY
+
     if not path:
         return {}
     try:
@@ -46,21 +42,23 @@ def load_options(path: Optional[str]) -> dict[str, Any]:
     section = data.get("tool", {}).get("celery-doctor", {})
     if not isinstance(section, dict):
         raise OptionsFileError(f"{path}: [tool.celery-doctor] must be a table")
+    values: dict[str, Any] = {}
     for key, value in section.items():
-        if key not in ALLOWED:
+        option = BY_KEY.get(key)
+        if option is None:
             raise OptionsFileError(f"{path}: unknown key {key!r} in [tool.celery-doctor] "
-                                   f"(known: {', '.join(sorted(ALLOWED))})")
-        expected = ALLOWED[key]
-        if isinstance(value, str) and expected is list:
-            section[key] = [value]
-        elif not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            name = expected.__name__ if isinstance(expected, type) else "number"
+                                   f"(known: {', '.join(sorted(BY_KEY))})")
+        types, name = option.file_types()
+        if isinstance(value, str) and option.type is list:
+            value = [value]
+        elif not isinstance(value, types) or (option.type is not bool and isinstance(value, bool)):
             raise OptionsFileError(f"{path}: [tool.celery-doctor] {key} must be a {name}, not {type(value).__name__}")
-        if expected is list and not all(isinstance(item, str) for item in section[key]):
-            bad = next(item for item in section[key] if not isinstance(item, str))
+        if option.type is list and not all(isinstance(item, str) for item in value):
+            bad = next(item for item in value if not isinstance(item, str))
             raise OptionsFileError(f"{path}: [tool.celery-doctor] {key} must be a list of strings, not of "
                                    f"{type(bad).__name__}")
-        if key in CHOICES and section[key] not in CHOICES[key]:
+        if option.choices and value not in option.choices:
             raise OptionsFileError(f"{path}: [tool.celery-doctor] {key} must be one of "
-                                   f"{', '.join(CHOICES[key])}, not {section[key]!r}")
-    return section
+                                   f"{', '.join(option.choices)}, not {value!r}")
+        values[option.name] = value
+    return values

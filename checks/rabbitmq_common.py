@@ -117,7 +117,7 @@ def task_time_limit(snapshot: Snapshot, task_name: str) -> Optional[float]:
 
 
 def server_consumer_timeout(snapshot: Snapshot) -> tuple[float, str]:
-    given = as_seconds(snapshot.options.get("consumer_timeout"))
+    given = as_seconds(snapshot.options.consumer_timeout)
     if given:
         return given, f"server consumer_timeout={human_seconds(given)} (given with --consumer-timeout)"
     default = float(RABBITMQ_DEFAULT_CONSUMER_TIMEOUT)

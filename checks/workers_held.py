@@ -163,7 +163,7 @@ def held_past_consumer_timeout(snapshot: Snapshot):
     state = snapshot.workers
     if state.transport != "rabbitmq":
         return
-    given = as_seconds(snapshot.options.get("consumer_timeout"))
+    given = as_seconds(snapshot.options.consumer_timeout)
     limit = given or float(RABBITMQ_DEFAULT_CONSUMER_TIMEOUT)
     limit_text = (f"consumer_timeout={human_seconds(limit)} (given with --consumer-timeout)" if given else
                   f"consumer_timeout assumed {human_seconds(limit)} (RabbitMQ default; pass --consumer-timeout)")

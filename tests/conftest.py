@@ -20,13 +20,15 @@ def make_snapshot(app, source_dir: Optional[str] = None, mode: str = "lint", opt
     from celery_doctor.collectors.config import collect_config
     from celery_doctor.collectors.source import collect_source
     from celery_doctor.model import Part, Snapshot, Target
+    from celery_doctor.options import SnapshotOptions
 
     config = collect_config(app)
     all_parts = {"config": Part.gathered(config)}
     all_parts["source"] = Part.gathered(collect_source([source_dir])) if source_dir else Part.unavailable("no source in this test")
     all_parts.update(parts)
     return Snapshot(target=Target(app="test", broker=config.broker_url, transport=config.transport),
-                    parts=all_parts, mode=mode, now=time.time(), options=options or {})
+                    parts=all_parts, mode=mode, now=time.time(),
+                    options=SnapshotOptions(**(options or {})))
 
 
 def by_id(check_id: str):

@@ -84,9 +84,11 @@ def test_visibility_timeout_is_what_kombus_redis_channel_uses():
 
 
 def test_consumer_timeout_comes_from_the_options_or_rabbitmqs_default():
-    assert timeouts.rabbitmq_consumer_timeout({}) == timeouts.ConsumerTimeout(1800.0, False)
-    assert timeouts.rabbitmq_consumer_timeout({"consumer_timeout": 600}) == timeouts.ConsumerTimeout(600.0, True)
-    assert timeouts.rabbitmq_consumer_timeout({"consumer_timeout": 0}).given is False
+    from celery_doctor.options import SnapshotOptions
+
+    assert timeouts.rabbitmq_consumer_timeout(SnapshotOptions()) == timeouts.ConsumerTimeout(1800.0, False)
+    assert timeouts.rabbitmq_consumer_timeout(SnapshotOptions(consumer_timeout=600)) == timeouts.ConsumerTimeout(600.0, True)
+    assert timeouts.rabbitmq_consumer_timeout(SnapshotOptions(consumer_timeout=0)).given is False
     assert timeouts.rabbitmq_consumer_timeout(None).describe() == (
         "consumer_timeout assumed 30 min (RabbitMQ default; pass --consumer-timeout)")
 

@@ -16,17 +16,7 @@ from typing import Any, Optional
 
 from ..broker_target import BrokerTarget
 from ..deadline import Deadline
-
-
-@dataclass
-class ScanOptions:
-    deep: bool = False
-    max_messages: int = 1000  # per queue, unless deep
-    management_url: Optional[str] = None
-    consumer_timeout: Optional[float] = None  # seconds; RabbitMQ's server setting, when the user knows it
-    peek: bool = False
-    progress: bool = False  # a progress display on stderr (only when attached to a terminal)
-    timeout: float = 10.0
+from ..options import ScanOptions
 
 
 @dataclass

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..settings import RABBITMQ_DEFAULT_CONSUMER_TIMEOUT, REDIS_DEFAULT_VISIBILITY_TIMEOUT, as_seconds, human_seconds
 
 if TYPE_CHECKING:
+    from ..options import SnapshotOptions
     from ..parts.config import AppConfig
 
 
@@ -42,10 +43,10 @@ class ConsumerTimeout:
         return f"consumer_timeout assumed {human_seconds(self.seconds)} (RabbitMQ default; pass --consumer-timeout)"
 
 
-def rabbitmq_consumer_timeout(options: Optional[Mapping[str, Any]]) -> ConsumerTimeout:
+def rabbitmq_consumer_timeout(options: Optional["SnapshotOptions"]) -> ConsumerTimeout:
     """From the run's options (`--consumer-timeout SECONDS`); RabbitMQ's default (30 min since 3.8.17) otherwise.
     A value of 0 counts as not given."""
-    given = as_seconds((options or {}).get("consumer_timeout"))
+    given = as_seconds(options.consumer_timeout if options is not None else None)
     if given:
         return ConsumerTimeout(given, True)
     return ConsumerTimeout(float(RABBITMQ_DEFAULT_CONSUMER_TIMEOUT), False)
