@@ -308,52 +308,85 @@ def setting_problems(values: Mapping[str, Any], settings: Mapping[str, Setting])
         value = values.get(name)
         if value is None:
             continue
-        kind = type(value).__name__
-        if name in BOOL_SETTINGS and not isinstance(value, (bool, int)):
-            if isinstance(value, str):
-                _add(problems, name, f"is the string {value[:40]!r}, not True/False: Celery tests its truth value, so any "
-                                     "non-empty string (\"False\", \"no\" and \"0\" included) means True")
-            else:
-                _add(problems, name, f"is of type {kind}, not True/False: Celery uses its truth value")
-        elif name in NUMBER_SETTINGS and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            if isinstance(value, str) and _numeric_text(value):
-                _add(problems, name, f"is the string {value!r}, not a number: Celery passes it on unconverted "
-                                     "(comparisons and arithmetic on it fail or go wrong)")
-            else:
-                _add(problems, name, f"is of type {kind} ({str(value)[:40]!r}), not a number: workers fail to start or "
-                                     "fail when they use it")
-        elif name in MAPPING_SETTINGS and not isinstance(value, Mapping):
-            if name == "beat_schedule" and isinstance(value, (list, tuple)) and not value:
-                continue  # empty: no entries, beat runs nothing
-            _add(problems, name, f"is of type {kind}, not a dict: " + (
-                "kombu cannot connect with it (it reads options with .get)" if name == "broker_transport_options"
-                else "beat cannot load the schedule" if name == "beat_schedule"
-                else "publishing fails when a retry policy is needed"))
-        elif name in STRING_SETTINGS and not isinstance(value, str):
-            _add(problems, name, f"is of type {kind} ({str(value)[:40]!r}), not a string")
-        elif name in LIST_OF_NAMES_SETTINGS:
-            if isinstance(value, str):
-                why = ("kombu reads it letter by letter (\"json\" -> 'j', 's', ...): workers accept no content type "
-                       "and refuse every message" if "accept" in name
-                       else "Celery reads it as a sequence of module names, one letter each")
-                _add(problems, name, f"is the string {value!r}, not a list: {why}")
-            elif not isinstance(value, (list, tuple, set, frozenset)):
-                _add(problems, name, f"is of type {kind}, not a list")
-            elif any(not isinstance(item, str) for item in value):
-                _add(problems, name, "holds items that are not strings")
+        why = _type_problem(name, value)
+        if why:
+            _add(problems, name, why)
     beat = values.get("beat_schedule")
     if isinstance(beat, Mapping):
         for key, entry in beat.items():
-            if not isinstance(entry, Mapping):
-                _add(problems, "beat_schedule", f"entry {str(key)[:60]!r} is of type {type(entry).__name__}, not a dict: "
-                                                "beat fails to start")
-            elif not isinstance(entry.get("task"), str) or not entry.get("task"):
-                _add(problems, "beat_schedule", f"entry {str(key)[:60]!r} has no task name (task="
-                                                f"{entry.get('task')!r}): beat fails to start")
-            elif isinstance(entry.get("schedule"), str) or entry.get("schedule") is None:
-                _add(problems, "beat_schedule", f"entry {str(key)[:60]!r} has schedule={entry.get('schedule')!r}: "
-                                                "not a number of seconds, a timedelta or a schedule object")
+            why = _beat_entry_problem(key, entry)
+            if why:
+                _add(problems, "beat_schedule", why)
     return problems
+
+
+def _type_problem(name: str, value: Any) -> str:
+    """Why Celery cannot use `value` for the setting `name` as meant ('' when it can). The kinds are disjoint."""
+    if name in BOOL_SETTINGS:
+        return _bool_problem(value)
+    if name in NUMBER_SETTINGS:
+        return _number_problem(value)
+    if name in MAPPING_SETTINGS:
+        return _mapping_problem(name, value)
+    if name in STRING_SETTINGS and not isinstance(value, str):
+        return f"is of type {type(value).__name__} ({str(value)[:40]!r}), not a string"
+    if name in LIST_OF_NAMES_SETTINGS:
+        return _names_problem(name, value)
+    return ""
+
+
+def _bool_problem(value: Any) -> str:
+    if isinstance(value, (bool, int)):
+        return ""
+    if isinstance(value, str):
+        return (f"is the string {value[:40]!r}, not True/False: Celery tests its truth value, so any "
+                "non-empty string (\"False\", \"no\" and \"0\" included) means True")
+    return f"is of type {type(value).__name__}, not True/False: Celery uses its truth value"
+
+
+def _number_problem(value: Any) -> str:
+    if not isinstance(value, bool) and isinstance(value, (int, float)):
+        return ""
+    if isinstance(value, str) and _numeric_text(value):
+        return (f"is the string {value!r}, not a number: Celery passes it on unconverted "
+                "(comparisons and arithmetic on it fail or go wrong)")
+    return (f"is of type {type(value).__name__} ({str(value)[:40]!r}), not a number: workers fail to start or "
+            "fail when they use it")
+
+
+def _mapping_problem(name: str, value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ""
+    if name == "beat_schedule" and isinstance(value, (list, tuple)) and not value:
+        return ""  # empty: no entries, beat runs nothing
+    return f"is of type {type(value).__name__}, not a dict: " + (
+        "kombu cannot connect with it (it reads options with .get)" if name == "broker_transport_options"
+        else "beat cannot load the schedule" if name == "beat_schedule"
+        else "publishing fails when a retry policy is needed")
+
+
+def _names_problem(name: str, value: Any) -> str:
+    if isinstance(value, str):
+        why = ("kombu reads it letter by letter (\"json\" -> 'j', 's', ...): workers accept no content type "
+               "and refuse every message" if "accept" in name
+               else "Celery reads it as a sequence of module names, one letter each")
+        return f"is the string {value!r}, not a list: {why}"
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        return f"is of type {type(value).__name__}, not a list"
+    if any(not isinstance(item, str) for item in value):
+        return "holds items that are not strings"
+    return ""
+
+
+def _beat_entry_problem(key: Any, entry: Any) -> str:
+    if not isinstance(entry, Mapping):
+        return f"entry {str(key)[:60]!r} is of type {type(entry).__name__}, not a dict: beat fails to start"
+    if not isinstance(entry.get("task"), str) or not entry.get("task"):
+        return f"entry {str(key)[:60]!r} has no task name (task={entry.get('task')!r}): beat fails to start"
+    if isinstance(entry.get("schedule"), str) or entry.get("schedule") is None:
+        return (f"entry {str(key)[:60]!r} has schedule={entry.get('schedule')!r}: "
+                "not a number of seconds, a timedelta or a schedule object")
+    return ""
 
 
 def _queues(value: Any, default_type: str, problems: list) -> tuple[QueueInfo, ...]:
