@@ -43,7 +43,7 @@ class ConsumerTimeout:
         return f"consumer_timeout assumed {human_seconds(self.seconds)} (RabbitMQ default; pass --consumer-timeout)"
 
 
-def rabbitmq_consumer_timeout(options: Optional["SnapshotOptions"]) -> ConsumerTimeout:
+def rabbitmq_consumer_timeout(options: Optional[SnapshotOptions]) -> ConsumerTimeout:
     """From the run's options (`--consumer-timeout SECONDS`); RabbitMQ's default (30 min since 3.8.17) otherwise.
     A value of 0 counts as not given."""
     given = as_seconds(options.consumer_timeout if options is not None else None)
