@@ -70,8 +70,9 @@ def no_worker(snapshot: Snapshot):
             "by CPU-bound code) the loop does not run while a task runs, so it cannot answer until the task ends; "
             "a prefork main process stuck in a blocking call, a deadlock or a broker connection it lost silently "
             "does not answer either. Its prefetched messages stay unacknowledged meanwhile. On Redis a worker "
-            "killed with SIGKILL or OOM also leaves its mailbox binding behind and looks like this until the "
-            "binding is cleaned up.",
+            "killed with SIGKILL or OOM also leaves its mailbox binding behind; the scan tells it from a busy one "
+            "by CLIENT LIST (a killed worker's connections are closed at once, a busy one keeps its mailbox "
+            "subscription), and says when fewer connections are missing than workers are silent.",
         confirm=f"`{INSPECT} ping -d <name> --timeout 30`; on the host: `ps`/`py-spy dump --pid <pid>` on the "
                 "worker; its log (the last `Task ... received` without `succeeded`); on RabbitMQ `rabbitmqctl "
                 "list_consumers` for its pidbox queue.",
@@ -94,11 +95,18 @@ def silent_worker(snapshot: Snapshot):
                f"its queue {worker.name}.{state.namespace}.pidbox exists on RabbitMQ with a consumer")
         evidence = [f"worker {worker.name} exists: {how}",
                     f"it answered none of the {len(state.commands)} control commands within {state.wait_s:g} s "
-                    f"(scan timeout {snapshot.options.timeout} s): it is busy (e.g. a solo pool "
+                    f"(scan timeout {snapshot.options.get('timeout', '?')} s): it is busy (e.g. a solo pool "
                     "running a long task), blocked or hung, not absent"]
+        killed = False
         if state.transport == "redis":
-            evidence.append("on Redis a worker killed without a clean shutdown leaves the same binding: check the "
-                            "process exists")
+            lines, killed = _mailbox_connections(snapshot, state)
+            if killed:  # not busy after all: keep what it did not answer, drop the reading of it
+                evidence[1] = evidence[1].split("): it is busy")[0] + ")"
+            evidence.extend(lines)
+        else:
+            evidence.append("its mailbox queue is exclusive to the worker's connection and still has a consumer: that "
+                            "connection is open (a killed worker's closes at once and the queue goes with it), so the "
+                            "worker is alive")
         if worker.undecoded:
             evidence.append(f"some replies were in {worker.undecoded} and were not decoded")
         if answered:
@@ -107,4 +115,33 @@ def silent_worker(snapshot: Snapshot):
             subject=f"worker:{worker.name}",
             evidence=evidence,
             confidence=Confidence.OBSERVED,
+            impact=Impact.HIGH if killed else None,
+            title=("A worker's mailbox is still bound but no connection listens: it was killed, not busy"
+                   if killed else None),
         )
+
+
+def _mailbox_connections(snapshot: Snapshot, state) -> tuple[list[str], bool]:
+    """Redis: the connections of the database subscribed to a mailbox (CLIENT LIST, from the redis part) against the
+    workers whose mailbox is bound. A killed worker leaves its binding but no connection (its kernel closes them at
+    once); a busy or blocked one keeps its subscription. (evidence lines, every silent worker is gone)"""
+    redis = snapshot.redis
+    if redis is None or not redis.clients.available:
+        return ["on Redis a worker killed without a clean shutdown leaves the same binding: check the process "
+                "exists"], False
+    subscribed = redis.clients.subscribers_by_db.get(redis.db, 0)
+    known = sum(1 for w in state.workers if w.known)
+    silent = len(state.silent)
+    missing = known - subscribed
+    where = (f"CLIENT LIST: {plural(subscribed, 'connection')} to db {redis.db} subscribed (worker mailboxes, "
+             f"event monitors) for {known} bound worker mailbox(es)")
+    if silent and missing >= silent:
+        return [where + (": the silent worker holds none" if silent == 1 else ": none of the silent workers holds one")
+                + ", so it was killed without a clean shutdown (SIGKILL, the OOM killer, a lost host: its mailbox "
+                  "binding stayed behind), not busy"], True
+    if missing > 0:
+        return [where + f": at least {missing} of the {silent} silent workers hold none (killed without a clean "
+                        "shutdown), but the evidence cannot single out which"], False
+    return [where + ": the silent worker may still be connected (busy or blocked); a killed worker leaves its binding "
+                    "but no connection, and a monitor such as Flower subscribes too, so one missing connection can "
+                    "hide"], False

@@ -140,7 +140,7 @@ def _clients(reader: Reader, server: ServerInfo, notes: list) -> ClientSummary:
     consumers: Counter = Counter()
     subscribers: Counter = Counter()
     for client in clients:
-        if client.get("name") == "celery-doctor":
+        if str(client.get("name") or "").startswith("celery-doctor"):  # this scan, a watch
             continue
         db = _int(client.get("db")) or 0
         cmd = str(client.get("cmd", "")).lower()
