@@ -95,7 +95,7 @@ def silent_worker(snapshot: Snapshot):
                f"its queue {worker.name}.{state.namespace}.pidbox exists on RabbitMQ with a consumer")
         evidence = [f"worker {worker.name} exists: {how}",
                     f"it answered none of the {len(state.commands)} control commands within {state.wait_s:g} s "
-                    f"(scan timeout {snapshot.options.get('timeout', '?')} s): it is busy (e.g. a solo pool "
+                    f"(scan timeout {snapshot.options.timeout} s): it is busy (e.g. a solo pool "
                     "running a long task), blocked or hung, not absent"]
         killed = False
         if state.transport == "redis":
