@@ -126,7 +126,8 @@ def test_the_masked_form():
 
 def test_parse_url_reads_one_url_as_kombu_and_redis_py_do():
     url = parse_url("  rediss://alice:pw@Cache.Example:6380/2?ssl_cert_reqs=none&db=5  ")
-    assert (url.scheme, url.hostname, url.port, url.username, url.path) == ("rediss", "cache.example", 6380, "alice", "/2")
+    assert (url.scheme, url.hostname, url.port) == ("rediss", "cache.example", 6380)
+    assert (url.username, url.password, url.path) == ("alice", "pw", "/2")
     assert url.query == {"ssl_cert_reqs": "none", "db": "5"} and url.raw.startswith("rediss://")
     assert url.transport == "redis"
 
@@ -146,3 +147,41 @@ def test_of_app_reads_the_apps_url_and_transport_setting():
 def test_non_strings_are_no_url():
     target = BrokerTarget.parse(["redis://h"])  # type: ignore[arg-type]
     assert target.raw is None and target.urls == () and target.error is None
+
+
+def test_the_redis_address_is_derived_from_the_parsed_url():
+    from celery_doctor.redisio import RedisReadError, redis_address
+
+    socket_url, sentinel, tls, bad_db = BrokerTarget.parse(
+        "redis+socket:///run/redis.sock?virtual_host=3;sentinel://:s-pw-1@s1;rediss://:pw@cache:6390/4;redis://h/x").urls
+    sock = redis_address(socket_url)
+    assert (sock.socket_path, sock.db, sock.host, sock.port, sock.address) == ("/run/redis.sock", 3, None, None,
+                                                                              "/run/redis.sock")
+    assert (redis_address(sentinel).host, redis_address(sentinel).port, redis_address(sentinel).password) == (
+        "s1", 26379, "s-pw-1")
+    secure = redis_address(tls)
+    assert (secure.ssl, secure.port, secure.db, secure.masked) == (True, 6390, 4, "rediss://:***@cache:6390/4")
+    with pytest.raises(RedisReadError, match="the database in 'redis://h/x' is not a number"):
+        redis_address(bad_db)
+    with pytest.raises(RedisReadError, match="malformed broker URL"):
+        redis_address(BrokerTarget.parse("redis://h:port/0").first)
+    plain = redis_address("redis://127.0.0.1/0")  # a string is parsed by broker_target, as the rest
+    assert (plain.host, plain.port, plain.db, plain.ssl) == ("127.0.0.1", 6379, 0, False)
+
+
+def test_the_amqp_endpoint_is_derived_from_the_parsed_url():
+    from celery_doctor.rabbitmq_api import RabbitError, broker_endpoint
+
+    ep = broker_endpoint(BrokerTarget.parse("amqps://alice:p%40ss@[2001:db8::7]/prod%2Feu;amqp://other//"))
+    assert (ep.host, ep.port, ep.vhost, ep.userid, ep.password, ep.tls) == ("2001:db8::7", 5671, "prod/eu", "alice",
+                                                                            "p@ss", True)
+    assert "p@ss" not in repr(ep) and "p@ss" not in str(ep)
+    bare = broker_endpoint(BrokerTarget.parse("librabbitmq://"))
+    assert (bare.host, bare.port, bare.vhost, bare.userid, bare.password, bare.scheme) == (
+        "localhost", 5672, "/", "guest", "guest", "librabbitmq")
+    assert broker_endpoint(BrokerTarget.parse("pyamqp://h//"), use_ssl=True).port == 5671
+    for empty in (BrokerTarget.parse(None), BrokerTarget.parse(""), None):
+        with pytest.raises(RabbitError, match="no broker URL is configured"):
+            broker_endpoint(empty)
+    with pytest.raises(RabbitError, match="cannot be parsed"):
+        broker_endpoint(BrokerTarget.parse("amqp://h:abc//"))
