@@ -280,6 +280,19 @@ def trace(task_id: str, **given) -> None:
 TRACE_NO_SARIF = "trace has no SARIF format (it locates one task, it has no code-scanning results): use text, json or markdown"
 
 
+@command(app, "watch")
+def watch(**given) -> None:
+    """Follow Celery's event stream and report tasks being lost, live (Ctrl-C or --duration ends it with the report). Read-only: nothing is written to the broker."""
+
+    def body() -> int:
+        from .watch.command import run
+
+        _setup_logging(given["verbose"])
+        return run(_options("watch", given))
+
+    guarded(body)
+
+
 def _is(exc: BaseException, name: str) -> bool:
     """Click's exception classes by name (typer vendors its own copy of click, or uses click's)."""
     return any(cls.__name__ == name for cls in type(exc).__mro__)

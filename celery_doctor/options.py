@@ -3,7 +3,7 @@
 Each `Option` carries its flags, its `[tool.celery-doctor]` key, its type, choices, default, help text and the
 commands that take it. Everything else is driven by this table:
 
-- the typer parameters of `lint`, `scan`, `trace` and `checks`, and so their `--help` (`parameters`);
+- the typer parameters of `lint`, `scan`, `trace`, `checks` and `watch`, and so their `--help` (`parameters`);
 - the validation of `[tool.celery-doctor]` (celery_doctor/options_file.py): unknown keys, types, choices;
 - the values a command runs with (`resolve`: the command line, else the options file, else the default;
   then checked: a bad value is a `UsageError`, one line, exit 2);
@@ -25,9 +25,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Mapping, Optional
 
-COMMANDS = ("lint", "scan", "trace", "checks")
-FILE_COMMANDS = ("lint", "scan", "trace")  # the commands that read [tool.celery-doctor]
-RUN_COMMANDS = ("lint", "scan", "trace")
+COMMANDS = ("lint", "scan", "trace", "checks", "watch")
+FILE_COMMANDS = ("lint", "scan", "trace", "watch")  # the commands that read [tool.celery-doctor]
+RUN_COMMANDS = ("lint", "scan", "trace", "watch")
 REPORT_COMMANDS = ("lint", "scan")
 
 
@@ -47,6 +47,23 @@ def _not_negative(value: Any) -> int:
     count = int(value)
     if count < 0:
         raise UsageError("--max-messages must be zero or more")
+    return count
+
+
+def _positive(flag: str) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        seconds = float(value)
+        if not (0 < seconds < math.inf):
+            raise UsageError(f"{flag} must be a positive number of seconds, not {value!r}")
+        return seconds
+
+    return check
+
+
+def _at_least_one(value: Any) -> int:
+    count = int(value)
+    if count < 1:
+        raise UsageError("--max-open must be 1 or more")
     return count
 
 
@@ -116,9 +133,9 @@ OPTIONS: tuple[Option, ...] = (
            "Python source to analyse (repeatable; default: the app's top-level package).",
            REPORT_COMMANDS, key="source", scope=("run",)),
     Option("select", ("--select",), list, (), "Run only checks whose id starts with this (repeatable).",
-           REPORT_COMMANDS, key="select", scope=("run",), check=_upper),
+           (*REPORT_COMMANDS, "watch"), key="select", scope=("run",), check=_upper),
     Option("ignore", ("--ignore",), list, (), "Skip checks whose id starts with this (repeatable).",
-           REPORT_COMMANDS, key="ignore", scope=("run",), check=_upper),
+           (*REPORT_COMMANDS, "watch"), key="ignore", scope=("run",), check=_upper),
     Option("format", ("--format", "-f"), str, "text", "Report format (default {default}).",
            COMMANDS, key="format", choices=FORMATS,
            help_for={"trace": "text, json or markdown (default {default}).", "checks": "text or json."}),
@@ -128,9 +145,11 @@ OPTIONS: tuple[Option, ...] = (
            help_for={"trace": "Write the trace to FILE (repeatable; format from .json/.md/.txt, else --format)."}),
     Option("fail_on", ("--fail-on",), str, "high",
            "Exit 1 when a finding is at or above this impact (default {default}).",
-           REPORT_COMMANDS, key="fail-on", choices=IMPACTS),
+           (*REPORT_COMMANDS, "watch"), key="fail-on", choices=IMPACTS),
     Option("timeout", ("--timeout",), float, 10.0, "Bound on the whole run, in seconds (default {default}).",
-           RUN_COMMANDS, key="timeout", scope=("run", "scan", "snapshot"), check=_seconds),
+           RUN_COMMANDS, key="timeout", scope=("run", "scan", "snapshot"), check=_seconds,
+           help_for={"watch": "Bound on importing the app and connecting, in seconds (default {default}); the watch "
+                              "itself lasts --duration."}),
     Option("deep", ("--deep",), bool, False, "Analyse every queued message, not a bounded sample.",
            ("scan", "trace"), key="deep", scope=("scan", "snapshot"),
            help_for={"trace": "With --peek: read up to --max-messages per queue instead of a small sample."}),
@@ -141,7 +160,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("management_url", ("--management-url",), str, None,
            "RabbitMQ management API URL (default: the broker's host, http 15672; https 15671 for amqps; "
            "a guess for other AMQP ports).",
-           ("scan", "trace"), key="management-url", scope=("scan",)),
+           ("scan", "trace", "watch"), key="management-url", scope=("scan",),
+           help_for={"watch": "RabbitMQ management API URL, to tell a silent worker busy from dead by its mailbox queue "
+                              "(default: the broker's host, http 15672; https 15671 for amqps)."}),
     Option("consumer_timeout", ("--consumer-timeout",), float, None,
            "RabbitMQ's consumer_timeout in seconds, when known (default assumed: 1800).",
            ("scan",), key="consumer-timeout", scope=("scan", "snapshot")),
@@ -151,6 +172,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("config", ("--config",), str, None,
            "pyproject.toml to read [tool.celery-doctor] from (default: found upwards).", RUN_COMMANDS),
     Option("verbose", ("--verbose", "-v"), bool, False, "Log progress to stderr.", RUN_COMMANDS),
+    # watch only (celery_doctor/watch)
+    Option("duration", ("--duration",), float, None,
+           "Watch this many seconds, then report (default: until Ctrl-C, which reports too).", ("watch",),
+           check=_positive("--duration")),
+    Option("lost_after", ("--lost-after",), float, None,
+           "Report a task sent and not received by any worker within this many seconds (default 30; with "
+           "--replay, the recording's).", ("watch",), check=_positive("--lost-after")),
+    Option("record", ("--record",), str, None,
+           "Write what the watch receives to FILE (JSON lines: masked, no message bodies), for --replay.",
+           ("watch",)),
+    Option("replay", ("--replay",), str, None,
+           "Rebuild the report from a recording made with --record (no broker needed).", ("watch",)),
+    Option("enable_events", ("--enable-events",), bool, False,
+           "Turn the workers' task events on for the watch (celery control enable_events) and off at its end "
+           "(disable_events), also on Ctrl-C. This changes the workers.", ("watch",)),
+    Option("max_open", ("--max-open",), int, 10000,
+           "Open tasks the ledger keeps at most; the oldest are dropped and counted (default {default}).",
+           ("watch",), check=_at_least_one),
 )
 
 BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
