@@ -159,6 +159,42 @@ class Oversized(bytes):
         return obj
 
 
+class _Reply:
+    """The state of one LRANGE reply being received into `buf`."""
+
+    def __init__(self, buf: bytearray) -> None:
+        self.buf = buf
+        self.got = 0  # bytes received
+        self.pos = 0  # where the next element header starts
+        self.count = 0  # elements walked
+        self.total: Optional[int] = None  # elements in the reply, once the header is read
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.oversized: dict[int, int] = {}  # element index -> declared size, for drained elements
+        self.wire = 0  # bytes of drained elements
+
+    def header(self, expect: Optional[int]) -> bool:
+        """Read the array header once it has come; False while it has not."""
+        buf = self.buf
+        nl = buf.find(b"\r\n", 0, self.got)
+        if nl < 0:
+            if self.got > 64:
+                raise _Unexpected("no reply header")
+            return False
+        kind = buf[0]
+        if kind == 45:  # "-": an error reply (WRONGTYPE ...)
+            import redis
+
+            raise redis.ResponseError(bytes(buf[1:nl]).decode("utf-8", "replace"))
+        if kind != 42:  # "*"
+            raise _Unexpected(f"reply starts with {bytes(buf[:1])!r}")
+        self.total = max(0, int(buf[1:nl]))
+        if expect is not None and self.total > expect:
+            raise _Unexpected(f"{self.total} elements where at most {expect} were asked for")
+        self.pos = nl + 2
+        return True
+
+
 class BulkArrayReader:
     """Reads one RESP2 reply that is an array of bulk strings (an LRANGE reply) straight off a socket.
 
@@ -200,95 +236,82 @@ class BulkArrayReader:
         """The elements of one LRANGE reply; `expect`: at most this many (what was asked for); `seconds`: the
         whole reply must have come by then (a per-recv timeout alone lets a trickle go on for ever)."""
         until = time.monotonic() + seconds
-        buf = self.buf
-        view = memoryview(buf)
-        got = 0
-        count = 0
-        total: Optional[int] = None
-        pos = 0
-        starts: list[int] = []
-        ends: list[int] = []
-        oversized: dict[int, int] = {}  # element index -> declared size, for drained elements
-        wire = 0  # bytes of drained elements
+        reply = _Reply(self.buf)
+        view = memoryview(reply.buf)
         try:
-            while True:
+            while reply.total is None or reply.count < reply.total:
                 if time.monotonic() > until:
                     raise TimeoutError("the reply did not end in time")
-                if got == len(buf):
-                    if got > 2 * self.reply_cap:
+                if reply.got == len(reply.buf):
+                    if reply.got > 2 * self.reply_cap:
                         raise _Unexpected(f"a reply larger than {self.reply_cap >> 20} MB")
                     view.release()
-                    buf.extend(bytes(len(buf)))
-                    view = memoryview(buf)
-                received = sock.recv_into(view[got:])
+                    reply.buf.extend(bytes(len(reply.buf)))
+                    view = memoryview(reply.buf)
+                received = sock.recv_into(view[reply.got:])
                 if not received:
                     raise ConnectionError("the server closed the connection")
-                got += received
-                if total is None:
-                    nl = buf.find(b"\r\n", 0, got)
-                    if nl < 0:
-                        if got > 64:
-                            raise _Unexpected("no reply header")
-                        continue
-                    kind = buf[0]
-                    if kind == 45:  # "-": an error reply (WRONGTYPE ...)
-                        import redis
-
-                        raise redis.ResponseError(bytes(buf[1:nl]).decode("utf-8", "replace"))
-                    if kind != 42:  # "*"
-                        raise _Unexpected(f"reply starts with {bytes(buf[:1])!r}")
-                    total = max(0, int(buf[1:nl]))
-                    if expect is not None and total > expect:
-                        raise _Unexpected(f"{total} elements where at most {expect} were asked for")
-                    pos = nl + 2
-                find = buf.find
-                while count < total:
-                    nl = find(b"\r\n", pos, got)
-                    if nl < 0:
-                        if got - pos > 32:
-                            raise _Unexpected("an element header without its end")
-                        break
-                    if buf[pos] != 36:  # "$"
-                        raise _Unexpected(f"array element starts with {bytes(buf[pos:pos + 1])!r}")
-                    start = nl + 2
-                    size = int(buf[pos + 1:nl])
-                    if size > self.element_cap or start + size + 2 > self.reply_cap:
-                        # Drain it: keep what precedes it, read its bytes into a small scratch buffer.
-                        have = got - start
-                        if have < size + 2:
-                            self._drain(sock, size + 2 - have, until)
-                            got = pos
-                        else:
-                            rest = bytes(buf[start + size + 2:got])
-                            buf[pos:pos + len(rest)] = rest
-                            got = pos + len(rest)
-                        wire += size
-                        oversized[count] = size
-                        starts.append(pos)
-                        ends.append(pos)
-                        count += 1
-                        continue
-                    end = start + size
-                    if end + 2 > got:
-                        break
-                    starts.append(start)
-                    ends.append(end)
-                    pos = end + 2
-                    count += 1
-                if count == total:
-                    break
-            if pos != got:
-                raise _Unexpected(f"{got - pos} bytes after the reply")
-            data = bytes(view[:got])
+                reply.got += received
+                if reply.total is None and not reply.header(expect):
+                    continue
+                self._elements(reply, sock, until)
+            if reply.pos != reply.got:
+                raise _Unexpected(f"{reply.got - reply.pos} bytes after the reply")
+            data = bytes(view[:reply.got])
         finally:
             view.release()
-            if len(buf) > self.KEEP:
-                self.buf = bytearray(self.size)
-        self.last_bytes = got + wire
-        items = list(map(data.__getitem__, map(slice, starts, ends)))
-        for index, size in oversized.items():
+            self.buf = reply.buf if len(reply.buf) <= self.KEEP else bytearray(self.size)
+        self.last_bytes = reply.got + reply.wire
+        items = list(map(data.__getitem__, map(slice, reply.starts, reply.ends)))
+        for index, size in reply.oversized.items():
             items[index] = Oversized(size)
         return items
+
+    def _elements(self, reply: "_Reply", sock: Any, until: float) -> None:
+        """Walk the element headers received so far (the hot loop: locals, no payload scanning)."""
+        buf, got, pos, count, total = reply.buf, reply.got, reply.pos, reply.count, reply.total
+        starts, ends, find = reply.starts, reply.ends, buf.find
+        while count < total:
+            nl = find(b"\r\n", pos, got)
+            if nl < 0:
+                if got - pos > 32:
+                    raise _Unexpected("an element header without its end")
+                break
+            if buf[pos] != 36:  # "$"
+                raise _Unexpected(f"array element starts with {bytes(buf[pos:pos + 1])!r}")
+            start = nl + 2
+            size = int(buf[pos + 1:nl])
+            if size > self.element_cap or start + size + 2 > self.reply_cap:
+                got = self._drain_element(reply, sock, pos, start, size, got, until)
+                count += 1
+                continue
+            end = start + size
+            if end + 2 > got:
+                break
+            starts.append(start)
+            ends.append(end)
+            pos = end + 2
+            count += 1
+        reply.got, reply.pos, reply.count = got, pos, count
+
+    def _drain_element(self, reply: "_Reply", sock: Any, pos: int, start: int, size: int, got: int,
+                       until: float) -> int:
+        """Drop an element too large to keep: what precedes it stays, its bytes go through a small scratch
+        buffer; it is remembered as an `Oversized` placeholder. Returns the new end of the received bytes."""
+        buf = reply.buf
+        have = got - start
+        if have < size + 2:
+            self._drain(sock, size + 2 - have, until)
+            got = pos
+        else:
+            rest = bytes(buf[start + size + 2:got])
+            buf[pos:pos + len(rest)] = rest
+            got = pos + len(rest)
+        reply.wire += size
+        reply.oversized[len(reply.starts)] = size
+        reply.starts.append(pos)
+        reply.ends.append(pos)
+        return got
 
 
 MAX_PARSED_REPLY = 128 << 20  # any reply redis-py parses for us (INFO, CLIENT LIST, HMGET ...) is far smaller
@@ -812,6 +835,7 @@ class ListStream:
         self.stopped: Optional[str] = None
         self.error: Optional[str] = None
         self.oversized = 0  # elements drained, not kept (larger than the read cap)
+        self._ahead: Optional[tuple] = None  # (key, start, stop) of the LRANGE this stream sent ahead
 
     def _sizes(self, reader: Reader) -> Optional[ElementSizes]:
         """How to size chunks; None (with `stopped` set) when not even one element may be read."""
@@ -827,67 +851,43 @@ class ListStream:
         want = sizes.next_count()
         return want if self.limit is None else min(want, self.limit - self.read)
 
-    def _chunks(self, reader: Reader, stop: threading.Event) -> Iterator[list]:
-        position = self.start  # index of the next unread element
-        last = None
-        ahead: Optional[tuple] = None  # (key, start, stop) of the LRANGE this stream sent ahead
+    def _resync(self, items: list, last: Any) -> list:
+        """The elements of a chunk not seen yet: the chunk re-reads the last element seen, unless pushes at the
+        head shifted it further along (counted in `shifted`), or beyond the chunk (`lost_track`)."""
+        if last is None or not items:
+            return items
+        if items[0] == last:
+            return items[1:]
         try:
-            reader.check_memory()
-            sizes = self._sizes(reader)
-            if sizes is None:
-                return
-            while not stop.is_set():
-                if self.limit is not None and self.read >= self.limit:
-                    self.stopped = f"the limit of {self.limit:,} messages"
-                    return
-                if reader.deadline.remaining() < self.reserve:
-                    self.stopped = "the deadline"
-                    return
-                # the reply asked for ahead is used if nobody ran another command on this Reader meanwhile
-                if ahead is None or reader.pending() != ahead:
-                    reader.check_memory()
-                    want = self._want(sizes)
-                    # after the first chunk, re-read the last element seen: the stream re-synchronises on it
-                    first = position if last is None else position - 1
-                    reader.lrange_send(self.key, first, position + want - 1)  # (drops a pending reply first)
-                else:
-                    want = ahead[2] - position + 1
-                ahead = None
-                items = reader.lrange_receive()
-                sizes.learn([i.size if isinstance(i, Oversized) else len(i) for i in items])
-                if last is None:
-                    new = items
-                    position += len(new)
-                else:
-                    if not items:
-                        return
-                    if items[0] == last:
-                        new = items[1:]
-                    else:
-                        try:
-                            found = items.index(last)
-                        except ValueError:
-                            found = -1
-                        if found > 0:
-                            self.shifted += found
-                            new = items[found + 1:]
-                        else:
-                            self.lost_track = True
-                            new = items
-                    position = position - 1 + len(items)
-                if not new:
-                    return
-                last = new[-1]
-                self.read += len(new)
-                self.oversized += sum(1 for i in new if isinstance(i, Oversized))
-                if len(items) >= want and not stop.is_set() and reader.deadline.remaining() >= self.reserve:
-                    # Ask for the next chunk now: the server prepares it while the caller works on this one.
-                    reader.check_memory()
-                    following = self._want(sizes)
-                    if following > 0:
-                        reader.lrange_send(self.key, position - 1, position + following - 1)
-                        ahead = reader.pending()
-                yield new
+            found = items.index(last)
+        except ValueError:
+            found = -1
+        if found > 0:
+            self.shifted += found
+            return items[found + 1:]
+        self.lost_track = True
+        return items
+
+    def _stop_reason(self, reader: Reader) -> Optional[str]:
+        if self.limit is not None and self.read >= self.limit:
+            return f"the limit of {self.limit:,} messages"
+        if reader.deadline.remaining() < self.reserve:
+            return "the deadline"
+        return None
+
+    def _send(self, reader: Reader, sizes: ElementSizes, first: int, position: int) -> int:
+        """Ask for the next chunk (from `first`, which re-reads the last element seen); how many new ones."""
+        reader.check_memory()
+        want = self._want(sizes)
+        if want > 0:
+            reader.lrange_send(self.key, first, position + want - 1)  # (drops a pending reply first)
+        return want
+
+    def _chunks(self, reader: Reader, stop: threading.Event) -> Iterator[list]:
+        """`_read`, never raising: what stopped it is said in `stopped` (and `error`)."""
+        self._ahead = None
+        try:
+            yield from self._read(reader, stop)
         except MemoryPressure as exc:
             self.stopped = str(exc)
         except RedisReadError as exc:
@@ -897,8 +897,38 @@ class ListStream:
             self.error = scrub(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
             self.stopped = f"a read failed: {self.error}"
         finally:
-            if ahead is not None and reader.pending() == ahead:
+            if self._ahead is not None and reader.pending() == self._ahead:
                 reader.discard_reply()
+
+    def _read(self, reader: Reader, stop: threading.Event) -> Iterator[list]:
+        position = self.start  # index of the next unread element
+        last = None
+        reader.check_memory()
+        sizes = self._sizes(reader)
+        while sizes is not None and not stop.is_set():
+            self.stopped = self._stop_reason(reader)
+            if self.stopped:
+                return
+            # the reply asked for ahead is used if nobody ran another command on this Reader meanwhile
+            ahead, self._ahead = self._ahead, None
+            if ahead is None or reader.pending() != ahead:
+                want = self._send(reader, sizes, position if last is None else position - 1, position)
+            else:
+                want = ahead[2] - position + 1
+            items = reader.lrange_receive()
+            sizes.learn([i.size if isinstance(i, Oversized) else len(i) for i in items])
+            new = self._resync(items, last)
+            position = position + len(items) - (0 if last is None else 1)
+            if not new:
+                return
+            last = new[-1]
+            self.read += len(new)
+            self.oversized += sum(1 for i in new if isinstance(i, Oversized))
+            if len(items) >= want and not stop.is_set() and reader.deadline.remaining() >= self.reserve:
+                # Ask for the next chunk now: the server prepares it while the caller works on this one.
+                if self._send(reader, sizes, position - 1, position) > 0:
+                    self._ahead = reader.pending()
+            yield new
 
     def __iter__(self) -> Iterator[list]:
         if not self.prefetch:
