@@ -11,7 +11,7 @@ from typing import Callable, Optional
 import pytest
 from celery import Celery
 
-from celery_doctor.envelope import DuplicateGroup
+from celery_doctor.parts.messages import DuplicateGroup
 from celery_doctor.model import Finding, Impact, Part, SkipCheck, Snapshot
 from celery_doctor.parts import rabbitmq as rabbit
 from celery_doctor.parts import redis as red

@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from celery_doctor import envelope as E
+from celery_doctor import message_stats as S
 from tests.test_redis_fixtures import client, import_app, janitor, redis_available, uid, write_app  # noqa: F401
 
 pytestmark = [pytest.mark.redis, pytest.mark.skipif(not redis_available(), reason="no Redis on 127.0.0.1:6379")]
@@ -51,10 +52,10 @@ def published(tmp_path_factory):
 
 def summaries(raw, vt=3600.0, now=None, chunk=7):
     now = now or time.time()
-    fast = E.EnvelopeStats(now, vt)
+    fast = S.EnvelopeStats(now, vt)
     for i in range(0, len(raw), chunk):
         fast.add_raw_chunk(raw[i:i + chunk])
-    slow = E.EnvelopeStats(now, vt)
+    slow = S.EnvelopeStats(now, vt)
     for item in raw:
         slow.add_raw(item)
     return fast.summary(), slow.summary()
@@ -105,12 +106,12 @@ def test_malformed_and_foreign_payloads_take_the_slow_path(published):
 
 def test_duplicate_table_stays_bounded(published, monkeypatch):
     _, _, raw = published
-    monkeypatch.setattr(E, "DUPLICATE_TABLE", 20)
+    monkeypatch.setattr(S, "DUPLICATE_TABLE", 20)
     template = raw[0]
     marker = b'"argsrepr": "('
     at = template.index(marker) + len(marker)
     unique = [template[:at] + str(10_000 + i).encode() + b", " + template[at:] for i in range(200)]
-    stats = E.EnvelopeStats(time.time(), 3600)
+    stats = S.EnvelopeStats(time.time(), 3600)
     for i in range(0, 200, 50):
         stats.add_raw_chunk(unique[i:i + 50] + [template] * 5)
     assert len(stats._dups) <= 20 + 55

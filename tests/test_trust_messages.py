@@ -24,7 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from celery_doctor.envelope import Envelope, EnvelopeStats, decode_payload, from_parts, iso_to_epoch
+from celery_doctor.envelope import Envelope, decode_payload, from_parts, iso_to_epoch
+from celery_doctor.message_stats import EnvelopeStats
 from tests.test_trust_support import (cli, delete_new_keys, drop_vhost, make_vhost, rabbit_available,
                                       redis_available, redis_client, uid, vhost_names, write_module)
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 from ..broker_target import BrokerURL
-from ..envelope import EnvelopeStats, MessageSummary, decode_payload, from_parts
+from ..envelope import decode_payload, from_parts
+from ..message_stats import EnvelopeStats
+from ..parts.messages import MessageSummary
 from ..masking import scrub
 from ..model import Part
 from ..parts.redis import (Binding, ClientSummary, FailoverURL, ForeignKeys, RedisQueue, RedisState, ServerInfo,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from ..envelope import MessageSummary
+from .messages import MessageSummary
 from .broker import QueueView
 
 __all__ = ["Binding", "ClientSummary", "FailoverURL", "ForeignKeys", "RedisQueue", "RedisState", "ServerInfo",
