@@ -15,7 +15,7 @@ import tokenize
 from pathlib import Path
 from typing import Any
 
-PART_MODULES = ("config", "source", "broker", "redis", "rabbitmq", "workers", "logs", "events")
+PART_MODULES = ("config", "source", "broker", "messages", "redis", "rabbitmq", "workers", "logs", "events")
 
 
 def _field_comments(module: Any) -> dict[int, str]:
