@@ -86,6 +86,31 @@ def _raw_key(raw: bytes) -> Optional[tuple[bytes, bytes]]:
     return raw[start:end], raw[args + len(_ARGS_ANCHOR):origin]
 
 
+
+def _timed_fields(items: list, names: list, name_end: list, args_at: list):
+    """(names, etas, expires) of the messages of a chunk that carry an eta or expires (None when none does), or
+    False when one of them is not in the canonical layout or carries a time a worker rejects (the slow path then
+    reports it). One C-level pass per step, like the rest of the fast path."""
+    find, get = bytes.find, bytes.__getitem__
+    untimed = list(map(find, items, repeat(_NO_ETA), name_end, args_at))
+    if -1 not in untimed:
+        return None
+    picked = [i for i, position in enumerate(untimed) if position == -1]
+    some = [items[i] for i in picked]
+    stops = [args_at[i] for i in picked]
+    eta_at = list(map(find, some, repeat(b', "eta": '), [name_end[i] for i in picked], stops))
+    expires_at = list(map(find, some, repeat(b', "expires": '), eta_at, stops))
+    group_at = list(map(find, some, repeat(b', "group": '), expires_at, stops))
+    if -1 in eta_at or -1 in expires_at or -1 in group_at:
+        return False
+    timed = ([names[i] for i in picked],
+             list(map(get, some, map(slice, map(add, eta_at, repeat(9)), expires_at))),
+             list(map(get, some, map(slice, map(add, expires_at, repeat(13)), group_at))))
+    if not (_readable_times(timed[1]) and _readable_times(timed[2])):
+        return False
+    return timed
+
+
 class EnvelopeStats:
     """Summarise envelopes while streaming: bounded memory whatever the number of messages.
 
@@ -189,23 +214,9 @@ class EnvelopeStats:
         if not all(map(bytes.startswith, items, repeat(_ID_ANCHOR), name_end)):
             return False  # the id is not a JSON string right after the task name: the slow path judges it
         args = list(map(get, items, map(slice, map(add, args_at, repeat(len(_ARGS_ANCHOR))), origin_at)))
-        untimed = list(map(find, items, repeat(_NO_ETA), name_end, args_at))
-        timed = None
-        if -1 in untimed:
-            # Messages with an eta or expires: find both values, still one C-level pass per step.
-            picked = [i for i, position in enumerate(untimed) if position == -1]
-            some = [items[i] for i in picked]
-            stops = [args_at[i] for i in picked]
-            eta_at = list(map(find, some, repeat(b', "eta": '), [name_end[i] for i in picked], stops))
-            expires_at = list(map(find, some, repeat(b', "expires": '), eta_at, stops))
-            group_at = list(map(find, some, repeat(b', "group": '), expires_at, stops))
-            if -1 in eta_at or -1 in expires_at or -1 in group_at:
-                return False
-            timed = ([names[i] for i in picked],
-                     list(map(get, some, map(slice, map(add, eta_at, repeat(9)), expires_at))),
-                     list(map(get, some, map(slice, map(add, expires_at, repeat(13)), group_at))))
-            if not (_readable_times(timed[1]) and _readable_times(timed[2])):
-                return False  # an eta/expires a worker rejects (or an empty one): the slow path reports it
+        timed = _timed_fields(items, names, name_end, args_at)
+        if timed is False:
+            return False
         # Every check passed: account the chunk.
         n = len(items)
         self.analysed += n
