@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 import traceback
-from typing import Callable
+from typing import Callable, List, Optional
 
 import typer
 
@@ -289,6 +289,22 @@ def watch(**given) -> None:
 
         _setup_logging(given["verbose"])
         return run(_options("watch", given))
+
+    guarded(body)
+
+
+@command(app, "logs", inspect.Parameter("paths", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[List[str]],
+                                        default=typer.Argument(None, metavar="PATH...", show_default=False,
+                                                               help="Log files, globs, .gz files, or - for "
+                                                                    "standard input.")))
+def logs(paths: Optional[List[str]], **given) -> None:
+    """Read worker, beat and kernel logs for the signatures of lost tasks: the causes ranked, the tasks they took, a timeline of the incident."""
+
+    def body() -> int:
+        from .logs.command import run
+
+        _setup_logging(given["verbose"])
+        return run(list(paths or ()), _options("logs", given))
 
     guarded(body)
 

@@ -104,7 +104,8 @@ def build_snapshot(options: RunOptions, deadline: Deadline, app: Any, broker: Br
     context = None
     if options.mode == "lint":
         for source in DATA_SOURCES:
-            parts[source.name] = Part.not_requested("lint opens no network connection (use scan)")
+            parts[source.name] = (Part.not_applicable("lint reads no logs (scan --logs, or celery-doctor logs)")
+                                  if source.local else Part.not_requested("lint opens no network connection (use scan)"))
     else:
         context = CollectContext(app=app, broker=broker, config=config, deadline=deadline,
                                  options=options.scan, app_spec=options.app)
@@ -139,6 +140,8 @@ def partly_checked(name: str, data: Any) -> list[tuple[str, str]]:
                        for note in (getattr(data, "notes", None) or ()))
         elif name == "redis":
             out.extend(("redis (partly read)", str(note)) for note in (getattr(data, "notes", None) or ()))
+        elif name == "logs":
+            out.extend(("logs (partly read)", str(note)) for note in (getattr(data, "notes", None) or ()))
         elif name == "workers":
             silent = [w.name for w in (getattr(data, "silent", None) or ())]
             if silent:
@@ -174,8 +177,18 @@ def diagnose(options: RunOptions, registry: Optional[Registry] = None) -> tuple[
         not_checked=_not_checked(snapshot),
         suppressed=result.suppressed,
         anchor=anchor,
+        **_logs_extras(snapshot),
     )
     return report, registry
+
+
+def _logs_extras(snapshot: Snapshot) -> dict[str, Any]:
+    """The timeline and the inputs line when the scan read logs (--logs)."""
+    if snapshot.get("logs") is None:
+        return {}
+    from .logs.run import report_extras
+
+    return report_extras(snapshot)
 
 
 def _version() -> str:

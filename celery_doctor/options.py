@@ -3,7 +3,8 @@
 Each `Option` carries its flags, its `[tool.celery-doctor]` key, its type, choices, default, help text and the
 commands that take it. Everything else is driven by this table:
 
-- the typer parameters of `lint`, `scan`, `trace`, `checks` and `watch`, and so their `--help` (`parameters`);
+- the typer parameters of `lint`, `scan`, `trace`, `checks`, `watch` and `logs`, and so their `--help`
+  (`parameters`);
 - the validation of `[tool.celery-doctor]` (celery_doctor/options_file.py): unknown keys, types, choices;
 - the values a command runs with (`resolve`: the command line, else the options file, else the default;
   then checked: a bad value is a `UsageError`, one line, exit 2);
@@ -25,8 +26,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Mapping, Optional
 
-COMMANDS = ("lint", "scan", "trace", "checks", "watch")
-FILE_COMMANDS = ("lint", "scan", "trace", "watch")  # the commands that read [tool.celery-doctor]
+COMMANDS = ("lint", "scan", "trace", "checks", "watch", "logs")
+FILE_COMMANDS = ("lint", "scan", "trace", "watch", "logs")  # the commands that read [tool.celery-doctor]
 RUN_COMMANDS = ("lint", "scan", "trace", "watch")
 REPORT_COMMANDS = ("lint", "scan")
 
@@ -65,6 +66,17 @@ def _at_least_one(value: Any) -> int:
     if count < 1:
         raise UsageError("--max-open must be 1 or more")
     return count
+
+
+def _log_paths(values: list) -> list:
+    """--logs: every path names a readable file (a glob at least one), or is - (standard input)."""
+    from .logs.readers import InputError, expand
+
+    try:
+        expand(values)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    return values
 
 
 def _upper(values: list) -> list:
@@ -133,19 +145,19 @@ OPTIONS: tuple[Option, ...] = (
            "Python source to analyse (repeatable; default: the app's top-level package).",
            REPORT_COMMANDS, key="source", scope=("run",)),
     Option("select", ("--select",), list, (), "Run only checks whose id starts with this (repeatable).",
-           (*REPORT_COMMANDS, "watch"), key="select", scope=("run",), check=_upper),
+           (*REPORT_COMMANDS, "watch", "logs"), key="select", scope=("run",), check=_upper),
     Option("ignore", ("--ignore",), list, (), "Skip checks whose id starts with this (repeatable).",
-           (*REPORT_COMMANDS, "watch"), key="ignore", scope=("run",), check=_upper),
+           (*REPORT_COMMANDS, "watch", "logs"), key="ignore", scope=("run",), check=_upper),
     Option("format", ("--format", "-f"), str, "text", "Report format (default {default}).",
            COMMANDS, key="format", choices=FORMATS,
            help_for={"trace": "text, json or markdown (default {default}).", "checks": "text or json."}),
     Option("output", ("--output", "-o"), list, (),
            "Write the report to FILE (repeatable; format from .json/.sarif/.md/.txt, else --format).",
-           RUN_COMMANDS, key="output",
+           (*RUN_COMMANDS, "logs"), key="output",
            help_for={"trace": "Write the trace to FILE (repeatable; format from .json/.md/.txt, else --format)."}),
     Option("fail_on", ("--fail-on",), str, "high",
            "Exit 1 when a finding is at or above this impact (default {default}).",
-           (*REPORT_COMMANDS, "watch"), key="fail-on", choices=IMPACTS),
+           (*REPORT_COMMANDS, "watch", "logs"), key="fail-on", choices=IMPACTS),
     Option("timeout", ("--timeout",), float, 10.0, "Bound on the whole run, in seconds (default {default}).",
            RUN_COMMANDS, key="timeout", scope=("run", "scan", "snapshot"), check=_seconds,
            help_for={"watch": "Bound on importing the app and connecting, in seconds (default {default}); the watch "
@@ -169,9 +181,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("peek", ("--peek",), bool, False,
            "RabbitMQ: read queued message headers with basic.get + requeue (sets redelivered, can reorder).",
            ("scan", "trace"), scope=("scan",)),
+    Option("logs", ("--logs",), list, (),
+           "Worker, beat or kernel log to read for the signatures of lost tasks, added to the ranking with a "
+           "timeline (repeatable; files, globs, .gz, - for standard input; read within --timeout).",
+           ("scan",), scope=("scan",), check=_log_paths),
     Option("config", ("--config",), str, None,
-           "pyproject.toml to read [tool.celery-doctor] from (default: found upwards).", RUN_COMMANDS),
-    Option("verbose", ("--verbose", "-v"), bool, False, "Log progress to stderr.", RUN_COMMANDS),
+           "pyproject.toml to read [tool.celery-doctor] from (default: found upwards).", (*RUN_COMMANDS, "logs")),
+    Option("verbose", ("--verbose", "-v"), bool, False, "Log progress to stderr.", (*RUN_COMMANDS, "logs")),
     # watch only (celery_doctor/watch)
     Option("duration", ("--duration",), float, None,
            "Watch this many seconds, then report (default: until Ctrl-C, which reports too).", ("watch",),

@@ -21,7 +21,7 @@ from .model import COLLECTOR_CRASH, Part, Snapshot
 from .trace_rabbitmq import trace_search as trace_rabbitmq
 from .trace_types import Searcher
 
-__all__ = ["DATA_SOURCES", "RABBITMQ", "REDIS", "WORKERS", "DataSource", "broker_source", "gather_live",
+__all__ = ["DATA_SOURCES", "LOGS", "RABBITMQ", "REDIS", "WORKERS", "DataSource", "broker_source", "gather_live",
            "import_before_threads", "wanted_parts"]
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,11 @@ class DataSource:
     broker: bool = False  # the part is the broker itself (one per transport)
     trace: Optional[Searcher] = None  # a broker's search for one task id (`celery-doctor trace`)
     trace_after_scan: bool = False  # the search reads the scan's part (True) or the broker itself, meanwhile
+    local: bool = False  # reads local files (logs), whatever the broker: no network, gathered by scan only
 
     def not_applicable(self, transport: Optional[str]) -> Optional[str]:
         """Why this source does not apply to a broker of this transport, or None when it does."""
-        if transport in self.transports:
+        if self.local or transport in self.transports:
             return None
         if self.broker:
             return f"the broker is {transport or 'not configured'}, not {self.transports[0]}"
@@ -77,6 +78,13 @@ def trace_redis(ctx: CollectContext, task_id: str, snapshot: Snapshot):
 trace_redis.__name__ = "trace_search"  # trace names a search that failed or did not answer by its function's name
 
 
+def collect_logs(ctx: CollectContext) -> Part:
+    """The logs part of `scan --logs` (celery_doctor.logs.collect.collect_logs; imported on first use)."""
+    from .logs.collect import collect_logs as collect
+
+    return collect(ctx)
+
+
 # -- the registry -------------------------------------------------------------------------------------
 # Searchers that read the broker themselves run at the same time as the scan; those that read what the scan
 # gathered (RabbitMQ shows message headers only to --peek, which the collector does) run after it.
@@ -84,7 +92,8 @@ REDIS = DataSource("redis", collect_redis, ("redis",), broker=True, trace=trace_
 RABBITMQ = DataSource("rabbitmq", collect_rabbitmq, ("rabbitmq",), broker=True, trace=trace_rabbitmq,
                       trace_after_scan=True)
 WORKERS = DataSource("workers", collect_workers, ("redis", "rabbitmq"))
-DATA_SOURCES: tuple[DataSource, ...] = (REDIS, RABBITMQ, WORKERS)
+LOGS = DataSource("logs", collect_logs, (), local=True)  # --logs: not applicable when none are given
+DATA_SOURCES: tuple[DataSource, ...] = (REDIS, RABBITMQ, WORKERS, LOGS)
 
 
 def broker_source(transport: Optional[str]) -> Optional[DataSource]:

@@ -1,0 +1,38 @@
+"""The `celery-doctor logs PATH...` command's body: read the logs, report like `scan` does (same formats, outputs
+and exit codes), the checks that read logs only."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+log = logging.getLogger("celery_doctor")
+
+
+def run(paths: Sequence[str], opts: Any) -> int:
+    """`opts`: the resolved options of the `logs` command (celery_doctor/options.py). Returns the exit code."""
+    from .. import cli
+    from ..options import UsageError
+    from .readers import InputError
+    from .run import diagnose_logs
+
+    if not paths:
+        raise UsageError("give at least one log: a file, a glob, a .gz file, or - for standard input")
+    try:
+        report, registry = diagnose_logs(paths, select=opts.select, ignore=opts.ignore)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    log.info("read %s", report.inputs)
+    if not opts.output:
+        cli.emit(cli._render(opts.format, report, registry, color=cli.use_color(sys.stdout),
+                             show_checks=opts.verbose))
+    for path in opts.output:
+        chosen = cli.EXTENSIONS.get(os.path.splitext(path)[1].lower(), opts.format)
+        try:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(cli._render(chosen, report, registry, color=False, show_checks=True))
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        log.info("wrote %s report to %s", chosen.value, path)
+    return cli.exit_code(report, opts.fail_on)
