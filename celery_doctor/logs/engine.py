@@ -71,7 +71,7 @@ DEFAULT, CUSTOM, JSONL, OTHER = "celery", "celery-custom", "json", "other"
 MAX_STREAMS = 2000
 MAX_BEAT_ENTRIES = 2000
 MAX_OOM = 5000
-MAX_RETRIED = 50000  # ids remembered as retried (the oldest forgotten)
+MAX_RETRIED = 20000  # ids remembered as retried (the oldest forgotten)
 SNIFF_LINES = 200  # lines that may come before a stream's first record (a start-up warning, the banner)
 MAX_CONTINUATION = 400  # continuation lines of one record that are looked at (the rest are only counted)
 HARD_LIMIT_EXIT_WINDOW = 30.0  # a pool process exiting this soon after a hard time limit is the limit's doing
@@ -90,6 +90,9 @@ _CONTAINERS_LOG = re.compile(r"/containers/([^/_]+)_([^/_]+)_(.+)-[0-9a-f]{64}\.
 CELERY_PROCESS_NAMES = ("celery", "python", "python3")
 
 
+PENDING = object()  # a JSON record's time or process name, not read from its line yet
+
+
 def _short(task_id: str) -> str:
     return task_id if len(task_id) <= 12 else task_id[:8] + "…"
 
@@ -104,7 +107,9 @@ class Stream:
         self.node: Optional[str] = None
         self.kernel = kernel
         self.layout: Optional[str] = None
-        self.json_keys: Optional[tuple] = None
+        self.json_keys: Optional[tuple] = None  # (message pattern, time pattern, process pattern, len)
+        self.json_line = ""  # the current JSON record, while its time or process is PENDING
+        self.outer_key: tuple = ("", 0)  # the envelope's time key and its length, while outer is PENDING
         self.verified = False  # a Celery message was seen where the layout puts messages
         self.misses = 0
         self.undecided = 0
@@ -150,6 +155,8 @@ class Stream:
 
     def now(self) -> Optional[float]:
         raw = self.outer if self.outer is not None else self.stamp
+        if raw is PENDING:
+            raw = self._pending_stamp()
         if raw is self._now_raw:
             return self._now
         value, naive = parse_time(raw, self.year)
@@ -241,11 +248,16 @@ class Stream:
             return
         fast = self.json_keys
         if fast is not None:  # the keys this writer uses, read with find: no full parse for plain records
-            text = fast_string(line, fast[0])
-            if text is not None:
-                self.stamp = fast_scalar(line, fast[1]) if fast[1] else None
-                self._json_record(text, fast_string(line, fast[2]) if fast[2] else None, None, line)
-                return
+            at = line.find(fast[0])
+            if at >= 0:
+                start = at + fast[3]
+                end = line.find('"', start)
+                text = line[start:end]
+                if end > 0 and "\\" not in text:  # no escape: the next quote closes it
+                    self.json_line = line  # its time and process are read from it only when needed
+                    self.stamp = PENDING if fast[1] else None
+                    self._json_record(text, PENDING if fast[2] else None, None, line)
+                    return
         try:
             record = json.loads(line)
         except ValueError:
@@ -274,7 +286,21 @@ class Stream:
         patterns = [key_pattern(line, name) if name else None for name in (message, stamp, proc)]
         if patterns[0] is None:
             return None
-        return tuple(patterns)
+        message_pattern = patterns[0] + '"'  # a string: read up to its closing quote
+        return (message_pattern, patterns[1], patterns[2], len(message_pattern))
+
+    def _pending_stamp(self) -> Any:
+        if self.outer is PENDING:  # an envelope's time (journald)
+            line, (pattern, length) = self.json_line, self.outer_key
+            at = line.find(pattern)
+            self.outer = line[at + length:line.find('"', at + length)] if at >= 0 else None
+            return self.outer
+        self.stamp = fast_scalar(self.json_line, self.json_keys[1])
+        return self.stamp
+
+    def _pending_process(self) -> Optional[str]:
+        self.proc_hint = fast_string(self.json_line, self.json_keys[2])
+        return self.proc_hint
 
     def _json_record(self, text: Optional[str], proc: Optional[str], record: Optional[dict], line: str) -> None:
         self._head()
@@ -293,11 +319,13 @@ class Stream:
                     self.stamp = head[1:close]
                 head = head[close + 2:]
         self.message(head)
-        if proc and proc.startswith("ForkPoolWorker") and '"task_id"' in line:
-            record = record if record is not None else json.loads(line)
-            task_id = record.get("task_id")
-            if isinstance(task_id, str):
-                self._map_process(proc, task_id)
+        if proc is not None and '"task_id"' in line:
+            proc = self._pending_process() if proc is PENDING else proc
+            if proc and proc.startswith("ForkPoolWorker"):
+                record = record if record is not None else json.loads(line)
+                task_id = record.get("task_id")
+                if isinstance(task_id, str):
+                    self._map_process(proc, task_id)
         if lines:
             for rest in lines[1:MAX_CONTINUATION]:
                 self.continuation(rest)
@@ -386,7 +414,10 @@ class Stream:
                         self.active = True
                         if not self.verified:
                             self.verified = True
-                        if self.open.opened(task_id, name, self.outer if self.outer is not None else self.stamp):
+                        stamp = self.outer if self.outer is not None else self.stamp
+                        if stamp is PENDING:
+                            stamp = self._pending_stamp()
+                        if self.open.opened(task_id, name, stamp):
                             self._received_again(task_id, name)
                         return
                     self.finished += 1
@@ -455,6 +486,8 @@ class Stream:
 
     # -- the task ledger -----------------------------------------------------------------------------------
     def _process_name(self) -> Optional[str]:
+        if self.proc_hint is PENDING:
+            return self._pending_process()
         if self.proc_hint:
             return self.proc_hint
         stamp = self.stamp
@@ -1231,27 +1264,30 @@ class Scanner:
         find = line.find
         (p_stamp, n_stamp), (p_host, n_host), (p_unit, n_unit), (p_ident, n_ident), (p_transport, n_transport), \
             (p_pid, n_pid) = keys[1:]
-        at = find(p_stamp)
-        stamp = line[at + n_stamp:find('"', at + n_stamp)] if at >= 0 else None
         at = find(p_host)
         host = line[at + n_host:find('"', at + n_host)] if at >= 0 else None
         at = find(p_unit)
         unit = line[at + n_unit:find('"', at + n_unit)] if at >= 0 else None
-        at = find(p_ident)
-        ident = line[at + n_ident:find('"', at + n_ident)] if at >= 0 else None
-        at = find(p_transport)
-        transport = line[at + n_transport:find('"', at + n_transport)] if at >= 0 else None
+        kernel = False
+        if not unit:  # a unit's records are no kernel's; without one, the identifier and transport tell
+            at = find(p_ident)
+            ident = line[at + n_ident:find('"', at + n_ident)] if at >= 0 else None
+            at = find(p_transport)
+            transport = line[at + n_transport:find('"', at + n_transport)] if at >= 0 else None
+            kernel = transport == "kernel" or ident == "kernel"
+            unit = ident
         at = find(p_pid)
         pid = line[at + n_pid:find('"', at + n_pid)] if at >= 0 else None
-        kernel = transport == "kernel" or ident == "kernel"
-        name = "kernel" if kernel else (unit or ident or "?")
+        name = "kernel" if kernel else (unit or "?")
         key = ("journald", host or "?", name)
         stream = self.streams.get(key)
         if stream is None or item.name not in stream.sources:
             stream = self.stream(key, f"{host or '?'}/{name}", item.name, kernel=kernel)
         if pid and len(stream.pids) < 64 and pid.isdigit():
             stream.pids.add(int(pid))
-        stream.outer = stamp
+        stream.json_line = line  # its time is read from it only when needed
+        stream.outer_key = keys[1]
+        stream.outer = PENDING
         stream.feed(text)
         stream.outer = None
         return True
