@@ -83,6 +83,26 @@ def test_visibility_timeout_is_what_kombus_redis_channel_uses():
             assert float(connection.default_channel.visibility_timeout) == expected
 
 
+def test_visibility_timeout_without_an_app_and_on_a_worker():
+    """One default for every reader: no app config (the collector, trace), and a worker that reported its broker
+    transport with or without its own visibility_timeout."""
+    from kombu.transport.redis import Channel
+
+    from celery_doctor.parts import workers as workers_part
+
+    default = (float(Channel.visibility_timeout), False)
+    assert timeouts.redis_visibility_timeout(None) == timeouts.transport_visibility_timeout({}) == default
+    assert timeouts.transport_visibility_timeout({"visibility_timeout": timedelta(hours=2)}) == (7200.0, True)
+    reported = workers_part.example_worker("celery@w", transport_options={"visibility_timeout": 600})
+    assert timeouts.worker_visibility_timeout(reported) == (600.0, True)
+    in_conf = workers_part.example_worker("celery@w", transport_options={},
+                                          conf={"broker_transport_options": {"visibility_timeout": 900}})
+    assert timeouts.worker_visibility_timeout(in_conf) == (900.0, True)
+    assert timeouts.worker_visibility_timeout(workers_part.example_worker("celery@w", transport_options={})) == default
+    silent = workers_part.example_worker("celery@w", broker_transport=None, transport_options={}, conf={})
+    assert timeouts.worker_visibility_timeout(silent) is None  # only the app's is known then
+
+
 def test_consumer_timeout_comes_from_the_options_or_rabbitmqs_default():
     from celery_doctor.options import SnapshotOptions
 
@@ -147,6 +167,46 @@ def test_a_route_celery_cannot_resolve_is_an_error_not_a_queue():
     with pytest.raises(Exception, match="reports"):
         app.tasks["t.a"].apply_async()
     assert "QueueNotFound" in routing.task_route(config, "t.a").error and routing.task_queue(config, "t.a") is None
+
+
+def test_exchange_routes_are_where_celery_publishes_without_a_queue():
+    """Routes that name an exchange and no queue: Celery's router keeps the exchange and routing key, and the message
+    goes through the exchange's bindings (kombu's memory transport, as Redis, resolves them itself)."""
+    from celery.signals import before_task_publish
+    from kombu import Exchange
+
+    app = app_with({"t.key": {}, "t.queued": {}, "t.plain": {}},
+                   task_routes=[{"t.key": {"exchange": "events", "routing_key": "work.created"},
+                                 "t.queued": {"exchange": "events", "routing_key": "x", "queue": "reports"},
+                                 "audit.*": {"exchange": Exchange("audit", "topic"), "routing_key": "audit.any"}}])
+    config = collect_config(app)
+    assert routing.exchange_routes(config) == {"events": ["t.key"], "audit": []}  # audit.*: no registered task
+    assert routing.task_queue(config, "t.key") is None and routing.route_exchange(config.routes["t.queued"]) is None
+    assert [routing.rule_exchange(r) for r in config.route_rules] == ["events", None, "audit"]
+    published: list[tuple[str, str]] = []
+
+    def seen(exchange=None, routing_key=None, **kwargs):
+        published.append((getattr(exchange, "name", exchange), routing_key))
+
+    before_task_publish.connect(seen, weak=False)
+    try:
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            Queue("bound", Exchange("events", "direct"), "work.created")(channel).declare()
+            app.tasks["t.key"].apply_async(connection=connection)
+            assert channel._size("bound") == 1  # through the binding, to no queue of the app's
+            app.send_task("audit.nightly", connection=connection)  # the entry applies to a name sent as text
+    finally:
+        before_task_publish.disconnect(seen)
+    assert published == [("events", "work.created"), ("audit", "audit.any")]
+
+
+@DEPRECATED_QUEUE
+def test_a_beat_entry_may_name_its_queue_as_a_kombu_queue():
+    app = app_with(beat_schedule={"e": {"task": "facts.work", "schedule": 60, "options": {"queue": Queue("emails")}}})
+    config = collect_config(app)
+    assert [routing.beat_queue(config, e) for e in config.beat] == ["emails"]
+    assert routing.routed_queues(config) == {"celery": ["facts.work"], "emails": []}
 
 
 # ------------------------------------------------------------------------------------------------- beat
@@ -427,6 +487,27 @@ def test_effective_acks_are_what_celerys_worker_does(conf):
     assert worker_outcome(app, "facts.work", WorkerLostError("killed")) == fact.on_worker_lost
     assert worker_outcome(app, "facts.work", ValueError("boom")) == fact.on_failure
     assert worker_outcome(app, "facts.work", TimeLimitExceeded(1)) == fact.on_timeout
+
+
+@pytest.mark.parametrize("conf", ACK_CASES, ids=[",".join(f"{k}={v}" for k, v in c.items()) or "defaults" for c in ACK_CASES])
+def test_requeued_on_is_when_celerys_worker_rejects_with_requeue(conf):
+    """Which ends of a run put the same message back (WorkerLostError, TimeLimitExceeded), and that a failure never
+    does: acks_on_failure_or_timeout=False drops failed messages, it does not requeue them."""
+    from billiard.exceptions import WorkerLostError
+    from celery.exceptions import TimeLimitExceeded
+
+    from celery_doctor.facts.acks import HARD_TIME_LIMIT, REQUEUED, WORKER_LOST, requeued_on, task_acks
+    from celery_doctor.facts.limits import task_time_limits
+
+    for options in ({}, {"time_limit": 60}):
+        app = app_with({"facts.work": options}, backend="cache+memory://", **conf)
+        config = collect_config(app)
+        info = config.tasks["facts.work"]
+        ends = requeued_on(task_acks(config, info), task_time_limits(config, info))
+        assert (WORKER_LOST in ends) == (worker_outcome(app, "facts.work", WorkerLostError("killed")) == REQUEUED)
+        timed_out = worker_outcome(app, "facts.work", TimeLimitExceeded(60)) == REQUEUED
+        assert (HARD_TIME_LIMIT in ends) == (timed_out and "time_limit" in options)  # no limit: it never times out
+        assert worker_outcome(app, "facts.work", ValueError("boom")) != REQUEUED
 
 
 def test_acks_per_task_override_the_app_settings():

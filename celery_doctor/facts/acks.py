@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from ..parts.config import AppConfig, TaskInfo
+    from .limits import TimeLimits
 
 # What happens to the message.
 ACKED_ON_RECEIPT = "acked on receipt"  # early ack: gone from the broker before the task ran
@@ -20,6 +21,10 @@ ACKED = "acked"  # removed from the broker
 REQUEUED = "requeued"  # rejected with requeue: delivered again
 REJECTED = "rejected"  # rejected without requeue: dropped (dead-lettered on RabbitMQ if the queue has a DLX)
 RETRIED = "retried"  # sent again as a retry (task_retry_on_worker_lost, Celery 5.7), bounded by max_retries
+
+# What ends a run with the message requeued (requeued_on).
+WORKER_LOST = "worker lost"  # the pool process running the task was killed (WorkerLostError)
+HARD_TIME_LIMIT = "hard time limit"  # the task hit its hard time limit (TimeLimitExceeded)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,23 @@ class Acks:
     def lost_with_worker(self) -> bool:
         """An acks_late task whose message is acked or dropped when its pool process is killed."""
         return self.acks_late and self.on_worker_lost in (ACKED, REJECTED)
+
+
+def requeued_on(acks: Acks, limits: "TimeLimits") -> tuple[str, ...]:
+    """The ends of a run after which the worker rejects the task's message WITH requeue, so that the same message is
+    delivered again (a loop while the cause repeats; each return counts toward a quorum queue's delivery-limit):
+    WORKER_LOST with reject_on_worker_lost (unless retry_on_worker_lost resends it as a new message), HARD_TIME_LIMIT
+    when the task has one and acks_on_timeout is False (Celery 5.7, which it inherits from acks_on_failure_or_timeout).
+
+    A failure never requeues: with acks_on_failure False (or acks_on_failure_or_timeout False) Request.on_failure
+    rejects the message WITHOUT requeue, which drops it (or dead-letters it), and before Celery 5.7 so did a
+    timeout."""
+    ends = []
+    if acks.on_worker_lost == REQUEUED:
+        ends.append(WORKER_LOST)
+    if limits.hard and acks.on_timeout == REQUEUED:
+        ends.append(HARD_TIME_LIMIT)
+    return tuple(ends)
 
 
 def _inherit(task_value: Any, config: "AppConfig", setting: str, default: Any) -> Any:

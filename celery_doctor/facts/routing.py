@@ -28,6 +28,43 @@ def task_queue(config: "AppConfig", task_name: str) -> Optional[str]:
     return route.queue
 
 
+def route_exchange(route: "Route") -> Optional[str]:
+    """The exchange a resolved route names without a queue, else None. Celery's Router.expand_destination keeps the
+    `exchange` (and `routing_key`) of a route that gives no `queue`, and send_task_message publishes through that
+    exchange, which kombu resolves by its bindings (on Redis the set `_kombu.binding.<exchange>`).
+
+    Note: a route with a direct exchange (the default type) and no routing key is published by send_task_message to
+    the default exchange with no routing key instead (its anon-exchange conversion); it is listed all the same."""
+    if route.error or route.queue or not route.exchange:
+        return None
+    return route.exchange
+
+
+def rule_exchange(rule: "RouteRule") -> Optional[str]:
+    """The exchange a task_routes entry sends to without a queue (see route_exchange), else None. Such an entry
+    also applies to names the app does not register (send_task by name), which is why it is read on its own."""
+    exchange = rule.options.get("exchange")
+    if not exchange or rule.options.get("queue"):
+        return None
+    return str(getattr(exchange, "name", exchange))
+
+
+def exchange_routes(config: "AppConfig") -> dict[str, list[str]]:
+    """Exchange -> the task names Celery's router sends through it without a queue (sorted): from the resolved routes
+    of the app's tasks and beat entries, and every exchange a task_routes entry names without a queue (with no task
+    when it matches none the app registers)."""
+    out: dict[str, list[str]] = {}
+    for task, route in sorted(config.routes.items()):
+        exchange = route_exchange(route)
+        if exchange:
+            out.setdefault(exchange, []).append(task)
+    for rule in config.route_rules:
+        exchange = rule_exchange(rule)
+        if exchange:
+            out.setdefault(exchange, [])
+    return out
+
+
 def _queue_name(value: Any) -> Optional[str]:
     value = getattr(value, "name", value)
     return value if isinstance(value, str) and value else None
@@ -49,8 +86,8 @@ def routed_queues(config: "AppConfig") -> dict[str, list[str]]:
             out.setdefault(route.queue, []).append(task)
     for entry in config.beat:
         options = entry.options if isinstance(entry.options, Mapping) else {}
-        queue = options.get("queue")
-        if isinstance(queue, str):
+        queue = _queue_name(options.get("queue"))  # a name, or a kombu Queue as apply_async takes it
+        if queue:
             out.setdefault(queue, [])
     return out
 
