@@ -93,10 +93,10 @@ def incident(tmp_path_factory):
         # a second consumer of the acks_late task's queue, for the redelivery (started once K holds the task)
         rescue = factory(module, cwd=base, pool="prefork", concurrency=1, queues=[f"rlate-{uid}"],
                          name=f"rescue-{uid}", fast_start=False, extra_args=EVENTS_ARGS)
-        assert frames.wait(block.nodename, "connected", 15), [(w.hostname, w.status) for w in frames.last.workers]
+        assert frames.wait(block.nodename, "connected", 30), frames.describe()
         during = _our_queues(vhost)
         kill.kill()
-        assert frames.wait(kill.nodename, "dead", 15), [(w.hostname, w.status) for w in frames.last.workers]
+        assert frames.wait(kill.nodename, "dead", 30), frames.describe()
         assert rescue.wait_for_log(ids["late"], 10)
         time.sleep(1.0)  # the rescue worker's task-started arrives
         stop.set()
@@ -110,6 +110,8 @@ def incident(tmp_path_factory):
         stop.set()  # the watch ends even when the scenario failed half-way
         if thread is not None:
             thread.join(30)
+        for worker in factory.workers:
+            worker.kill()  # they run minute-long tasks: a warm shutdown would wait for them
         factory.stop_all()
         sys.path.remove(str(base))
         drop_vhost(vhost)

@@ -90,6 +90,13 @@ class Frames(View):
     def close(self, frame):
         pass
 
+    def describe(self):
+        frame = self.last
+        if frame is None:
+            return "no frame yet"
+        return f"frame {time.time() - frame.now:.1f} s old: " + ", ".join(
+            f"{w.hostname} {w.status} (heartbeat {w.last_heartbeat_age} s ago)" for w in frame.workers)
+
     def wait(self, hostname, status, timeout):
         end = time.time() + timeout
         while time.time() < end:
@@ -108,8 +115,27 @@ def _watch_connections(client):
     return {c["id"] for c in client.client_list() if c.get("name", "").startswith("celery-doctor")}
 
 
-def _keys(client):
-    return sorted(client.scan_iter(count=1000))
+def _cleanup(client, uid):
+    """Remove what this module's workers and tasks left in the database, and only that (other runs may share it):
+    keys named with the run's id (queues, prefixed keys), and members, fields and entries that name it in kombu's
+    shared keys (mailbox bindings of killed workers, unacknowledged messages)."""
+    mark = uid.encode()
+    for key in list(client.scan_iter(match=f"*{uid}*", count=1000)):
+        client.delete(key)
+    for key in list(client.scan_iter(match="_kombu*", count=1000)) + [b"unacked", b"unacked_index"]:
+        kind = client.type(key)
+        if kind == b"set":
+            members = [m for m in client.smembers(key) if mark in m]
+            if members:
+                client.srem(key, *members)
+        elif kind == b"zset":
+            members = [m for m in client.zrange(key, 0, -1) if mark in m]
+            if members:
+                client.zrem(key, *members)
+    stale = [tag for tag, payload in client.hscan_iter("unacked") if mark in payload]
+    if stale:
+        client.hdel("unacked", *stale)
+        client.zrem("unacked_index", *stale)
 
 
 def test_the_subscription_patterns_receive_what_kombu_publishes():
@@ -139,41 +165,49 @@ def test_the_subscription_patterns_receive_what_kombu_publishes():
 
 
 def test_a_watch_writes_nothing_and_leaves_nothing_even_when_killed():
-    """A watch on a database (before the workers below start: nothing else writes there) leaves it as empty as it
-    found it, whether it ends or is SIGKILLed, and no connection of it remains. (kombu's own EventReceiver would
-    have written a `_kombu.binding.celeryev` member at once.)"""
+    """A watch runs as a Redis ACL user that may read, subscribe and list clients but not write: it works (no note
+    says a probe failed), Redis denied it nothing (ACL LOG), and when it ends, or is SIGKILLed, none of its
+    connections (and so no subscription) remains. kombu's own EventReceiver would have needed SADD (the
+    `_kombu.binding.celeryev` member) at once. Other test runs may use this database meanwhile: nothing here
+    depends on what they write."""
     client = redis.Redis(db=DB)
-    client.flushdb()
+    user, password = f"cdwatch-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    client.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
+                       categories=["-@all", "+@read", "+@pubsub", "+@connection"],
+                       commands=["+info", "+client|list", "+client|setname"])
     earlier = _watch_connections(client)
     script = textwrap.dedent(f'''
         import sys
         from celery import Celery
         from celery_doctor.watch.engine import WatchOptions, run_watch, target_for_app
-        app = Celery("x", broker="redis://127.0.0.1:6379/{DB}")
-        duration = float(sys.argv[1])
+        app = Celery("x", broker="redis://{user}:{password}@127.0.0.1:6379/{DB}")
         print("go", flush=True)
-        run_watch(target_for_app(app), WatchOptions(duration=duration, probe_interval=0.5))
-        print("done", flush=True)
+        state = run_watch(target_for_app(app), WatchOptions(duration=float(sys.argv[1]), probe_interval=0.5))
+        print("notes:", state.notes, "live:", [w.liveness.verdict for w in state.workers], flush=True)
     ''')
-    done = subprocess.run([sys.executable, "-c", script, "1.5"], capture_output=True, text=True, timeout=60,
-                          cwd=os.getcwd())
-    assert "done" in done.stdout, done.stderr
-    killed = subprocess.Popen([sys.executable, "-c", script, "60"], stdout=subprocess.PIPE, text=True)
     try:
-        assert killed.stdout.readline().strip() == "go"
-        deadline = time.time() + 10
-        while time.time() < deadline and not _watch_connections(client) - earlier:
-            time.sleep(0.1)
-        mine = _watch_connections(client) - earlier
-        assert mine
-        killed.kill()
-        killed.wait(10)
-    finally:
-        if killed.poll() is None:
+        done = subprocess.run([sys.executable, "-c", script, "1.5"], capture_output=True, text=True, timeout=60)
+        assert "notes: ()" in done.stdout, done.stdout + done.stderr  # CLIENT LIST and INFO were allowed and read
+        killed = subprocess.Popen([sys.executable, "-c", script, "60"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert killed.stdout.readline().strip() == "go"
+            deadline = time.time() + 10
+            while time.time() < deadline and not _watch_connections(client) - earlier:
+                time.sleep(0.1)
+            mine = _watch_connections(client) - earlier
+            assert mine
             killed.kill()
-    time.sleep(0.3)
-    assert not mine & _watch_connections(client)
-    assert _keys(client) == []
+            killed.wait(10)
+        finally:
+            if killed.poll() is None:
+                killed.kill()
+        time.sleep(0.3)
+        assert not mine & _watch_connections(client)
+        denied = [entry for entry in client.acl_log(count=100) if entry.get("username") == user
+                  and entry.get("object") != "client|no-touch"]  # asked for where Redis 7.2 has it: not a write
+        assert denied == []
+    finally:
+        client.acl_deluser(user)
 
 
 ENABLE_SCRIPT = """
@@ -203,7 +237,6 @@ def test_enable_events_turns_task_events_on_for_the_watch_and_off_again_even_on_
         def add(x, y):
             return x + y
     '''))
-    redis.Redis(db=DB).flushdb()
     worker = worker_factory(module, cwd=tmp_path, pool="solo", queues=[f"we-{uid}"], fast_start=False,
                             extra_args=EVENTS_ARGS)
     sys.path.insert(0, str(tmp_path))
@@ -241,6 +274,8 @@ def test_enable_events_turns_task_events_on_for_the_watch_and_off_again_even_on_
         assert "processed 1 task(s)" in "\n".join(off.evidence) and "-E" in "\n".join(off.evidence)
     finally:
         sys.path.remove(str(tmp_path))
+        worker_factory.stop_all()
+        _cleanup(redis.Redis(db=DB), uid)
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +284,6 @@ def incident(tmp_path_factory):
     uid = uuid.uuid4().hex[:8]
     module = write_app(base, uid)
     client = redis.Redis(db=DB)
-    client.flushdb()
     sys.path.insert(0, str(base))
     factory = WorkerFactory()
     stop, threads = threading.Event(), []
@@ -296,7 +330,7 @@ def incident(tmp_path_factory):
         assert kill.wait_for_log(ids["kill"], 10)
         # the block worker's heartbeats stop now: once the watch sees it silent (and still connected), kill the
         # other one, a little later, so that the two silences fall in different CLIENT LIST windows
-        assert frames.wait(block.nodename, "connected", 15), [(w.hostname, w.status) for w in frames.last.workers]
+        assert frames.wait(block.nodename, "connected", 30), frames.describe()
         time.sleep(1.5)
         kill.kill()
         killed_at = time.time()
@@ -319,9 +353,11 @@ def incident(tmp_path_factory):
         stop.set()  # the watches end even when the scenario failed half-way
         for thread in threads:
             thread.join(30)
+        for worker in factory.workers:
+            worker.kill()  # they run minute-long tasks: a warm shutdown would wait for them
         factory.stop_all()
         sys.path.remove(str(base))
-        client.flushdb()
+        _cleanup(client, uid)
 
 
 def test_a_worker_killed_mid_task_loses_it_and_is_told_dead(incident):

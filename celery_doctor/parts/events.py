@@ -185,9 +185,6 @@ class WorkerRecord:
             return None
         return self.last_heartbeat + self.freq * (HEARTBEAT_EXPIRE_WINDOW / 100.0)
 
-    def silent_at(self, now: float) -> bool:
-        return self.offline_at is None and self.expires is not None and now >= self.expires
-
     @property
     def processed_during(self) -> Optional[int]:
         if self.processed_first is None or self.processed_last is None:

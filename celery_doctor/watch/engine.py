@@ -19,6 +19,7 @@ from typing import IO, Any, Callable, Optional
 from ..masking import mask_url, scrub
 from ..model import Part, Report, Snapshot, Target
 from ..parts.events import EventsState
+from ..parts.events import clock as clock_of
 from .decode import Undecoded, decode_amqp, decode_redis
 from .live import Frame, View, WorkerLine, make_view
 from .recording import Recorder, read
@@ -249,7 +250,7 @@ def run_watch(target: WatchTarget, options: WatchOptions, view_stream: Optional[
         try:
             source.subscribed.wait(5.0)
             if not source.subscribed.is_set() and source.error:
-                session.note(f"the event subscription failed at first: {source.error}")
+                item(clock(), "note", f"the event subscription failed at first: {source.error}")
             if options.enable_events:
                 error = _control(target, "enable_events", namespace)
                 enabled = error is None
@@ -289,9 +290,9 @@ def run_watch(target: WatchTarget, options: WatchOptions, view_stream: Optional[
             if enabled:
                 item(now, "enable_events", {"disabled_at": now} if undo_error is None else {"undo_error": undo_error})
             if stopper.interrupted:
-                session.note("the watch was interrupted (Ctrl-C): the report covers what was seen until then")
+                item(now, "note", "the watch was interrupted (Ctrl-C): the report covers what was seen until then")
             for start, finish, why in getattr(source, "gaps", []):
-                item(now, "note", f"events were not received from {_hms(start)} to {_hms(finish)}: {why}")
+                item(now, "note", f"events were not received from {clock_of(start)} to {clock_of(finish)}: {why}")
             if source.dropped:
                 item(now, "note", f"{source.dropped:,} event messages were dropped: the ledger fell behind")
             if getattr(source, "exchange_missing_since", None) and not source.subscribed.is_set():
@@ -309,12 +310,6 @@ def run_watch(target: WatchTarget, options: WatchOptions, view_stream: Optional[
                     recorder.close()
                 view.close(frame_of(session, clock(), options, last_rate, source.dropped))
     return session.state()
-
-
-def _hms(t: float) -> str:
-    from ..parts.events import clock
-
-    return clock(t)
 
 
 def _queue_probe(source: Any, name: str) -> dict:

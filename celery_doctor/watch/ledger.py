@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from ..parts.events import (ALIVE, FINAL_STATES, TASK_STATES, EventsState, Liveness, Step, TaskRecord,
                             WorkerRecord)
@@ -146,10 +146,6 @@ class Ledger:
         self.undecoded += 1
         if content_type not in self.undecoded_types and len(self.undecoded_types) < 10:
             self.undecoded_types.append(content_type)
-
-    def apply_all(self, events: Iterable[Mapping[str, Any]], t: float) -> None:
-        for event in events:
-            self.apply(event, t)
 
     def apply(self, event: Mapping[str, Any], t: float) -> None:
         kind = event.get("type")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Mapping, Optional
 
-from ..parts.events import ALIVE, EnableEvents, EventsState, Liveness, QueueProbe
+from ..parts.events import EnableEvents, EventsState, Liveness, QueueProbe
 from .decode import clean
 from .evidence import ClientTracker, MailboxProbe, rabbitmq_verdicts, redis_verdicts, views
 from .ledger import Ledger
@@ -139,7 +139,3 @@ class Session:
             if probed.get(worker.hostname, 0.0) < (worker.last_heartbeat or 0.0):
                 out.append(worker.hostname)
         return out
-
-    def alive(self, hostname: str, now: float) -> bool:
-        verdict = self.liveness(now).get(hostname)
-        return verdict is not None and verdict.verdict == ALIVE
