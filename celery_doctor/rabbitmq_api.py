@@ -750,6 +750,27 @@ def _text(value: Any) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
+def _connection_error(where: str, exc: BaseException, text: str, budget: float) -> RabbitError:
+    inner = exc.args[0] if exc.args else None
+    # pika wraps the socket's error in connector errors whose str() is empty: unwrap to the cause
+    for _ in range(4):
+        if getattr(inner, "exception", None) is not None:
+            inner = inner.exception
+        elif getattr(inner, "exceptions", None):
+            inner = inner.exceptions[-1]
+        else:
+            break
+    inner_text = f"{type(inner).__name__}: {inner}" if inner is not None else text
+    lowered = inner_text.lower()
+    if "timed out" in lowered or "timeout" in lowered:
+        return RabbitError(f"{where} did not answer within {budget:.1f} s", kind="timeout")
+    if "refused" in lowered:
+        return RabbitError(f"{where}: connection refused", kind="refused")
+    if "ssl" in lowered or "tls" in lowered or "certificate" in lowered:
+        return RabbitError(f"{where}: TLS error: {inner_text}", kind="tls")
+    return RabbitError(f"{where}: cannot connect: {inner_text}", kind="refused")
+
+
 def _amqp_error(where: str, exc: BaseException, budget: float) -> RabbitError:
     import pika.exceptions as pex
 
@@ -760,23 +781,7 @@ def _amqp_error(where: str, exc: BaseException, budget: float) -> RabbitError:
         return RabbitError(f"{where}: access to the vhost refused (does it exist, and may the user use it?)",
                            kind="forbidden")
     if isinstance(exc, pex.AMQPConnectionError):
-        inner = exc.args[0] if exc.args else None
-        # pika wraps the socket's error in connector errors whose str() is empty: unwrap to the cause
-        for _ in range(4):
-            if getattr(inner, "exception", None) is not None:
-                inner = inner.exception
-            elif getattr(inner, "exceptions", None):
-                inner = inner.exceptions[-1]
-            else:
-                break
-        inner_text = f"{type(inner).__name__}: {inner}" if inner is not None else text
-        if "timed out" in inner_text.lower() or "timeout" in inner_text.lower():
-            return RabbitError(f"{where} did not answer within {budget:.1f} s", kind="timeout")
-        if "refused" in inner_text.lower():
-            return RabbitError(f"{where}: connection refused", kind="refused")
-        if "ssl" in inner_text.lower() or "tls" in inner_text.lower() or "certificate" in inner_text.lower():
-            return RabbitError(f"{where}: TLS error: {inner_text}", kind="tls")
-        return RabbitError(f"{where}: cannot connect: {inner_text}", kind="refused")
+        return _connection_error(where, exc, text, budget)
     # pika raises its connector's stack timeout (the AMQP handshake outlived stack_timeout) unwrapped
     if isinstance(exc, (socket.timeout, TimeoutError)) or "timeout" in type(exc).__name__.lower():
         return RabbitError(f"{where} did not answer within {budget:.1f} s", kind="timeout")

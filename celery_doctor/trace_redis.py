@@ -22,32 +22,28 @@ UNACKED_SWEEP_S = 100  # kombu's restore sweep period (unacked_restore_interval 
 
 def _queue_keys(reader: Reader, snapshot) -> list[tuple[str, int, str]]:
     """(queue, priority, key) to search, the app's own queues first; from the scan's part when it has them."""
-    names: list[str] = []
     config = snapshot.config
-    if config is not None:
-        names += list(config.routed_queues())
+    names: list[str] = list(config.routed_queues()) if config is not None else []
     state = snapshot.redis
-    keys: list[tuple[str, int, str]] = []
     if state is not None:
         known = {q.name: q for q in state.queues}
         ordered = [n for n in names if n in known] + sorted(n for n in known if n not in names)
-        for name in ordered:
-            for sub in known[name].subqueues:
-                keys.append((name, sub.priority, sub.key))
-        return keys
-    # No scan part: find kombu-shaped lists ourselves.
+        return [(name, sub.priority, sub.key) for name in ordered for sub in known[name].subqueues]
+    found = _kombu_lists(reader) | set(names)
+    return [(name, step, reader.key(name if step == 0 else f"{name}{SEP}{step}"))
+            for name in [n for n in names if n in found] + sorted(found - set(names)) for step in (0, 3, 6, 9)]
+
+
+def _kombu_lists(reader: Reader) -> set[str]:
+    """Without a scan part: the queue names of the lists in the database (mailboxes and replies left out)."""
     prefix = reader.prefix.encode()
-    found: set[str] = set(names)
+    found: set[str] = set()
     for key in reader.scan(match=f"{reader.prefix}*" if reader.prefix else None, type_="list"):
         raw = key[len(prefix):] if prefix and key.startswith(prefix) else key
         text = raw.decode("utf-8", "replace")
-        if text.endswith(".pidbox") or ".reply." in text:
-            continue
-        found.add(text.split(SEP)[0])
-    for name in [n for n in names if n in found] + sorted(found - set(names)):
-        for step in (0, 3, 6, 9):
-            keys.append((name, step, reader.key(name if step == 0 else f"{name}{SEP}{step}")))
-    return keys
+        if not (text.endswith(".pidbox") or ".reply." in text):
+            found.add(text.split(SEP)[0])
+    return found
 
 
 def _message_next(envelope: Envelope, snapshot, ahead: int) -> tuple[str, list[str]]:
