@@ -53,6 +53,10 @@ def load_target(options: RunOptions, deadline: Optional[Deadline] = None) -> tup
     registered and its transport decided here, once. A malformed URL is a TargetError when it was given
     (--broker, $CELERY_BROKER_URL) or is to be connected to (scan)."""
     given = options.broker or (None if options.app else os.environ.get("CELERY_BROKER_URL"))
+    if options.broker and os.environ.pop("CELERY_BROKER_URL", None) is not None:
+        # Celery's conf.broker_url reads $CELERY_BROKER_URL before any setting: left in place, it would win over
+        # --broker and the run would read another broker than the one asked for.
+        log.debug("--broker given: $CELERY_BROKER_URL is ignored")
     if options.scan.management_url:
         validate_management_url(options.scan.management_url)
     if options.app:

@@ -325,3 +325,14 @@ def test_django_project_with_celery_namespace(tmp_path):
     assert finding["check"] == "CD102"
     assert "shopapp.tasks.place_order" in finding["evidence"][0]  # found by autodiscover_tasks
     assert "djangopw42" not in result.stdout + result.stderr
+
+
+def test_broker_option_wins_over_the_environment_variable():
+    """Celery's conf.broker_url reads $CELERY_BROKER_URL first: --broker must still be the broker read."""
+    env = {"CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}  # nothing listens on port 1
+    for target in (("--broker", "redis://127.0.0.1:6379/13"), ("--app", "examples.shop", "--broker",
+                                                                 "redis://127.0.0.1:6379/13")):
+        result = run_cli("scan", *target, "--format", "json", "--timeout", "10", "--fail-on", "never", env=env)
+        report = json.loads(result.stdout)
+        assert report["target"]["broker"] == "redis://127.0.0.1:6379/13", report["target"]
+        assert not [f for f in report["findings"] if f["check"] == "CD001"], "the environment's broker was read"
