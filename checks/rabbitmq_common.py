@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping, Optional
 
+from celery_doctor.facts.routing import task_queue
+from celery_doctor.facts.timeouts import rabbitmq_consumer_timeout
 from celery_doctor.model import Location, SkipCheck, Snapshot
 from celery_doctor.parts.rabbitmq import RabbitState
 from celery_doctor.pyast import Delay, literal_delays
-from celery_doctor.settings import RABBITMQ_DEFAULT_CONSUMER_TIMEOUT, as_seconds, human_seconds
+from celery_doctor.settings import as_seconds, human_seconds
 
 from ._util import preview
 
@@ -102,24 +104,16 @@ def delays_by_queue(snapshot: Snapshot) -> dict[str, list[tuple[Delay, str]]]:
     out: dict[str, list[tuple[Delay, str]]] = {}
     for delay in literal_delays(snapshot.source):
         task = _delay_task(delay, config, by_short)
-        route = config.routes.get(task) if task else None
-        if route is not None and route.queue:
-            out.setdefault(route.queue, []).append((delay, task))
+        queue = task_queue(config, task) if task else None
+        if queue:
+            out.setdefault(queue, []).append((delay, task))
     return out
 
 
-def task_time_limit(snapshot: Snapshot, task_name: str) -> Optional[float]:
-    config = snapshot.config
-    task = config.tasks.get(task_name)
-    if task is None:
-        return None
-    return as_seconds(task.time_limit) or as_seconds(config.value("task_time_limit"))
-
-
 def server_consumer_timeout(snapshot: Snapshot) -> tuple[float, str]:
-    given = as_seconds(snapshot.options.consumer_timeout)
-    if given:
-        return given, f"server consumer_timeout={human_seconds(given)} (given with --consumer-timeout)"
-    default = float(RABBITMQ_DEFAULT_CONSUMER_TIMEOUT)
-    return default, (f"server consumer_timeout assumed {human_seconds(default)} (RabbitMQ's default; the API does "
-                     "not show it, pass --consumer-timeout SECONDS)")
+    """RabbitMQ's server consumer_timeout (facts.timeouts) in seconds, and how it is known."""
+    known = rabbitmq_consumer_timeout(snapshot.options)
+    if known.given:
+        return known.seconds, f"server consumer_timeout={human_seconds(known.seconds)} (given with --consumer-timeout)"
+    return known.seconds, (f"server consumer_timeout assumed {human_seconds(known.seconds)} (RabbitMQ's default; the "
+                           "API does not show it, pass --consumer-timeout SECONDS)")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from celery_doctor.facts.acks import HARD_TIME_LIMIT, WORKER_LOST, requeued_on, task_acks
+from celery_doctor.facts.limits import task_time_limits
 from celery_doctor.model import Category, Confidence, Impact, Location, Runbook, Snapshot, check
 from celery_doctor.parts.rabbitmq import QUEUE_DETAILS, scope_queues
 from celery_doctor.settings import as_seconds, human_seconds
 
 from ._util import preview
 from .rabbitmq_common import (MGMT, confirms_on, count_text, delays_by_queue, ms_text, require, routed_tasks,
-                              server_consumer_timeout, task_time_limit, tasks_text, version_text)
+                              server_consumer_timeout, tasks_text, version_text)
 
 QUORUM_DEFAULT_DELIVERY_LIMIT = 20  # RabbitMQ 4.0+
 PER_QUEUE_CONSUMER_TIMEOUT_SINCE = (3, 11, 15)
@@ -142,7 +144,9 @@ def ttl_expiry(snapshot: Snapshot):
             "`x-delivery-limit` or policy; RabbitMQ 4.0+ defaults it to 20) the message is dead-lettered, or "
             "dropped when the queue has no dead-letter exchange. Celery requeue loops (acks_late with "
             "`reject_on_worker_lost`, hard time limits with `acks_on_timeout=False`, a worker killed by "
-            "consumer_timeout) reach that limit quickly.",
+            "consumer_timeout) reach that limit quickly. A task that fails is not requeued: with "
+            "`acks_on_failure=False` (or `acks_on_failure_or_timeout=False`) Celery rejects it without requeue, "
+            "so it is dropped (or dead-lettered) at once.",
         confirm=f"`{MGMT}/queues/%2F/QUEUE` → `type`, `arguments`, `effective_policy_definition`, "
                 "`message_stats.redeliver`; `rabbitmqctl list_queues name type arguments`.",
         fix="Add a dead-letter exchange (policy `dead-letter-exchange`, and `dead-letter-strategy: at-least-once` "
@@ -181,17 +185,29 @@ def quorum_delivery_limit(snapshot: Snapshot):
                     f"{queue.total:,} messages ({queue.ready:,} ready, {queue.unacked:,} unacked); {tasks_text(tasks)}"]
         if queue.redeliver:
             evidence.append(f"message_stats.redeliver={queue.redeliver:,}: messages are already coming back")
-        loops = []
-        if config is not None:
-            for name in tasks:
-                task = config.tasks.get(name)
-                if task and task.acks_late and (task.reject_on_worker_lost or task.acks_on_failure_or_timeout is False):
-                    loops.append(name)
+        loops = _requeue_loops(config, tasks) if config is not None else []
         if loops:
-            evidence.append(f"acks_late tasks that requeue on failure/worker loss: {preview(loops)}")
+            evidence.append(f"acks_late tasks whose message Celery requeues (each return counts): {preview(loops)}")
         evidence.append(f"a message returned more than {value} times is dropped")
         yield quorum_delivery_limit.finding(subject=f"queue:{queue.name}", evidence=evidence,
                                             confidence=Confidence.OBSERVED, messages_at_risk=queue.total)
+
+
+def _requeue_loops(config: Any, tasks: list[str]) -> list[str]:
+    """'task (what requeues it)' for the tasks whose message the worker rejects with requeue (facts.acks.requeued_on:
+    its pool process killed with reject_on_worker_lost, its hard time limit with acks_on_timeout False)."""
+    loops = []
+    for name in tasks:
+        task = config.tasks.get(name)
+        if task is None:
+            continue
+        limits = task_time_limits(config, task)
+        why = {WORKER_LOST: "pool process killed: reject_on_worker_lost",
+               HARD_TIME_LIMIT: f"hard time limit {human_seconds(limits.hard)}: acks_on_timeout=False"}
+        ends = requeued_on(task_acks(config, task), limits)
+        if ends:
+            loops.append(f"{name} ({'; '.join(why[end] for end in ends)})")
+    return loops
 
 
 @check(
@@ -261,8 +277,10 @@ def _holds(snapshot: Snapshot, routed: list[str], delays: list) -> list[tuple[fl
     needs: list[tuple[float, str, Optional[Location]]] = []
     for task_name in routed:
         task = config.tasks.get(task_name)
-        limit = task_time_limit(snapshot, task_name)
-        if task and task.acks_late and limit:
+        if task is None:
+            continue
+        limit = task_time_limits(config, task).hard
+        if task_acks(config, task).acks_late and limit:
             needs.append((limit, f"acks_late task {task_name} time_limit {human_seconds(limit)}", task.location))
     for delay, task_name in delays:
         needs.append((delay.seconds, f"{delay.kind} {human_seconds(delay.seconds)} for {task_name} at "

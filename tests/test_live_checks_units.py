@@ -342,3 +342,54 @@ def test_parts_are_pure_data_and_live_checks_import_no_collector():
     for path in [checks / "engine.py", *checks.glob("redis*.py"), *checks.glob("rabbitmq*.py"), *checks.glob("workers*.py")]:
         imported = [node.module or "" for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)]
         assert not [m for m in imported if "collectors" in m], (path.name, imported)
+
+
+# -- the live checks answer Celery questions with the facts (celery_doctor.facts), not by themselves
+
+QUORUM = dict(type="quorum", arguments={"x-queue-type": "quorum", "x-delivery-limit": 5})
+
+
+def _requeue_line(app: Celery) -> list[str]:
+    found = [f for f in findings_of(by_id("CD309"), on_rabbit(rabbit_queue(**QUORUM), app))
+             if f.subject == "queue:celery"]
+    assert len(found) == 1
+    return [line for line in found[0].evidence if "requeue" in line]
+
+
+@pytest.mark.parametrize("task_options,requeued", [
+    # acks_on_failure_or_timeout=False rejects a failed task WITHOUT requeue (Request.on_failure: reject(requeue=False)):
+    # it is dropped, not looped; without a hard time limit nothing requeues it
+    ({"acks_late": True, "acks_on_failure_or_timeout": False}, None),
+    # ... with one, the timeout is requeued (acks_on_timeout falls back to it: Request.on_timeout reject(requeue=True))
+    ({"acks_late": True, "acks_on_failure_or_timeout": False, "time_limit": 600},
+     "proj.tasks.work (hard time limit 10 min: acks_on_timeout=False)"),
+    ({"acks_late": True, "acks_on_timeout": False, "time_limit": 600},
+     "proj.tasks.work (hard time limit 10 min: acks_on_timeout=False)"),
+    ({"acks_late": True, "reject_on_worker_lost": True},
+     "proj.tasks.work (pool process killed: reject_on_worker_lost)"),
+    # retry_on_worker_lost resends a new message (a retry) before reject_on_worker_lost could requeue this one
+    ({"acks_late": True, "reject_on_worker_lost": True, "retry_on_worker_lost": True}, None),
+    ({"reject_on_worker_lost": True, "time_limit": 600, "acks_on_timeout": False}, None),  # early acks
+], ids=["failure-dropped", "timeout-via-either", "timeout", "worker-lost", "retried", "early-acks"])
+def test_quorum_delivery_limit_names_only_the_tasks_celery_requeues(task_options, requeued):
+    lines = _requeue_line(app_of(RABBIT_URL, task_options=task_options))
+    if requeued is None:
+        assert lines == []
+    else:
+        assert lines == [f"acks_late tasks whose message Celery requeues (each return counts): {requeued}"]
+
+
+def test_queue_consumer_timeout_reads_the_time_limit_and_server_timeout_facts():
+    """CD310: a per-task time_limit of 0 falls back to task_time_limit (facts.limits), and on a server that ignores
+    per-queue timeouts the --consumer-timeout given applies (facts.timeouts)."""
+    app = app_of(RABBIT_URL, task_options={"acks_late": True, "time_limit": 0}, task_time_limit=7200)
+    state = rabbit.example(version="3.10.0", queues={"celery": rabbit.example_queue(
+        arguments={"x-consumer-timeout": 60000})})
+    found = findings_of(by_id("CD310"), make_snapshot(app, mode="scan", options={"consumer_timeout": 3600},
+                                                      rabbitmq=Part.gathered(state)))
+    assert len(found) == 1
+    assert "server consumer_timeout=1 h (given with --consumer-timeout) applies" in "\n".join(found[0].evidence)
+    assert "acks_late task proj.tasks.work time_limit 2 h" in found[0].evidence
+    shorter = app_of(RABBIT_URL, task_options={"acks_late": True, "time_limit": 1800})
+    assert findings_of(by_id("CD310"), make_snapshot(shorter, mode="scan", options={"consumer_timeout": 3600},
+                                                     rabbitmq=Part.gathered(state))) == []
