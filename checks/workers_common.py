@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+from celery_doctor.facts.timeouts import redis_visibility_timeout
+from celery_doctor.facts.timeouts import worker_visibility_timeout as reported_visibility_timeout
 from celery_doctor.model import Snapshot
 from celery_doctor.parts.broker import broker_queues
-from celery_doctor.settings import REDIS_DEFAULT_VISIBILITY_TIMEOUT
 
 from ._util import plural, preview
 
@@ -55,17 +56,19 @@ def relevant_workers(snapshot: Snapshot):
 
 
 def app_visibility_timeout(config) -> float:
-    return config.visibility_timeout[0]
+    return redis_visibility_timeout(config)[0]
 
 
 def worker_visibility_timeout(worker, config) -> tuple[float, str]:
-    value = worker.visibility_timeout
-    if value is not None:
+    """The visibility timeout a worker uses (facts.timeouts), else the app's when it reported none, and how it is known."""
+    reported = reported_visibility_timeout(worker)
+    if reported is None:
+        vt = app_visibility_timeout(config)
+        return vt, f"visibility_timeout={vt:g} s (the app's; the worker did not report its own)"
+    value, explicit = reported
+    if explicit:
         return value, f"visibility_timeout={value:g} s on the worker"
-    if worker.broker_transport is not None:
-        return float(REDIS_DEFAULT_VISIBILITY_TIMEOUT), f"visibility_timeout={REDIS_DEFAULT_VISIBILITY_TIMEOUT} s (kombu default on the worker)"
-    vt = app_visibility_timeout(config)
-    return vt, f"visibility_timeout={vt:g} s (the app's; the worker did not report its own)"
+    return value, f"visibility_timeout={value:g} s (kombu default on the worker)"
 
 
 def discovery_text(state) -> str:

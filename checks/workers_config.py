@@ -17,7 +17,10 @@ _CONTENT_TYPES = {"application/json": "json", "application/x-python-serialize": 
 DRIFT = {
     "task_acks_late": (False, "late acks decide whether a task killed mid-run is redelivered or lost"),
     "task_reject_on_worker_lost": (False, "decides whether a task whose child process died is requeued or acked"),
-    "task_acks_on_failure_or_timeout": (True, "decides whether failed/timed-out late-ack tasks are acked or requeued"),
+    # Request.on_failure: a failed late-ack task is acked, or rejected WITHOUT requeue (dropped); a timed-out one is
+    # acked or, from Celery 5.7 (acks_on_timeout falls back to this setting), requeued; before 5.7 it is dropped too
+    "task_acks_on_failure_or_timeout": (True, "decides whether failed late-ack tasks are acked or dropped (rejected "
+                                              "without requeue), and timed-out ones acked or requeued (Celery 5.7)"),
     "worker_prefetch_multiplier": (4, "how many unacked messages each worker holds: stranded on a crash"),
     "task_serializer": ("json", "messages this worker sends (retries, subtasks) may be refused by other consumers"),
     "accept_content": (("json",), "a message whose content type is not accepted is rejected without requeue: lost"),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery_doctor.facts.timeouts import rabbitmq_consumer_timeout
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
-from celery_doctor.settings import RABBITMQ_DEFAULT_CONSUMER_TIMEOUT, as_seconds, human_seconds
+from celery_doctor.settings import human_seconds
 
 from ._util import plural, preview, setting_location
 from .workers_common import INSPECT, NEEDS, worker_visibility_timeout
@@ -163,10 +164,8 @@ def held_past_consumer_timeout(snapshot: Snapshot):
     state = snapshot.workers
     if state.transport != "rabbitmq":
         return
-    given = as_seconds(snapshot.options.consumer_timeout)
-    limit = given or float(RABBITMQ_DEFAULT_CONSUMER_TIMEOUT)
-    limit_text = (f"consumer_timeout={human_seconds(limit)} (given with --consumer-timeout)" if given else
-                  f"consumer_timeout assumed {human_seconds(limit)} (RabbitMQ default; pass --consumer-timeout)")
+    known = rabbitmq_consumer_timeout(snapshot.options)
+    limit, limit_text = known.seconds, known.describe()
     for worker in state.answered:
         running, waiting = _held(worker, snapshot.now, limit)
         if not running and not waiting:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from celery_doctor.facts.routing import beat_queue, task_queue
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 
 from ._util import plural, preview, setting_location
@@ -72,9 +73,8 @@ def queue_without_live_worker(snapshot: Snapshot):
 
 
 def _beat_entries(config: Any, queue: str) -> list[str]:
-    """Beat entries that publish to `queue` (by their options, or by their task's route)."""
-    return [e.name for e in config.beat if e.options.get("queue") == queue
-            or (not e.options.get("queue") and config.routes.get(e.task) and config.routes[e.task].queue == queue)]
+    """Beat entries that publish to `queue` (by their options, or by their task's route: facts.routing.beat_queue)."""
+    return [e.name for e in config.beat if beat_queue(config, e) == queue]
 
 
 def _unconsumed_evidence(state: Any, queue: str, tasks: list[str], beat: list[str], depth_text: str,
@@ -167,11 +167,10 @@ def _destinations(config: Any, views: QueueDepths) -> tuple[dict[tuple[str, str]
         if task and queue and not task.startswith("celery."):
             refs.setdefault((task, queue), []).append(why)
 
-    for task, route in config.routes.items():
-        add(task, route.queue, "routed there by the app" if task in config.tasks else "referenced by the app")
+    for task in config.routes:
+        add(task, task_queue(config, task), "routed there by the app" if task in config.tasks else "referenced by the app")
     for entry in config.beat:
-        queue = entry.options.get("queue") or (config.routes[entry.task].queue if entry.task in config.routes else None)
-        add(entry.task, queue if isinstance(queue, str) else None, f"beat entry {entry.name!r}")
+        add(entry.task, beat_queue(config, entry), f"beat entry {entry.name!r}")
     queued: dict[tuple[str, str], int] = {}
     for queue, view in views.items():
         for task, count in (view.task_counts or {}).items():

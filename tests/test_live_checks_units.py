@@ -393,3 +393,51 @@ def test_queue_consumer_timeout_reads_the_time_limit_and_server_timeout_facts():
     shorter = app_of(RABBIT_URL, task_options={"acks_late": True, "time_limit": 1800})
     assert findings_of(by_id("CD310"), make_snapshot(shorter, mode="scan", options={"consumer_timeout": 3600},
                                                      rabbitmq=Part.gathered(state))) == []
+
+
+@pytest.mark.filterwarnings("ignore::celery.exceptions.CDeprecationWarning")
+def test_a_beat_entry_naming_a_kombu_queue_is_routed_there():
+    """facts.routing.beat_queue reads `options={'queue': Queue('emails')}` as apply_async does: CD401 sees the queue
+    nobody consumes, CD402 the consumers of that queue that lack the task."""
+    from kombu import Queue
+
+    app = app_of(beat_schedule={"nightly": {"task": TASK, "schedule": 3600, "options": {"queue": Queue("emails")}}})
+    found = [f for f in findings_of(by_id("CD401"), with_workers(installed_workers(), app)) if f.subject == "queue:emails"]
+    assert len(found) == 1 and "beat entries publishing there: nightly" in found[0].evidence
+    lacking = workers_with(worker(queues=(wrk.WorkerQueue("emails"),), registered=frozenset(wrk.BUILTIN_TASKS)))
+    found = findings_of(by_id("CD402"), with_workers(lacking, app))
+    assert [f.subject for f in found] == ["task:proj.tasks.work"]
+    assert found[0].evidence[0] == "proj.tasks.work goes to 'emails': beat entry 'nightly'"
+
+
+LONG_RUN = dict(active=(wrk.example_task(time_start=NOW - 7200),), active_total=1)
+
+
+@pytest.mark.parametrize("changes,app_conf,text", [
+    ({"transport_options": {"visibility_timeout": 600}}, {}, "visibility_timeout=600 s on the worker"),
+    ({}, {"broker_transport_options": {"visibility_timeout": 86400}}, "visibility_timeout=3600 s (kombu default on the worker)"),
+    ({"broker_transport": None, "conf": {}}, {"broker_transport_options": {"visibility_timeout": 1800}},
+     "visibility_timeout=1800 s (the app's; the worker did not report its own)"),
+], ids=["worker", "kombu-default", "app"])
+def test_held_past_visibility_timeout_reads_the_timeout_fact(changes, app_conf, text):
+    found = findings_of(by_id("CD406"), with_workers(workers_with(worker(**LONG_RUN, **changes)), app_of(**app_conf)))
+    assert len(found) == 1 and found[0].evidence[0] == text
+
+
+def test_held_past_consumer_timeout_reads_the_timeout_fact():
+    state = workers_with(worker(active=(wrk.example_task(time_start=NOW - 900),), active_total=1), transport="rabbitmq",
+                         discovery="rabbitmq pidbox queues (management API)")
+    snapshot = make_snapshot(app_of(RABBIT_URL), mode="scan", options={"consumer_timeout": 600},
+                             workers=Part.gathered(state))
+    found = findings_of(by_id("CD407"), snapshot)
+    assert len(found) == 1 and found[0].evidence[0] == "consumer_timeout=10 min (given with --consumer-timeout)"
+    assert findings_of(by_id("CD407"), with_workers(state, app_of(RABBIT_URL))) == []  # 30 min by default
+
+
+def test_worker_config_drift_says_a_failed_late_ack_task_is_dropped_not_requeued():
+    """acks_on_failure_or_timeout=False rejects a failed task without requeue (Request.on_failure)."""
+    drifted = worker(conf={**wrk.DEFAULT_CONF, "task_acks_on_failure_or_timeout": False})
+    found = findings_of(by_id("CD403"), with_workers(workers_with(drifted)))
+    line = next(line for line in found[0].evidence if line.startswith("task_acks_on_failure_or_timeout"))
+    assert line == ("task_acks_on_failure_or_timeout: app=True, worker=False (decides whether failed late-ack tasks are "
+                    "acked or dropped (rejected without requeue), and timed-out ones acked or requeued (Celery 5.7))")
