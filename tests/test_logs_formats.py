@@ -399,3 +399,12 @@ def test_rabbitmq_ack_timeout_in_both_shapes_and_a_restart_without_shutdown(tmp_
     assert stopped.details["how"] == {"unrecoverable error (PreconditionFailed)": 1,
                                       "restarted without a logged shutdown (killed?)": 1}
     assert stopped.tasks == (("shop.export", ID[0]), ("shop.mail", ID[1]))
+
+
+def test_kernel_oom_lines_shipped_as_json_records(tmp_path):
+    records = [json.dumps({"timestamp": "2024-05-01T10:00:03Z", "host": "node-7", "message": text}) for text in (
+        "Memory cgroup out of memory: Killed process 4321 (celery) total-vm:1kB, anon-rss:1kB, file-rss:0kB",
+        "oom_reaper: reaped process 4321 (celery), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB")]
+    state = scan_paths([write(tmp_path / "shipped.json", records)])
+    oom = sig(state, P.OOM_KILL)
+    assert oom.count == 1 and oom.details["pids"] == (4321,) and oom.first == pytest.approx(T0 + 3)

@@ -303,15 +303,18 @@ class Stream:
         return self.proc_hint
 
     def _json_record(self, text: Optional[str], proc: Optional[str], record: Optional[dict], line: str) -> None:
-        self._head()
+        if self.pending is not None or self.expect is not None or self.want_first:
+            self._head()
+        else:
+            self.records += 1
         if text is None:
             return
         self.proc_hint = proc
         lines = text.split("\n") if "\n" in text else None
         head = lines[0] if lines else text
-        if self.kernel or "Killed process " in head or "oom-kill:" in head:
-            if self.kernel_line(head):
-                return
+        if (self.kernel or (head[:1] in ("O", "M", "o") and ("Killed process " in head or "oom-kill:" in head))) \
+                and self.kernel_line(head):  # kernel lines shipped as JSON (Out of memory, Memory cgroup, oom-kill:)
+            return
         if head[:1] == "[" and head[1:5].isdigit():  # a Celery-format line inside a JSON record
             close = head.find("] ", 20)
             if close > 0:
@@ -547,9 +550,10 @@ class Stream:
             if at is None or limit_at is None or at - limit_at <= HARD_LIMIT_EXIT_WINDOW:
                 self.hard_pending.pop(0)
                 after_limit = True
+        kept = len(self.kills) < EVENTS_PER_INCARNATION  # beyond that, a death is counted, its tasks not named
         kill = dict(at=at, proc=clip(proc), pid=pid, status=clip(status), precise=None if after_limit else precise,
-                    open=() if after_limit or precise else self.open.snapshot(), after_limit=after_limit,
-                    worker_lost=0, oom=False, where=self.where, line=None, lost=[])
+                    open=self.open.snapshot() if kept and not (after_limit or precise) else (),
+                    after_limit=after_limit, worker_lost=0, oom=False, where=self.where, line=None, lost=[])
         if kill["precise"] is not None:  # the task that process was running (it logged from it): lost now
             name, _ = self.open.pop(precise)
             kill["lost"] = [(name, precise)]
@@ -926,6 +930,8 @@ class Stream:
                         name, _ = open_.pop(task_id)
                         lost.append((name, task_id))
             kill["lost"] = lost
+            kill["candidates"] = len(kill["open"]) if kill["precise"] is None else 1
+            kill["open"] = ()  # attributed: the ids are no longer needed (the kill stays, for the OOM join)
             self.scanner.record_kill(kill, self)
         for task_id, (name, _) in list(self.soft_open.items()):
             self._soft_outcome(task_id, "unfinished")
@@ -1053,7 +1059,7 @@ class Scanner:
         if kill["pid"] is not None:
             summary.keep("pids", kill["pid"])
         summary.bump("worker_lost_errors", kill["worker_lost"])
-        summary.bump("candidates", len(kill["open"]) if kill["precise"] is None else 1)
+        summary.bump("candidates", kill["candidates"])
         if kill["precise"] is not None:
             summary.bump("identified")
         for name, task_id in kill["lost"]:
@@ -1276,15 +1282,16 @@ class Scanner:
             transport = line[at + n_transport:find('"', at + n_transport)] if at >= 0 else None
             kernel = transport == "kernel" or ident == "kernel"
             unit = ident
-        at = find(p_pid)
-        pid = line[at + n_pid:find('"', at + n_pid)] if at >= 0 else None
         name = "kernel" if kernel else (unit or "?")
         key = ("journald", host or "?", name)
         stream = self.streams.get(key)
         if stream is None or item.name not in stream.sources:
             stream = self.stream(key, f"{host or '?'}/{name}", item.name, kernel=kernel)
-        if pid and len(stream.pids) < 64 and pid.isdigit():
-            stream.pids.add(int(pid))
+        if not stream.pids or text.endswith(" ready."):  # the main process's pid: at the start, at each restart
+            at = find(p_pid)
+            pid = line[at + n_pid:find('"', at + n_pid)] if at >= 0 else None
+            if pid and len(stream.pids) < 64 and pid.isdigit():
+                stream.pids.add(int(pid))
         stream.json_line = line  # its time is read from it only when needed
         stream.outer_key = keys[1]
         stream.outer = PENDING
