@@ -120,10 +120,22 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("celery_doctor").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-def use_color(stream) -> bool:
+def _fit_text(text: str, terminal_only: bool = False) -> str:
+    """Plain text for stdout, every line within the terminal's width (a pipe: the stable 120 columns, or the text
+    as it is with `terminal_only`)."""
+    from .reporters.text import fit
+    from .terminal import is_terminal, text_width
+
+    if terminal_only and not is_terminal(sys.stdout):
+        return text
+    return fit(text, text_width(sys.stdout))
+
+
+def use_color(stream, choice=None) -> bool:
+    """--color auto|always|never (auto: a terminal, and not when NO_COLOR is set)."""
     from .terminal import use_color as decide
 
-    return decide(stream, "auto")
+    return decide(stream, str(getattr(choice, "value", choice) or "auto"))
 
 
 def _render(fmt: Format, report, registry, color: bool, show_checks: bool = False) -> str:
@@ -164,21 +176,27 @@ def _run(mode: str, given: dict) -> int:
 
     _setup_logging(given["verbose"])
     opts = _options(mode, given)
-    fmt, verbose = opts.format, opts.verbose
     options = run_options(opts, mode, progress=sys.stderr.isatty())
     report, registry = diagnose(options)
-    outputs = opts.output
-    if not outputs:
-        emit(_render(fmt, report, registry, color=use_color(sys.stdout), show_checks=verbose))
-    for path in outputs:
-        chosen = EXTENSIONS.get(os.path.splitext(path)[1].lower(), fmt)
+    write_report(report, registry, opts)
+    return exit_code(report, opts.fail_on)
+
+
+def write_report(report, registry, opts) -> None:
+    """The report on stdout, or in each --output file (its format from its extension, else --format); the text
+    report lists every check with --show-checks or -v, and always in a file."""
+    show_checks = bool(getattr(opts, "show_checks", False) or getattr(opts, "verbose", False))
+    color = getattr(opts, "color", None)
+    if not opts.output:
+        emit(_render(opts.format, report, registry, color=use_color(sys.stdout, color), show_checks=show_checks))
+    for path in opts.output:
+        chosen = EXTENSIONS.get(os.path.splitext(path)[1].lower(), opts.format)
         try:
             with open(path, "w", encoding="utf-8") as handle:
                 handle.write(_render(chosen, report, registry, color=False, show_checks=True))
         except OSError as exc:
             raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
         log.info("wrote %s report to %s", chosen.value, path)
-    return exit_code(report, opts.fail_on)
 
 
 @command(app, "lint")
@@ -211,10 +229,18 @@ def list_checks(**given) -> None:
             data += [{"id": e.plugin, "error": e.message} for e in registry.errors]
             emit(json.dumps(data, indent=2, ensure_ascii=True) + "\n")
             return EXIT_OK
-        lines = [f"{c.id}  {c.slug:<48} {c.category.value:<9} {c.impact.value:<6} needs {','.join(sorted(c.needs))}"
-                 for c in registry.checks]
-        lines += [f"{e.plugin}  failed to load: {e.message}" for e in registry.errors]
-        emit("".join(printable(line) + "\n" for line in lines))  # plugins' slugs and errors are text too
+        from .terminal import text_width
+
+        wide = text_width(sys.stdout) >= 100
+        lines = []
+        for c in registry.checks:
+            needs = ",".join(sorted(c.needs))
+            if wide:
+                lines.append(f"{c.id}  {printable(c.slug):<48} {c.category.value:<9} {c.impact.value:<6} needs {needs}")
+            else:  # narrow: the id and slug on one line, the rest below
+                lines += [f"{c.id}  {printable(c.slug)}", f"       {c.category.value} · {c.impact.value} · needs {needs}"]
+        lines += [f"{e.plugin}  failed to load: {printable(e.message)}" for e in registry.errors]
+        emit(_fit_text("\n".join(printable(line) for line in lines), terminal_only=True) + "\n")
         return EXIT_OK
 
     guarded(body)
@@ -233,7 +259,7 @@ def explain(check_id: str = typer.Argument(..., help="A check id (CD101) or slug
             raise UsageError(f"no check {check_id!r} (see `celery-doctor checks`)")
         # a plugin's strings are text too: its name and title on their line, its runbook's lines terminal-safe
         check = dataclasses.replace(check, slug=printable(check.slug), title=printable(check.title))
-        emit(printable_block(render_check_markdown(check)))
+        emit(_fit_text(printable_block(render_check_markdown(check)), terminal_only=True))  # piped: the doc page
         return EXIT_OK
 
     guarded(body)
@@ -265,7 +291,8 @@ def trace(task_id: str, **given) -> None:
         result = run_trace(options, task_id)
         renderers = {Format.json: format_trace_json, Format.markdown: format_trace_markdown, Format.text: format_trace_text}
         if not outputs:
-            emit(renderers[chosen](result))
+            text = renderers[chosen](result)
+            emit(_fit_text(text) if chosen is Format.text else text)
         for path, kind in zip(outputs, kinds):
             try:
                 with open(path, "w", encoding="utf-8") as handle:

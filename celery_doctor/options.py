@@ -187,7 +187,14 @@ OPTIONS: tuple[Option, ...] = (
            ("scan",), scope=("scan",), check=_log_paths),
     Option("config", ("--config",), str, None,
            "pyproject.toml to read [tool.celery-doctor] from (default: found upwards).", (*RUN_COMMANDS, "logs")),
-    Option("verbose", ("--verbose", "-v"), bool, False, "Log progress to stderr.", (*RUN_COMMANDS, "logs")),
+    Option("verbose", ("--verbose", "-v"), bool, False,
+           "Log progress to stderr (and list every check's status, as --show-checks).", (*RUN_COMMANDS, "logs")),
+    Option("show_checks", ("--show-checks",), bool, False,
+           "List every check's status (passed, failed, skipped and why) in the text report.",
+           (*REPORT_COMMANDS, "watch", "logs"), key="show-checks"),
+    Option("color", ("--color",), str, "auto",
+           "Colour the text output: auto (only a terminal, and not when NO_COLOR is set), always or never "
+           "(default {default}).", (*COMMANDS, "watch", "logs"), key="color", choices=("auto", "always", "never")),
     # watch only (celery_doctor/watch)
     Option("duration", ("--duration",), float, None,
            "Watch this many seconds, then report (default: until Ctrl-C, which reports too).", ("watch",),

@@ -124,3 +124,24 @@ def test_verbose_adds_the_status_line_of_every_check():
     assert sections(out)[-1] == "Checks"
     assert re.search(r"CD101 acks-early-crash-loss \.+ passed", out)
     assert widest(out) <= 80
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+def test_explain_checks_and_trace_fit_the_terminal_too(columns):
+    for args in (("explain", "CD102"), ("checks",),
+                 ("trace", "0b6f3d0e-8c3a-4c8e-9d6a-000000000000", "--broker", "redis://127.0.0.1:6379/13",
+                  "--timeout", "3")):
+        out = on_terminal(*args, columns=columns)
+        assert "Traceback" not in out, args
+        assert widest(out) <= columns, (args, [line for line in visible(out).split("\n") if len(line) > columns])
+
+
+def test_color_option_and_show_checks_option():
+    always = subprocess.run([sys.executable, "-m", "celery_doctor", "lint", *EXAMPLE, "--fail-on", "never",
+                             "--color", "always", "--show-checks"], cwd=ROOT, capture_output=True, text=True)
+    assert ANSI.search(always.stdout) and sections(always.stdout)[-1] == "Checks"
+    never = on_terminal("lint", *EXAMPLE, "--fail-on", "never", "--color", "never", columns=100)
+    assert not ANSI.search(never)
+    bad = subprocess.run([sys.executable, "-m", "celery_doctor", "lint", *EXAMPLE, "--color", "pink"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -59,6 +59,23 @@ def wrap(text: str, width: int) -> list[str]:
     return lines
 
 
+def fit(text: str, width: int) -> str:
+    """Plain text (a runbook, a trace) with every line wrapped to `width`: continuation lines keep the line's own
+    indent plus 2, and at least 5 columns, so a wrapped value never reads as a line of its own."""
+    out = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        deeper = max(indent + 2, FIELD + HANG)
+        pieces = wrap(line.strip(), width - indent)
+        out.append(" " * indent + pieces[0])
+        rest = line.strip()[len(pieces[0]):].lstrip(" ")
+        out.extend(" " * deeper + piece for piece in wrap(rest, max(10, width - deeper)) if rest)
+    return "\n".join(out)
+
+
 class _Writer:
     """Prints wrapped, indented lines to a rich console of a fixed width."""
 
