@@ -5,6 +5,7 @@ from urllib.parse import urlsplit
 
 from celery_doctor.facts.acks import all_task_acks
 from celery_doctor.facts.limits import task_time_limits
+from celery_doctor.facts.routing import route_exchange, rule_exchange
 from celery_doctor.facts.timeouts import describe_visibility_timeout, redis_visibility_timeout
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 from celery_doctor.pyast import Delay, literal_delays
@@ -200,19 +201,19 @@ def redis_exchange_route(snapshot: Snapshot):
     config = snapshot.config
     seen = set()
     for rule in config.route_rules:
-        options = rule.options
-        if options.get("exchange") and not options.get("queue"):
+        exchange = rule_exchange(rule)
+        if exchange:
             tasks = [name for name in config.tasks if rule.matches(name)]
             seen.update(tasks)
             yield redis_exchange_route.finding(
                 subject=f"route:{rule.pattern}",
-                evidence=[f"task_routes[{rule.pattern!r}] = {dict(options)!r}",
+                evidence=[f"task_routes[{rule.pattern!r}] = {dict(rule.options)!r}",
                           f"tasks sent this way: {preview(tasks) if tasks else 'none registered (pattern matches no task)'}",
-                          f"publishes resolve through _kombu.binding.{options.get('exchange')}; without it they reach no queue"],
+                          f"publishes resolve through _kombu.binding.{exchange}; without it they reach no queue"],
                 location=setting_location(config, "task_routes"),
             )
     for name, route in sorted(config.routes.items()):
-        if name not in seen and route.exchange and not route.queue and not route.error:
+        if name not in seen and route_exchange(route):
             yield redis_exchange_route.finding(
                 subject=f"task:{name}",
                 evidence=[f"the app's router sends {name} to exchange {route.exchange!r} with routing key "

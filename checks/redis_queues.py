@@ -2,6 +2,7 @@
 consumes, kombu keys in another database or prefix, missing binding sets (CD206, CD215, CD216, CD218)."""
 from __future__ import annotations
 
+from celery_doctor.facts.routing import exchange_routes
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 from celery_doctor.settings import human_seconds
 
@@ -161,9 +162,9 @@ def redis_keys_elsewhere(snapshot: Snapshot):
 def redis_binding_missing(snapshot: Snapshot):
     state = snapshot.redis
     config = snapshot.config
+    routed = exchange_routes(config) if config is not None else {}
     for exchange in state.missing_bindings:
-        tasks = sorted(name for name, route in config.routes.items() if route.exchange == exchange and not route.queue) \
-            if config is not None else []
+        tasks = routed.get(exchange, [])
         evidence = [f"no key {state.prefix}_kombu.binding.{exchange} on db {state.db}",
                     f"tasks routed through exchange {exchange!r} without a queue: {preview(tasks) if tasks else 'by task_routes patterns'}",
                     "every such publish is delivered to no queue, silently"]

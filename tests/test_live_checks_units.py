@@ -441,3 +441,13 @@ def test_worker_config_drift_says_a_failed_late_ack_task_is_dropped_not_requeued
     line = next(line for line in found[0].evidence if line.startswith("task_acks_on_failure_or_timeout"))
     assert line == ("task_acks_on_failure_or_timeout: app=True, worker=False (decides whether failed late-ack tasks are "
                     "acked or dropped (rejected without requeue), and timed-out ones acked or requeued (Celery 5.7))")
+
+
+def test_missing_binding_set_names_the_tasks_routed_through_the_exchange():
+    """CD216 and the Redis collector read the exchange routes from facts.routing.exchange_routes."""
+    app = app_of(task_routes={TASK: {"exchange": "events", "routing_key": "work.created"},
+                              "audit.*": {"exchange": "audit", "routing_key": "audit.any"}})
+    state = red.example(missing_bindings=("events", "audit"))
+    found = {f.subject: f.evidence[1] for f in findings_of(by_id("CD216"), on_redis(state, app))}
+    assert found == {"exchange:events": "tasks routed through exchange 'events' without a queue: proj.tasks.work",
+                     "exchange:audit": "tasks routed through exchange 'audit' without a queue: by task_routes patterns"}

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 from ..broker_target import BrokerURL
+from ..facts.routing import exchange_routes
+from ..facts.timeouts import redis_visibility_timeout
 from ..envelope import decode_payload, from_parts
 from ..message_stats import EnvelopeStats
 from ..parts.messages import MessageSummary
@@ -27,7 +29,7 @@ from ..safe_text import printable
 from ..terminal import text_width
 from ..redisio import (BINDING_PREFIX, BLOCKING_COMMANDS, SEP, Oversized, Reader, RedisReadError, connect_sentinel,
                        connect_url, parse_binding, parse_info, priority_keys, redis_address, stream_unacked)
-from ..settings import REDIS_DEFAULT_VISIBILITY_TIMEOUT, as_seconds
+from ..settings import as_seconds
 from . import CollectContext
 
 PIDBOX_EXCHANGE = "celery.pidbox"
@@ -235,9 +237,8 @@ def _is_kombu_list(reader: Reader, key: str) -> bool:
 
 
 def _vt(config) -> tuple[float, str]:
-    if config is None:
-        return float(REDIS_DEFAULT_VISIBILITY_TIMEOUT), f"{REDIS_DEFAULT_VISIBILITY_TIMEOUT} s (kombu default)"
-    value, explicit = config.visibility_timeout
+    """The app's visibility timeout (facts.timeouts; kombu's default without an app) and where it comes from."""
+    value, explicit = redis_visibility_timeout(config)
     return value, f"{value:g} s (broker_transport_options)" if explicit else f"{value:g} s (kombu default)"
 
 
@@ -746,15 +747,6 @@ def _closing_notes(reader: Reader, server: ServerInfo, unacked: UnackedState, no
 
 
 def _app_exchanges(config) -> set:
-    """Exchanges the app publishes through by name (routes without a queue): they need a binding set on Redis."""
-    if config is None:
-        return set()
-    out = set()
-    for route in config.routes.values():
-        if route.exchange and not route.queue and not route.error:
-            out.add(route.exchange)
-    for rule in config.route_rules:
-        exchange = rule.options.get("exchange")
-        if exchange and not rule.options.get("queue"):
-            out.add(str(getattr(exchange, "name", exchange)))
-    return out
+    """Exchanges the app publishes through by name (routes without a queue, facts.routing.exchange_routes): they
+    need a binding set on Redis."""
+    return set(exchange_routes(config)) if config is not None else set()
