@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Optional
 
+from celery_doctor.facts.routing import declared_queue_arguments
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 from celery_doctor.parts.rabbitmq import (BINDINGS, EXCHANGES, POLICIES, QUEUE_DETAILS, RabbitQueue, RabbitState,
                                           scope_queues)
@@ -93,8 +94,7 @@ def _no_native_delay(state: RabbitState, config: Any, queue: RabbitQueue, info: 
     reasons = []
     if celery_version < (5, 5):
         reasons.append(f"Celery {config.celery_version} has no native delayed delivery (5.5+)")
-    app_quorum = (info.arguments.get("x-queue-type") == "quorum") if info else (
-        queue.name == config.default_queue and not config.queues and config.value("task_default_queue_type") == "quorum")
+    app_quorum = declared_queue_arguments(config).get(queue.name, {}).get("x-queue-type") == "quorum"
     if not app_quorum:
         reasons.append("the app does not declare it with x-queue-type=quorum, so Celery does not use native "
                        "delayed delivery for it")
@@ -169,16 +169,13 @@ def queue_argument_drift(snapshot: Snapshot):
 
 def _declared(config: Any) -> dict[str, tuple[Mapping[str, Any], Optional[bool], Optional[bool], str]]:
     """queue -> (arguments, durable, auto_delete, where the declaration comes from), as the app declares them."""
+    arguments = declared_queue_arguments(config)  # the default queue alone when task_queues is not set
     expected: dict[str, tuple[Mapping[str, Any], Optional[bool], Optional[bool], str]] = {}
     for info in config.queues:
-        args = dict(info.arguments)
-        if info.max_priority is not None and "x-max-priority" not in args:
-            args["x-max-priority"] = info.max_priority
-        expected[info.name] = (args, info.durable, info.auto_delete, "task_queues")
+        expected[info.name] = (arguments[info.name], info.durable, info.auto_delete, "task_queues")
     if not config.queues:
-        default = config.default_queue
-        args = {"x-queue-type": "quorum"} if config.value("task_default_queue_type") == "quorum" else {}
-        expected[default] = (args, True, False, "the default queue Celery declares")
+        expected[config.default_queue] = (arguments[config.default_queue], True, False,
+                                          "the default queue Celery declares")
     return expected
 
 

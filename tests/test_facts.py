@@ -201,6 +201,30 @@ def test_exchange_routes_are_where_celery_publishes_without_a_queue():
     assert published == [("events", "work.created"), ("audit", "audit.any")]
 
 
+@pytest.mark.parametrize("conf", [
+    {},
+    {"task_default_queue_type": "quorum", "task_queue_max_priority": 10},
+    {"task_queue_max_priority": 10, "task_queues": [
+        Queue("a"), Queue("b", queue_arguments={"x-max-priority": 5, "x-message-ttl": 60000}), Queue("c", max_priority=3),
+        Queue("q", queue_arguments={"x-queue-type": "quorum"})]},
+    {"task_queues": [Queue("d", queue_arguments={"x-max-priority": 5}, max_priority=7)]},
+], ids=["default", "default-quorum-priority", "task_queues-priority", "own-priority-wins"])
+def test_declared_queue_arguments_are_what_celery_declares(conf):
+    """The arguments of app.amqp.queues as kombu's Queue.queue_declare sends them (prepare_queue_arguments: the
+    Queue's max_priority, expires, ttl and lengths over its queue_arguments)."""
+    from kombu.transport.base import to_rabbitmq_queue_arguments
+
+    app = app_with(broker="amqp://guest@127.0.0.1//", **conf)
+    config = collect_config(app)
+    declared = {name: to_rabbitmq_queue_arguments(queue.queue_arguments or {}, expires=queue.expires,
+                                                  message_ttl=queue.message_ttl, max_length=queue.max_length,
+                                                  max_length_bytes=queue.max_length_bytes,
+                                                  max_priority=queue.max_priority)
+                for name, queue in app.amqp.queues.items()
+                if routing.queue_declared(config, name)}  # not the queues routes create on the fly
+    assert routing.declared_queue_arguments(config) == declared
+
+
 @DEPRECATED_QUEUE
 def test_a_beat_entry_may_name_its_queue_as_a_kombu_queue():
     app = app_with(beat_schedule={"e": {"task": "facts.work", "schedule": 60, "options": {"queue": Queue("emails")}}})

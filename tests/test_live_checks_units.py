@@ -451,3 +451,12 @@ def test_missing_binding_set_names_the_tasks_routed_through_the_exchange():
     found = {f.subject: f.evidence[1] for f in findings_of(by_id("CD216"), on_redis(state, app))}
     assert found == {"exchange:events": "tasks routed through exchange 'events' without a queue: proj.tasks.work",
                      "exchange:audit": "tasks routed through exchange 'audit' without a queue: by task_routes patterns"}
+
+
+def test_queue_argument_drift_counts_the_max_priority_celery_adds():
+    """Celery declares every queue with x-max-priority=task_queue_max_priority when it sets none
+    (celery/app/amqp.py, Queues._set_max_priority): facts.routing.declared_queue_arguments, so no drift here."""
+    prioritised = rabbit_queue(arguments={"x-max-priority": 10})
+    assert findings_of(by_id("CD312"), on_rabbit(prioritised, app_of(RABBIT_URL, task_queue_max_priority=10))) == []
+    found = findings_of(by_id("CD312"), on_rabbit(prioritised, app_of(RABBIT_URL, task_queue_max_priority=5)))
+    assert "x-max-priority: app 5, broker 10" in found[0].evidence[0]

@@ -26,7 +26,7 @@ TRACKED_SETTINGS = (
     "task_serializer", "accept_content", "result_serializer", "result_accept_content",
     "task_publish_retry", "task_publish_retry_policy", "task_default_delivery_mode",
     "task_default_queue", "task_default_exchange", "task_default_exchange_type", "task_default_routing_key",
-    "task_default_queue_type", "task_create_missing_queues", "task_routes", "task_queues",
+    "task_default_queue_type", "task_create_missing_queues", "task_routes", "task_queues", "task_queue_max_priority",
     "task_ignore_result", "task_track_started", "task_default_retry_delay",
     "worker_prefetch_multiplier", "worker_concurrency", "worker_pool", "worker_state_db",
     "worker_cancel_long_running_tasks_on_connection_loss", "worker_deduplicate_successful_tasks",

@@ -98,6 +98,31 @@ def app_queues(config: "AppConfig") -> list[str]:
     return sorted(set(routed_queues(config)) | set(config.queue_names()))
 
 
+def declared_queue_arguments(config: "AppConfig") -> dict[str, dict[str, Any]]:
+    """Queue -> the arguments Celery declares it with, for the queues the app declares (see queue_declared): each
+    `task_queues` entry's queue_arguments, else the default queue, which Celery builds with x-queue-type quorum when
+    `task_default_queue_type` is quorum (app.amqp.Queues); `task_queue_max_priority` is added as x-max-priority to
+    every queue without one (Queues._set_max_priority), and a kombu Queue's own `max_priority` wins over both (it is
+    passed to prepare_queue_arguments at declare time). Queue attributes other than max_priority (expires,
+    message_ttl, max_length...) are not in the config part and not counted, nor are the queues a route creates on
+    the fly (task_create_missing_queues)."""
+    declared: dict[str, dict[str, Any]] = {}
+    own_priority: dict[str, Any] = {}
+    for info in config.queues:
+        declared[info.name] = dict(info.arguments)
+        own_priority[info.name] = info.max_priority
+    if not config.queues:
+        quorum = config.value("task_default_queue_type") == "quorum"
+        declared[config.default_queue] = {"x-queue-type": "quorum"} if quorum else {}
+    max_priority = config.value("task_queue_max_priority")
+    for name, arguments in declared.items():
+        if max_priority is not None:
+            arguments.setdefault("x-max-priority", max_priority)
+        if own_priority.get(name) is not None:
+            arguments["x-max-priority"] = own_priority[name]
+    return declared
+
+
 def queue_declared(config: "AppConfig", queue: str) -> bool:
     """Whether the app declares `queue`: it is in `task_queues`, or `task_queues` is not set and it is the default
     queue (Celery then declares only that one). A worker started without -Q consumes exactly these."""
