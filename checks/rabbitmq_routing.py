@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from celery_doctor.facts.routing import route_exchange
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 from celery_doctor.parts.rabbitmq import BINDINGS, EXCHANGES, OVERVIEW, POLICIES, RabbitState
 
@@ -37,7 +38,7 @@ def _publishes(snapshot: Snapshot) -> list[_Publish]:
                 key = ("", route.queue, route.queue)
             else:
                 key = (queue.exchange, queue.routing_key or config.value("task_default_routing_key") or "", route.queue)
-        elif route.exchange:
+        elif route_exchange(route):
             key = (route.exchange, route.routing_key or "", None)
         else:
             continue
