@@ -56,6 +56,7 @@ import os
 import re
 import time
 from collections import OrderedDict
+from itertools import islice
 from typing import Any, Callable, Iterable, Optional
 
 from ..model import TimelineEvent
@@ -812,7 +813,8 @@ class Stream:
         if found:
             summary.most("timeout_ms", int(found.group(1)))
         summary.bump("open_tasks", len(self.open))
-        for task_id, (name, _) in list(self.open.items())[-SAMPLE:]:
+        for task_id in self.open.snapshot()[-SAMPLE:]:
+            name, _ = self.open[task_id]
             summary.task(name, task_id)
         self.scanner.timeline.add(at, self.where, P.ACK_TIMEOUT, important=True,
                                   timeout_ms=int(found.group(1)) if found else None, n_open=len(self.open))
@@ -949,7 +951,7 @@ class Stream:
             for task_id, (name, _) in open_.items():
                 summary.task(name, task_id)
             self.scanner.timeline.add(at_end, self.where, P.STOPPED_WITH_TASKS, important=True, merge=False,
-                                      names=[name for name, _ in list(open_.values())[:50]], how=how,
+                                      names=[name for name, _ in islice(open_.values(), 50)], how=how,
                                       n_open=len(open_))
         elif open_ and reason != "cut":
             summary = self._sum(P.NEVER_FINISHED)
@@ -962,7 +964,7 @@ class Stream:
                     if at_end - received <= 60:
                         summary.bump("last_minute")
             self.scanner.timeline.add(at_end, self.where, P.NEVER_FINISHED, important=True, merge=False,
-                                      names=[name for name, _ in list(open_.values())[:50]], n_open=len(open_))
+                                      names=[name for name, _ in islice(open_.values(), 50)], n_open=len(open_))
         if open_.forgotten:
             self.scanner.forgotten += open_.forgotten
         self.scanner.received += self.received
@@ -1024,7 +1026,7 @@ class Scanner:
         self.notes: list[str] = []
         self.lines = 0
         self.journald_keys: Optional[tuple] = None
-        self.retries: dict[str, int] = {}  # ids that logged `retry:` and have not failed or succeeded since
+        self.retries: OrderedDict = OrderedDict()  # ids that logged `retry:` and have not ended since
         self.started = time.monotonic()
 
     # -- bookkeeping used by streams -----------------------------------------------------------------------
@@ -1045,7 +1047,7 @@ class Scanner:
         retries = self.retries
         retries[task_id] = retries.pop(task_id, 0) + 1
         if len(retries) > MAX_RETRIED:
-            del retries[next(iter(retries))]
+            retries.popitem(last=False)  # O(1): a dict's first key after many deletions is not
 
     def record_kill(self, kill: dict, stream: Stream) -> None:
         summary = self.summaries.get((P.POOL_PROCESS_KILLED, kill["where"]))

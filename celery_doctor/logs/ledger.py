@@ -7,6 +7,7 @@ timeline keeps TIMELINE_IMPORTANT + TIMELINE_OTHER merged lines. What a ceiling 
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import islice
 from typing import Any, Iterable, Optional
 
 SAMPLE = 20  # task (name, id) pairs kept per summary
@@ -131,11 +132,10 @@ class OpenTasks(OrderedDict):
         return again
 
     def snapshot(self) -> tuple[str, ...]:
-        """The most recent SNAPSHOT open ids."""
+        """The most recent SNAPSHOT open ids (O(SNAPSHOT), whatever the number open)."""
         if len(self) <= SNAPSHOT:
             return tuple(self)
-        keys = list(self)
-        return tuple(keys[-SNAPSHOT:])
+        return tuple(islice(reversed(self), SNAPSHOT))[::-1]
 
 
 class TimelineLine:
