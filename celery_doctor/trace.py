@@ -49,6 +49,24 @@ def _iso(ts: Optional[float]) -> Optional[str]:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _if_process_dies(snapshot: Snapshot, ref) -> str:
+    """What happens to a running task's message if its pool process dies (WorkerLostError), per facts.acks."""
+    from .facts.acks import ACKED, ACKED_ON_RECEIPT, REJECTED, REQUEUED, RETRIED, task_acks
+
+    config = snapshot.config
+    task = config.tasks.get(ref.name) if config is not None and ref.name else None
+    if task is None:
+        return ("the message is already acked: the task is lost" if ref.acknowledged else
+                "its fate depends on the task's reject_on_worker_lost (not known: the task is not registered here)")
+    return {
+        ACKED_ON_RECEIPT: "the message was acked when it started: the task is lost",
+        ACKED: "the message is acked (acks_late without reject_on_worker_lost): the task is lost",
+        REJECTED: "the message is rejected without requeue: the task is lost (dead-lettered if the queue has a DLX)",
+        REQUEUED: "the message is requeued (reject_on_worker_lost) and runs again",
+        RETRIED: "it is sent again as a retry (task_retry_on_worker_lost), while retries are left",
+    }.get(task_acks(config, task).on_worker_lost, "unknown")
+
+
 def search_workers(ctx: CollectContext, task_id: str, snapshot: Snapshot):
     part = snapshot.part("workers")
     if not part.ok:
@@ -67,11 +85,13 @@ def search_workers(ctx: CollectContext, task_id: str, snapshot: Snapshot):
                         details.append(f"started {human_seconds(max(0.0, snapshot.now - ref.time_start))} ago "
                                        f"({_iso(ref.time_start)})")
                     details.append("acknowledged" if ref.acknowledged else "not acknowledged yet (acks_late)")
-                    nxt = "it finishes on this worker; if the worker process dies, " + (
-                        "the message is already acked: lost unless it was acks_late" if ref.acknowledged
-                        else "it is redelivered (or acked and lost without reject_on_worker_lost)")
+                    nxt = "it finishes on this worker; if its pool process dies, " + _if_process_dies(snapshot, ref)
                 elif state_name == "reserved":
-                    nxt = "it runs when a pool process of this worker is free; lost with early acks if this worker is killed"
+                    # Prefetched, not started: acked only when a pool process accepts it (Request.on_accepted), so
+                    # a dead worker's reserved messages go back to the queue.
+                    nxt = ("it runs when a pool process of this worker is free; it is not acknowledged yet, so if the "
+                           "worker dies it returns to the queue (RabbitMQ: when the connection closes; Redis: after "
+                           "the visibility timeout) and runs later, on another worker")
                 else:
                     details.append(f"eta {ref.eta}")
                     nxt = "the worker holds it unacknowledged in memory until its ETA, then runs it"

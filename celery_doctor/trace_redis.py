@@ -14,7 +14,8 @@ from redis.exceptions import ResponseError
 
 from .redis_memory import MemoryPressure
 from .redisio import SEP, Reader, RedisReadError, stream_unacked
-from .settings import REDIS_DEFAULT_VISIBILITY_TIMEOUT, human_seconds
+from .facts.timeouts import redis_visibility_timeout
+from .settings import human_seconds
 from .trace_types import TraceLocation
 
 UNACKED_SWEEP_S = 100  # kombu's restore sweep period (unacked_restore_interval x throttle), roughly
@@ -101,7 +102,7 @@ def _search_lists(reader: Reader, task_id: str, snapshot, cut: list) -> Optional
 def _search_unacked(reader: Reader, task_id: str, snapshot, cut: list) -> Optional[TraceLocation]:
     config = snapshot.config
     options = dict(config.transport_options) if config is not None else {}
-    vt = config.visibility_timeout[0] if config is not None else float(REDIS_DEFAULT_VISIBILITY_TIMEOUT)
+    vt = redis_visibility_timeout(config)[0]
     hash_key = reader.key(str(options.get("unacked_key") or "unacked"))
     index_key = reader.key(str(options.get("unacked_index_key") or "unacked_index"))
     needle = task_id.encode()
