@@ -408,3 +408,13 @@ def test_kernel_oom_lines_shipped_as_json_records(tmp_path):
     state = scan_paths([write(tmp_path / "shipped.json", records)])
     oom = sig(state, P.OOM_KILL)
     assert oom.count == 1 and oom.details["pids"] == (4321,) and oom.first == pytest.approx(T0 + 3)
+
+
+def test_one_journald_unit_over_two_exports_is_one_stream_with_both_sources(tmp_path):
+    story = kill_story()
+    first = write(tmp_path / "part1.json", [journald(l, i) for i, l in enumerate(story[:3])])
+    second = write(tmp_path / "part2.json", [journald(l, 10 + i) for i, l in enumerate(story[3:])])
+    state = scan_paths([first, second])
+    killed = sig(state, P.POOL_PROCESS_KILLED, "celery@w1")
+    assert killed.tasks == (("shop.charge", ID[0]),) and set(killed.sources) == {first, second}
+    assert [s.records for s in state.sources] == [3, 6] and P.NEVER_FINISHED not in kinds(state)

@@ -1026,6 +1026,7 @@ class Scanner:
         self.notes: list[str] = []
         self.lines = 0
         self.journald_keys: Optional[tuple] = None
+        self.journald_last: tuple = (None, None, None)  # (host, unit, stream) of the last journald record
         self.retries: OrderedDict = OrderedDict()  # ids that logged `retry:` and have not ended since
         self.started = time.monotonic()
 
@@ -1130,6 +1131,7 @@ class Scanner:
         stats = LineStats()
         year = time.gmtime(item.mtime).tm_year if item.mtime else None
         base = self.stream(("file", item.family), _label_for(item), item.name, year=year)
+        self.journald_last = (None, None, None)  # a new input: its streams record it as their source
         records_before = {id(s): s.records for s in self.streams.values()}
         base.want_first = True
         error = None
@@ -1258,44 +1260,48 @@ class Scanner:
         keys = self.journald_keys
         if keys is None:
             return False
-        pattern, length = keys[0]
-        at = line.find(pattern)
+        (p_text, n_text), stamp_key, (p_host, n_host), (p_unit, n_unit), (p_ident, n_ident), \
+            (p_transport, n_transport), (p_pid, n_pid) = keys
+        find = line.find
+        at = find(p_text)
         if at < 0:
             return False
-        at += length
-        end = line.find('"', at)
+        at += n_text
+        end = find('"', at)
         if end < 0:
             return False
         text = line[at:end]
         if "\\" in text:
             return False
-        find = line.find
-        (p_stamp, n_stamp), (p_host, n_host), (p_unit, n_unit), (p_ident, n_ident), (p_transport, n_transport), \
-            (p_pid, n_pid) = keys[1:]
         at = find(p_host)
-        host = line[at + n_host:find('"', at + n_host)] if at >= 0 else None
+        host = line[at + n_host:find('"', at + n_host)] if at >= 0 else "?"
         at = find(p_unit)
         unit = line[at + n_unit:find('"', at + n_unit)] if at >= 0 else None
-        kernel = False
-        if not unit:  # a unit's records are no kernel's; without one, the identifier and transport tell
-            at = find(p_ident)
-            ident = line[at + n_ident:find('"', at + n_ident)] if at >= 0 else None
-            at = find(p_transport)
-            transport = line[at + n_transport:find('"', at + n_transport)] if at >= 0 else None
-            kernel = transport == "kernel" or ident == "kernel"
-            unit = ident
-        name = "kernel" if kernel else (unit or "?")
-        key = ("journald", host or "?", name)
-        stream = self.streams.get(key)
-        if stream is None or item.name not in stream.sources:
-            stream = self.stream(key, f"{host or '?'}/{name}", item.name, kernel=kernel)
+        last = self.journald_last
+        if unit and last[0] == host and last[1] == unit:  # the same stream as the record before
+            stream = last[2]
+        else:
+            kernel = False
+            if not unit:  # a unit's records are no kernel's; without one, the identifier and transport tell
+                at = find(p_ident)
+                ident = line[at + n_ident:find('"', at + n_ident)] if at >= 0 else None
+                at = find(p_transport)
+                transport = line[at + n_transport:find('"', at + n_transport)] if at >= 0 else None
+                kernel = transport == "kernel" or ident == "kernel"
+                unit = ident
+            name = "kernel" if kernel else (unit or "?")
+            key = ("journald", host, name)
+            stream = self.streams.get(key)
+            if stream is None or item.name not in stream.sources:
+                stream = self.stream(key, f"{host}/{name}", item.name, kernel=kernel)
+            self.journald_last = (host, unit if not kernel else None, stream)
         if not stream.pids or text.endswith(" ready."):  # the main process's pid: at the start, at each restart
             at = find(p_pid)
             pid = line[at + n_pid:find('"', at + n_pid)] if at >= 0 else None
             if pid and len(stream.pids) < 64 and pid.isdigit():
                 stream.pids.add(int(pid))
         stream.json_line = line  # its time is read from it only when needed
-        stream.outer_key = keys[1]
+        stream.outer_key = stamp_key
         stream.outer = PENDING
         stream.feed(text)
         stream.outer = None
