@@ -144,7 +144,7 @@ def main() -> int:
         parser = "hiredis" if HIREDIS_AVAILABLE else "pure-Python parser, no hiredis"
         print(f"floor: raw chunked LRANGE (1,000/chunk, redis-py, {parser}) of {read:,} messages ({size / 1e6:,.0f} MB): "
               f"{floor_s:.2f} s ({read / floor_s:,.0f} msg/s)", flush=True)
-        deep_s, deep_rss, report, err = run_doctor(
+        deep_s, deep_rss, report, _err = run_doctor(
             ["scan", "--app", name, "--deep", "--format", "json", "--select", "CD2", "--timeout", "30"], workdir)
         findings = report.get("findings", [])
         print(f"celery-doctor scan --deep: {deep_s:.2f} s wall (process start and app import included), "
@@ -164,7 +164,7 @@ def main() -> int:
         q = part.data.queue(queue)
         print(f"deep collector (same process as the floor): {collector_s:.2f} s for {q.sampled:,} messages "
               f"= {collector_s / floor_s:.2f}x the floor (target <= 1.5x)", flush=True)
-        sampled_s, sampled_rss, sampled_report, _ = run_doctor(
+        sampled_s, sampled_rss, _sampled_report, _ = run_doctor(
             ["scan", "--app", name, "--format", "json", "--select", "CD2"], workdir)
         ctx = CollectContext(app=app, broker=BrokerTarget.of_app(app), config=collect_config(app),
                              deadline=Deadline(30), options=ScanOptions(deep=False))

@@ -74,22 +74,21 @@ def guarded(body: Callable[[], int]) -> None:
         fail_usage(str(exc))
     except KeyboardInterrupt:
         typer.echo("celery-doctor: interrupted", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except BrokenPipeError:
         # The reader went away (`celery-doctor checks | head`): not a crash. Quiet, like a SIGPIPE'd tool.
         _silence_stdout()
-        raise typer.Exit(EXIT_BROKEN_PIPE)
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
     except OutputError as exc:
         # `celery-doctor scan > /dev/full`: the report was not written; say so in one line, no crash log.
         _silence_stdout()
         fail_usage(str(exc))
     except Exception as exc:  # noqa: BLE001 - last line of defence: no tracebacks for users
-        crash = tempfile.NamedTemporaryFile("w", prefix="celery-doctor-crash-", suffix=".log", delete=False)
-        with crash:
+        with tempfile.NamedTemporaryFile("w", prefix="celery-doctor-crash-", suffix=".log", delete=False) as crash:
             crash.write(scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
         typer.echo(f"celery-doctor: internal error: {printable(scrub(f'{type(exc).__name__}: {exc}'))} "
                    f"(details in {crash.name}; please attach it to a bug report)", err=True)
-        raise typer.Exit(EXIT_INTERNAL)
+        raise typer.Exit(EXIT_INTERNAL) from None
     raise typer.Exit(code)
 
 
@@ -348,7 +347,7 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("celery-doctor: interrupted\n")
         sys.exit(EXIT_INTERRUPTED)
-    except Exception as exc:  # noqa: BLE001 - click's usage errors (and only those) are handled here
+    except Exception as exc:  # click's usage errors (and only those) are handled here
         if _is(exc, "NoArgsIsHelpError"):
             sys.exit(EXIT_USAGE)  # the help was printed
         if _is(exc, "Abort"):

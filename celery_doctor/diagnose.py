@@ -12,18 +12,17 @@ from typing import Any, Optional
 
 from .broker_target import BrokerTarget, BrokerURLError
 from .collectors import CollectContext
-from .options import RunOptions, snapshot_options
 from .collectors.config import collect_config
 from .collectors.source import collect_source, default_source_roots
 from .deadline import Deadline
 from .masking import SECRETS, scrub
 from .model import Location, Part, PartStatus, Report, Snapshot, Target
+from .options import RunOptions, snapshot_options
 from .ranking import rank
 from .registry import Registry, load_registry
 from .runner import run_checks
 from .sources import DATA_SOURCES, gather_live
 from .target import TargetError, app_for_broker, load_app, validate_management_url
-
 
 log = logging.getLogger(__name__)
 

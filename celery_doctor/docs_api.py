@@ -54,7 +54,7 @@ def _class_section(cls: type, comments: dict[int, str], module_source_lines: lis
                if inspect.isfunction(value) and not name.startswith("_")]
     if properties or methods:
         lines += ["", "Also: " + ", ".join([f"`{p}` (property)" for p in properties] + [f"`{m}()`" for m in methods])]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _part_section(name: str) -> list[str]:
@@ -74,7 +74,6 @@ def _part_section(name: str) -> list[str]:
 
 def _facts_section() -> list[str]:
     import celery_doctor.facts as facts
-    import celery_doctor.pyast  # noqa: F401 - facts.source_tasks builds on it (import it first)
 
     lines = ["## `celery_doctor.facts`", "", _first_paragraph(facts.__doc__), ""]
     for info in sorted(pkgutil.iter_modules(facts.__path__), key=lambda i: i.name):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from typing import Iterable
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 MASK = "***"
 _SECRET_QUERY_KEYS = re.compile(r"pass|secret|token|key|auth|cred", re.I)

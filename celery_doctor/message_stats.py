@@ -166,9 +166,9 @@ class EnvelopeStats:
         if unsafe:
             self.unsafe[unsafe] += 1
         content_type = (envelope.content_type or "").lower()
-        if content_type and content_type != "application/json":
-            if len(self.content_types) < 20 or content_type in self.content_types:
-                self.content_types[content_type] += 1
+        if content_type and content_type != "application/json" and (
+                len(self.content_types) < 20 or content_type in self.content_types):
+            self.content_types[content_type] += 1
         if not envelope.ok:
             self.malformed += 1
             reason = (envelope.error or "malformed")[:120]

@@ -667,7 +667,8 @@ class AmqpProbe:
         except pex.ChannelClosedByBroker as exc:
             if exc.reply_code == 404:
                 return False
-            raise RabbitError(f"passive declare of exchange {name!r}: {exc.reply_code} {exc.reply_text}", kind="protocol")
+            raise RabbitError(f"passive declare of exchange {name!r}: {exc.reply_code} {exc.reply_text}",
+                              kind="protocol") from None
         except RabbitError:
             raise
         except Exception as exc:  # noqa: BLE001

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from .broker_target import BrokerURL, parse_url as parse_broker_url
+from .broker_target import BrokerURL
+from .broker_target import parse_url as parse_broker_url
 from .deadline import Deadline
 from .masking import scrub
 from .redis_memory import ElementSizes, MemoryGuard, MemoryPressure
@@ -924,10 +925,10 @@ class ListStream:
             last = new[-1]
             self.read += len(new)
             self.oversized += sum(1 for i in new if isinstance(i, Oversized))
-            if len(items) >= want and not stop.is_set() and reader.deadline.remaining() >= self.reserve:
-                # Ask for the next chunk now: the server prepares it while the caller works on this one.
-                if self._send(reader, sizes, position - 1, position) > 0:
-                    self._ahead = reader.pending()
+            # Ask for the next chunk now: the server prepares it while the caller works on this one.
+            if (len(items) >= want and not stop.is_set() and reader.deadline.remaining() >= self.reserve
+                    and self._send(reader, sizes, position - 1, position) > 0):
+                self._ahead = reader.pending()
             yield new
 
     def __iter__(self) -> Iterator[list]:
@@ -1019,10 +1020,9 @@ def stream_unacked(reader: Reader, index_key: str, hash_key: str, chunk: int = 5
         group: list = []
         group_bytes = 0
 
-        def fetch() -> None:
+        def fetch(group: list, values: dict) -> None:
             reader.check_memory()
-            for tag, value in zip(group, reader.call("HMGET", hash_key, *group)):
-                values[tag] = value
+            values.update(zip(group, reader.call("HMGET", hash_key, *group)))
 
         for tag, size in zip(tags, lengths):
             size = size if isinstance(size, int) else 0
@@ -1033,12 +1033,12 @@ def stream_unacked(reader: Reader, index_key: str, hash_key: str, chunk: int = 5
                 skipped[tag] = f"not read: {refused.replace('its messages average', 'the message is')}"
                 continue
             if group and group_bytes + size > reader.guard.reply_budget():
-                fetch()
+                fetch(group, values)
                 group, group_bytes = [], 0
             group.append(tag)
             group_bytes += size
         if group:
-            fetch()
+            fetch(group, values)
         yield [UnackedRow(_text(tag), float(score), values.get(tag), skipped.get(tag)) for tag, score in rows]
         if len(rows) < chunk:
             return
@@ -1057,7 +1057,7 @@ def parse_info(text: str) -> dict:
 
 
 def _coerce(value: str) -> Any:
-    if "=" in value and "," in value or value.startswith("keys="):
+    if ("=" in value and "," in value) or value.startswith("keys="):
         return {k: _coerce(v) for k, _, v in (p.partition("=") for p in value.split(","))}
     try:
         return int(value)

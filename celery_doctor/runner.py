@@ -69,7 +69,7 @@ def run_checks(registry: Registry, snapshot: Snapshot, select: Sequence[str] = (
         except SkipCheck as exc:
             results.append(CheckResult(**base, status=CheckStatus.SKIPPED, reason=scrub(str(exc))))
             continue
-        except Exception as exc:  # noqa: BLE001 - one crashing check must not stop the others
+        except Exception as exc:  # one crashing check must not stop the others
             if raise_errors:
                 raise
             results.append(CheckResult(**base, status=CheckStatus.ERROR,

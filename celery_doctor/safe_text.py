@@ -25,7 +25,7 @@ import dataclasses
 import enum
 import re
 import unicodedata
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 

@@ -43,7 +43,7 @@ def read_setting(conf: Any, name: str) -> Setting:
             break
     try:
         value = conf.get(name)
-    except Exception:  # a lazy Django settings object can raise on access
+    except Exception:  # noqa: BLE001 - a lazy Django settings object can raise anything on access
         value = None
     return Setting(name=name, value=value, explicit=explicit, set_as=set_as, known=known)
 

@@ -32,7 +32,8 @@ def _setup_django_if_configured() -> None:
     try:
         django.setup()
     except BaseException as exc:  # noqa: BLE001 - a broken settings module is bad input
-        raise TargetError(f"Django settings {os.environ['DJANGO_SETTINGS_MODULE']!r} failed to load: {_one_line(exc)}")
+        raise TargetError(f"Django settings {os.environ['DJANGO_SETTINGS_MODULE']!r} failed to load: "
+                          f"{_one_line(exc)}") from None
 
 
 def load_app(spec: str, cwd: Optional[str] = None):
@@ -48,7 +49,7 @@ def load_app(spec: str, cwd: Optional[str] = None):
         _setup_django_if_configured()
         try:
             app = find_app(spec)
-        except BaseException as exc:  # noqa: BLE001 - anything the user's module raises, SystemExit included
+        except BaseException as exc:  # anything the user's module raises, SystemExit included
             if isinstance(exc, (KeyboardInterrupt, TargetError)):
                 raise
             raise TargetError(f"could not load app {spec!r}: {_one_line(exc)}") from None
@@ -56,7 +57,7 @@ def load_app(spec: str, cwd: Optional[str] = None):
             raise TargetError(f"{spec!r} is a {type(app).__name__}, not a Celery app")
         try:
             app.loader.import_default_modules()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, TargetError)):
                 raise
             raise TargetError(f"app {spec!r} loaded, but importing its task modules failed: {_one_line(exc)}") from None

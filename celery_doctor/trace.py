@@ -15,8 +15,8 @@ from .model import Finding, Part, RankedFinding, Snapshot
 from .ranking import rank
 from .registry import load_registry
 from .runner import run_checks
-from .sources import DATA_SOURCES, broker_source, gather_live, import_before_threads, wanted_parts
 from .settings import human_seconds
+from .sources import DATA_SOURCES, broker_source, gather_live, import_before_threads, wanted_parts
 from .trace_types import Searcher, TraceLocation
 
 

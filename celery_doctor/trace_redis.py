@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from .collectors.redis import open_reader
-from .envelope import Envelope, decode_payload
 from redis.exceptions import ResponseError
 
+from .collectors.redis import open_reader
+from .envelope import Envelope, decode_payload
+from .facts.timeouts import redis_visibility_timeout
 from .redis_memory import MemoryPressure
 from .redisio import SEP, Reader, RedisReadError, stream_unacked
-from .facts.timeouts import redis_visibility_timeout
 from .settings import human_seconds
 from .trace_types import TraceLocation
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-from celery_doctor.parts.config import AppConfig
 from celery_doctor.model import Location
+from celery_doctor.parts.config import AppConfig
 
 
 def preview(names: Iterable[str], limit: int = 6) -> str:

@@ -181,7 +181,7 @@ def serializer_not_accepted(snapshot: Snapshot):
     if problems:
         yield serializer_not_accepted.finding(
             subject="setting:accept_content",
-            evidence=problems + ["workers reject such messages as ContentDisallowed, without requeue: the tasks are lost"],
+            evidence=[*problems, "workers reject such messages as ContentDisallowed, without requeue: the tasks are lost"],
             location=setting_location(config, "accept_content", "task_serializer"))
 
 

@@ -255,7 +255,7 @@ def redis_cluster(snapshot: Snapshot):
     if _is_redis(snapshot) and "," in netloc:
         reasons.append(f"several comma-separated hosts in one URL ({netloc.split('@')[-1]}): cluster seed list")
     if reasons:
-        yield redis_cluster.finding(subject="setting:broker_url", evidence=reasons + [f"broker {url}"],
+        yield redis_cluster.finding(subject="setting:broker_url", evidence=[*reasons, f"broker {url}"],
                                     location=setting_location(config, "broker_url"))
 
 

@@ -16,7 +16,14 @@ from .rabbitmq_declare import classic_mirroring, non_durable, queue_argument_dri
 from .rabbitmq_limits import max_length_overflow, queue_consumer_timeout, quorum_delivery_limit, ttl_expiry
 from .rabbitmq_queues import backlog_no_consumers, long_unacked, redeliveries
 from .rabbitmq_routing import no_alternate_exchange, route_to_missing_queue, route_unroutable, unroutable_drops
-from .rabbitmq_server import api_unavailable, network_partition, node_down, peek_side_effects, resource_alarm, vhost_limit
+from .rabbitmq_server import (
+          api_unavailable,
+          network_partition,
+          node_down,
+          peek_side_effects,
+          resource_alarm,
+          vhost_limit,
+)
 
 CHECKS = [backlog_no_consumers, long_unacked, route_to_missing_queue, route_unroutable, unroutable_drops,
           no_alternate_exchange, max_length_overflow, ttl_expiry, quorum_delivery_limit, queue_consumer_timeout,

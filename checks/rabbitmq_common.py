@@ -79,9 +79,9 @@ def _delay_task(delay: Delay, config: Any, by_short: Mapping[str, str]) -> Optio
         best = None
         for task in config.tasks.values():
             loc = task.location
-            if loc and loc.path == delay.location.path and (loc.line or 0) <= (delay.location.line or 0):
-                if best is None or (loc.line or 0) > (best.location.line or 0):
-                    best = task
+            if (loc and loc.path == delay.location.path and (loc.line or 0) <= (delay.location.line or 0)
+                    and (best is None or (loc.line or 0) > (best.location.line or 0))):
+                best = task
         return best.name if best else None
     match = re.search(r"send_task\(\s*['\"]([^'\"]+)['\"]", delay.code)
     if match:

@@ -7,8 +7,15 @@ from typing import Any, Mapping, Optional
 
 from celery_doctor.facts.routing import declared_queue_arguments
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
-from celery_doctor.parts.rabbitmq import (BINDINGS, EXCHANGES, POLICIES, QUEUE_DETAILS, RabbitQueue, RabbitState,
-                                          scope_queues)
+from celery_doctor.parts.rabbitmq import (
+    BINDINGS,
+    EXCHANGES,
+    POLICIES,
+    QUEUE_DETAILS,
+    RabbitQueue,
+    RabbitState,
+    scope_queues,
+)
 from celery_doctor.settings import as_seconds, human_seconds
 
 from ._util import plural, preview

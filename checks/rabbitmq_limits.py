@@ -11,8 +11,18 @@ from celery_doctor.parts.rabbitmq import QUEUE_DETAILS, scope_queues
 from celery_doctor.settings import as_seconds, human_seconds
 
 from ._util import preview
-from .rabbitmq_common import (MGMT, confirms_on, count_text, delays_by_queue, ms_text, require, routed_tasks,
-                              server_consumer_timeout, tasks_text, version_text)
+from .rabbitmq_common import (
+    MGMT,
+    confirms_on,
+    count_text,
+    delays_by_queue,
+    ms_text,
+    require,
+    routed_tasks,
+    server_consumer_timeout,
+    tasks_text,
+    version_text,
+)
 
 QUORUM_DEFAULT_DELIVERY_LIMIT = 20  # RabbitMQ 4.0+
 PER_QUEUE_CONSUMER_TIMEOUT_SINCE = (3, 11, 15)

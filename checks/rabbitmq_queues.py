@@ -6,8 +6,16 @@ from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot,
 from celery_doctor.parts.rabbitmq import QUEUE_DETAILS, scope_queues
 from celery_doctor.settings import human_seconds
 
-from .rabbitmq_common import (MGMT, REF_CELERY_AMQP, count_text, require, routed_tasks, sample_text,
-                              server_consumer_timeout, tasks_text)
+from .rabbitmq_common import (
+    MGMT,
+    REF_CELERY_AMQP,
+    count_text,
+    require,
+    routed_tasks,
+    sample_text,
+    server_consumer_timeout,
+    tasks_text,
+)
 
 LONG_UNACKED_S = 600  # unacked deliveries and no queue activity for this long are "long"
 
@@ -87,7 +95,7 @@ def long_unacked(snapshot: Snapshot):
     state = snapshot.rabbitmq
     if state is None or not require(state, QUEUE_DETAILS):
         return
-    timeout, timeout_text = server_consumer_timeout(snapshot)
+    _timeout, timeout_text = server_consumer_timeout(snapshot)
     for queue in scope_queues(state):
         if queue.unacked <= 0 or queue.idle_since_epoch is None:
             continue

@@ -12,6 +12,7 @@ from celery_doctor.parts.rabbitmq import BINDINGS, EXCHANGES, OVERVIEW, POLICIES
 from ._util import plural, preview
 from .rabbitmq_common import MGMT, REF_CELERY_AMQP, anchor, confirms_on, count_text, require, routed_tasks
 
+
 @dataclass
 class _Publish:
     """Where the app's publishes for some tasks really go (Celery's rules, see celery/app/amqp.py)."""

@@ -198,14 +198,14 @@ def vhost_limit(snapshot: Snapshot):
     if state is None or not require(state, VHOST_LIMITS):
         return
     max_queues = state.vhost_limits.get("max-queues")
-    if isinstance(max_queues, int) and max_queues >= 0 and state.queue_count is not None:
-        if state.queue_count >= max_queues:
-            yield vhost_limit.finding(
-                subject=f"server:vhost {state.vhost}",
-                evidence=[f"vhost {state.vhost!r}: max-queues={max_queues}, {state.queue_count} queues exist",
-                          f"missing app queues that cannot be declared: {preview(state.missing_queues) or 'none'}",
-                          "every new queue declaration is refused (NOT_ALLOWED)"],
-                confidence=Confidence.OBSERVED)
+    if (isinstance(max_queues, int) and max_queues >= 0 and state.queue_count is not None
+            and state.queue_count >= max_queues):
+        yield vhost_limit.finding(
+            subject=f"server:vhost {state.vhost}",
+            evidence=[f"vhost {state.vhost!r}: max-queues={max_queues}, {state.queue_count} queues exist",
+                      f"missing app queues that cannot be declared: {preview(state.missing_queues) or 'none'}",
+                      "every new queue declaration is refused (NOT_ALLOWED)"],
+            confidence=Confidence.OBSERVED)
     if state.vhost_limits.get("max-connections") == 0:
         yield vhost_limit.finding(subject=f"server:vhost {state.vhost}",
                                   evidence=[f"vhost {state.vhost!r}: max-connections=0", "no client can connect to this vhost"],

@@ -8,12 +8,28 @@ unacked messages nobody restores, and what the queued messages themselves say. O
 """
 from __future__ import annotations
 
-from .redis_messages import (redis_duplicate_messages, redis_expired_messages, redis_malformed_messages,
-                             redis_queued_eta_beyond_vt, redis_unregistered_messages, redis_unsafe_serializer_messages)
-from .redis_queues import (redis_backlog_no_consumer, redis_binding_missing, redis_keys_elsewhere,
-                           redis_queue_key_wrong_type)
-from .redis_server import (redis_cluster_mode, redis_evicted_keys, redis_eviction_policy, redis_failover_urls,
-                           redis_memory_near_limit, redis_no_persistence)
+from .redis_messages import (
+    redis_duplicate_messages,
+    redis_expired_messages,
+    redis_malformed_messages,
+    redis_queued_eta_beyond_vt,
+    redis_unregistered_messages,
+    redis_unsafe_serializer_messages,
+)
+from .redis_queues import (
+    redis_backlog_no_consumer,
+    redis_binding_missing,
+    redis_keys_elsewhere,
+    redis_queue_key_wrong_type,
+)
+from .redis_server import (
+    redis_cluster_mode,
+    redis_evicted_keys,
+    redis_eviction_policy,
+    redis_failover_urls,
+    redis_memory_near_limit,
+    redis_no_persistence,
+)
 from .redis_unacked import redis_unacked_not_restored, redis_unacked_workers_gone
 
 CHECKS = [

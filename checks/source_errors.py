@@ -6,8 +6,20 @@ from typing import Iterator, Optional
 
 from celery_doctor.model import Category, Runbook, Snapshot, check
 from celery_doctor.pyast import (
-    FuncNode, Module, Project, assigned_from, dotted_name, exception_names, is_broad_handler, is_publish, keyword,
-    last_name, only_logs, publishes, reraises_or_retries, walk_scope,
+    FuncNode,
+    Module,
+    Project,
+    assigned_from,
+    dotted_name,
+    exception_names,
+    is_broad_handler,
+    is_publish,
+    keyword,
+    last_name,
+    only_logs,
+    publishes,
+    reraises_or_retries,
+    walk_scope,
 )
 
 from ._util import preview
@@ -163,7 +175,7 @@ def _wrappers(snapshot: Snapshot, proj: Project):
                                                                          "tasks": []})
                 if name not in entry["tasks"]:
                     entry["tasks"].append(name)
-    for (path, line), entry in sorted(wrapped.items()):
+    for (_path, line), entry in sorted(wrapped.items()):
         tasks = entry["tasks"]
         yield swallowed_exception.finding(
             subject=f"task:{sorted(tasks)[0]}",

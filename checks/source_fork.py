@@ -7,7 +7,15 @@ from typing import Iterator
 
 from celery_doctor.model import Category, Confidence, Runbook, Snapshot, check
 from celery_doctor.pyast import (
-    FuncNode, Module, Project, call_name, dotted_name, keyword, last_name, receiver, walk_scope,
+    FuncNode,
+    Module,
+    Project,
+    call_name,
+    dotted_name,
+    keyword,
+    last_name,
+    receiver,
+    walk_scope,
 )
 
 from ._util import preview
@@ -41,12 +49,13 @@ def import_time_nodes(module: Module) -> Iterator[ast.AST]:
 def _assigned_name(module: Module, call: ast.Call) -> str:
     """The module-level name a call's result is bound to (directly or as an argument), '' if none."""
     for stmt in module.tree.body:
-        if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
-            if any(n is call for n in ast.walk(stmt.value)):
-                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-                for target in targets:
-                    if isinstance(target, ast.Name):
-                        return target.id
+        if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or stmt.value is None:
+            continue
+        if any(n is call for n in ast.walk(stmt.value)):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    return target.id
     return ""
 
 

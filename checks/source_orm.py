@@ -6,7 +6,17 @@ from typing import Optional
 
 from celery_doctor.model import Category, Confidence, Runbook, Snapshot, check
 from celery_doctor.pyast import (
-    FuncNode, Module, Project, assigned_from, call_name, dotted_name, keyword, last_name, receiver, scope_body, walk_scope,
+    FuncNode,
+    Module,
+    Project,
+    assigned_from,
+    call_name,
+    dotted_name,
+    keyword,
+    last_name,
+    receiver,
+    scope_body,
+    walk_scope,
 )
 
 from .source_common import code, loc, project_of

@@ -9,8 +9,15 @@ from celery_doctor.pyast import MISSING, Project, Task, dotted_name, keyword, na
 from celery_doctor.settings import human_seconds
 
 from .source_common import (
-    CELERY_DEFAULT_MAX_RETRIES, CELERY_DEFAULT_RETRY_DELAY, code, config_task, loc, option_truthy, option_value,
-    project_of, task_subject,
+    CELERY_DEFAULT_MAX_RETRIES,
+    CELERY_DEFAULT_RETRY_DELAY,
+    code,
+    config_task,
+    loc,
+    option_truthy,
+    option_value,
+    project_of,
+    task_subject,
 )
 
 
@@ -141,7 +148,7 @@ def autoretry_for_exception(snapshot: Snapshot):
         broad = [n for n in names if n in ("Exception", "BaseException")]
         if not broad or task.option("dont_autoretry_for") is not None:
             continue
-        value, where = max_retries(snapshot, proj, task)
+        value, _where = max_retries(snapshot, proj, task)
         bound = "forever" if value is None else (f"{value} times" if isinstance(value, int) else "max_retries times")
         yield autoretry_for_exception.finding(
             subject=task_subject(snapshot, task),

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from celery import Celery
 from celery.schedules import crontab
 from kombu import Queue

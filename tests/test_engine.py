@@ -7,8 +7,7 @@ import pytest
 
 from celery_doctor.deadline import Deadline
 from celery_doctor.masking import SECRETS, mask_url, scrub
-from celery_doctor.model import (Category, CheckStatus, Confidence, Impact, Part, Runbook, Snapshot, Target,
-                                 check)
+from celery_doctor.model import Category, CheckStatus, Confidence, Impact, Part, Runbook, Snapshot, Target, check
 from celery_doctor.ranking import at_risk_points, rank
 from celery_doctor.registry import Registry, selected
 from celery_doctor.runner import run_checks

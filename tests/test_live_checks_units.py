@@ -11,12 +11,12 @@ from typing import Callable, Optional
 import pytest
 from celery import Celery
 
-from celery_doctor.parts.messages import DuplicateGroup
 from celery_doctor.model import Finding, Impact, Part, SkipCheck, Snapshot
 from celery_doctor.parts import rabbitmq as rabbit
 from celery_doctor.parts import redis as red
 from celery_doctor.parts import workers as wrk
 from celery_doctor.parts.broker import QueueView
+from celery_doctor.parts.messages import DuplicateGroup
 from celery_doctor.registry import load_registry
 from tests.conftest import by_id, findings_of, make_snapshot
 

@@ -11,8 +11,21 @@ import pytest
 from typer.testing import CliRunner
 
 from celery_doctor import cli
-from celery_doctor.options import (BY_KEY, BY_NAME, OPTIONS, FailOn, Format, RunOptions, ScanOptions, SnapshotOptions,
-                                   UsageError, render_markdown, resolve, run_options, snapshot_options)
+from celery_doctor.options import (
+    BY_KEY,
+    BY_NAME,
+    OPTIONS,
+    FailOn,
+    Format,
+    RunOptions,
+    ScanOptions,
+    SnapshotOptions,
+    UsageError,
+    render_markdown,
+    resolve,
+    run_options,
+    snapshot_options,
+)
 from celery_doctor.options_file import OptionsFileError, load_options
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "options.md"

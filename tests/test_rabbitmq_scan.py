@@ -259,7 +259,7 @@ def env(tmp_path_factory):
         for c in conns:
             try:
                 c.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - closing in cleanup: whatever it raises, the next one is closed
                 pass
         sys.path.remove(str(base))
         for path in (f"/vhosts/{q(vhost)}", f"/users/{q(user)}"):
@@ -385,9 +385,8 @@ def test_the_real_app_cannot_declare_the_drifted_queue(env):
     """Ground truth for CD312: the app's own declaration of 'drift' is refused by the broker."""
     from amqp.exceptions import PreconditionFailed
 
-    with env.app.connection_for_write() as conn:
-        with pytest.raises(PreconditionFailed, match="x-max-priority"):
-            env.app.amqp.queues["drift"](conn.channel()).declare()
+    with env.app.connection_for_write() as conn, pytest.raises(PreconditionFailed, match="x-max-priority"):
+        env.app.amqp.queues["drift"](conn.channel()).declare()
 
 
 def test_management_api_down_falls_back_to_passive_declares(env):
@@ -505,7 +504,7 @@ def test_node_conditions(env):
 
 def test_version_dependent_rules(env):
     """Per-queue consumer timeouts apply from 3.11.15; quorum queues get delivery-limit 20 by default in 4.x."""
-    from checks.rabbitmq import quorum_delivery_limit, queue_consumer_timeout
+    from checks.rabbitmq import queue_consumer_timeout, quorum_delivery_limit
 
     part = collect(env)
     snapshot = make_snapshot(env.app, mode="scan", rabbitmq=part, source_dir=env.base)

@@ -6,8 +6,8 @@ import datetime as dt
 import pytest
 
 from celery_doctor.collectors.rabbitmq import parse_idle_since
-from celery_doctor.parts.rabbitmq import RabbitQueue, version_tuple
 from celery_doctor.masking import scrub
+from celery_doctor.parts.rabbitmq import RabbitQueue, version_tuple
 from celery_doctor.rabbitmq_api import RabbitError, broker_endpoint, management_location
 from checks.rabbitmq_routing import _binding_matches, _topic_match
 

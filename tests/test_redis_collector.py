@@ -9,8 +9,20 @@ import pytest
 
 from celery_doctor.model import PartStatus
 from tests.conftest import run_cli
-from tests.test_redis_fixtures import (REDIS_URL, client, collect, env_with_path, import_app, janitor,  # noqa: F401
-                                       redis_available, run_checks, snapshot_with, uid, wait_for, write_app)
+from tests.test_redis_fixtures import (  # noqa: F401
+    REDIS_URL,
+    client,
+    collect,
+    env_with_path,
+    import_app,
+    janitor,
+    redis_available,
+    run_checks,
+    snapshot_with,
+    uid,
+    wait_for,
+    write_app,
+)
 from tests.workerproc import worker_factory  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.redis, pytest.mark.skipif(not redis_available(), reason="no Redis on 127.0.0.1:6379")]
@@ -181,7 +193,7 @@ def test_failover_urls_each_checked(shop):
     if state is None:
         assert "127.0.0.1" in part.reason
         return
-    assert [f.reachable for f in state.failover][0] is False
+    assert next(f.reachable for f in state.failover) is False
     findings = [f for f in run_checks(snapshot_with(app, part)) if f.check == "CD205"]
     assert findings and "did not answer" in findings[0].evidence[0]
     assert "s3cr3t" not in " ".join(findings[0].evidence)

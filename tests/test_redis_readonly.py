@@ -13,8 +13,7 @@ import uuid
 
 import pytest
 
-from tests.test_redis_fixtures import (client, collect, import_app, key_dump, redis_available, uid,  # noqa: F401
-                                       wait_for, write_app)
+from tests.test_redis_fixtures import client, collect, import_app, key_dump, redis_available, uid, wait_for, write_app
 from tests.workerproc import WorkerFactory
 
 pytestmark = [pytest.mark.redis, pytest.mark.workers,

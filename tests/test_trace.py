@@ -96,7 +96,7 @@ def test_queued_task_is_found_with_its_position_and_fate(redis_app):
 
 @pytest.mark.redis
 def test_priority_sub_queue(redis_app):
-    module, queue, env, cwd = redis_app
+    module, _queue, env, cwd = redis_app
     task_id = module.add.apply_async((1, 2), priority=7).id
     _, data = trace(task_id, cwd, env)
     [location] = data["locations"]
@@ -105,7 +105,7 @@ def test_priority_sub_queue(redis_app):
 
 @pytest.mark.redis
 def test_not_found_lists_what_was_checked_and_ranks_causes(redis_app):
-    module, queue, env, cwd = redis_app
+    module, _queue, env, cwd = redis_app
     module.add.apply_async((1, 2))
     result, data = trace(str(uuid.uuid4()), cwd, env)
     assert result.returncode == 1 and data["found"] is False and data["locations"] == []
@@ -157,7 +157,7 @@ def test_large_queue_parses_only_the_match_and_stops_there(redis_app):
     from celery_doctor.deadline import Deadline
     from tests.conftest import make_snapshot
 
-    module, queue, env, cwd = redis_app
+    module, queue, _env, _cwd = redis_app
     client = redis.Redis(db=DB)
     template = module.add.apply_async((0, 0)).id
     payload = client.lindex(queue, 0)
@@ -172,7 +172,7 @@ def test_large_queue_parses_only_the_match_and_stops_there(redis_app):
         snapshot = make_snapshot(module.app, mode="scan")
         ctx = CollectContext(app=module.app, broker=BrokerTarget.parse(REDIS_URL), config=collect_config(module.app),
                              deadline=Deadline(10))
-        locations, checked, not_checked = trace_redis.trace_search(ctx, target, snapshot)
+        locations, _checked, _not_checked = trace_redis.trace_search(ctx, target, snapshot)
     finally:
         trace_redis.decode_payload = original
     assert len(decoded) == 1  # only the matching message was parsed
@@ -230,7 +230,7 @@ def test_result_backend_with_pickle_is_not_read(redis_app, tmp_path):
     """A result stored with pickle would be unpickled by get_task_meta: trace must not read it."""
     import pickle
 
-    module, queue, env, cwd = redis_app
+    _module, _queue, env, cwd = redis_app
     marker = tmp_path / "unpickled"
     task_id = str(uuid.uuid4())
 

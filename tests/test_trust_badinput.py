@@ -8,14 +8,23 @@ Redis db 14 is used as the target of reachable-broker cases (nothing is written 
 """
 from __future__ import annotations
 
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.test_trust_support import (AclUser, Blackholes, RabbitUser, canary, cli, rabbit_available,
-                                      redis_available, refused_port, uid, write_module)
+from tests.test_trust_support import (
+    AclUser,
+    Blackholes,
+    RabbitUser,
+    canary,
+    cli,
+    rabbit_available,
+    redis_available,
+    refused_port,
+    uid,
+    write_module,
+)
 
 DB = 14
 REDIS = f"redis://127.0.0.1:6379/{DB}"
@@ -245,7 +254,8 @@ def test_config_values_of_the_wrong_type_are_findings_not_crashes(mode):
     from celery_doctor.model import Part, Snapshot, Target
     from celery_doctor.registry import load_registry
     from celery_doctor.runner import run_checks
-    from celery_doctor.sources import REDIS as REDIS_SOURCE, gather_live
+    from celery_doctor.sources import REDIS as REDIS_SOURCE
+    from celery_doctor.sources import gather_live
 
     if mode == "scan" and not redis_available():
         pytest.skip("no Redis")
@@ -331,8 +341,8 @@ def test_unreachable_wrong_and_refusing_targets_are_named_not_crashes(tmp_path):
         (acl.url(DB, "wrong-password"), "redis", "invalid username-password"),
         (f"redis://:nopass-needed@127.0.0.1:{port}/0", "redis", "refused"),
         (f"rediss://127.0.0.1:6379/{DB}", "redis", "did not answer"),
-        (f"redis://127.0.0.1:6379/x", "redis", "not a number"),
-        (f"redis://127.0.0.1:6379/999", "redis", "DB index is out of range"),
+        ("redis://127.0.0.1:6379/x", "redis", "not a number"),
+        ("redis://127.0.0.1:6379/999", "redis", "DB index is out of range"),
         ("sentinel://127.0.0.1:1;sentinel://127.0.0.1:2", "redis", "master_name"),
         (f"amqp://guest:guest@127.0.0.1:{port}//", "workers", "refused"),
         (rabbit.url("wrong-password"), "rabbitmq", "refused"),

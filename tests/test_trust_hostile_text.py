@@ -222,7 +222,7 @@ def hostile_broker():
         yield dict(url=f"redis://127.0.0.1:6379/{DB}", queues=queues, hostile_queue=hostile_queue, ids=ids, tag=tag)
     finally:
         r.delete(*queues, hostile_queue)
-        assert not [k for k in r.scan_iter(match=f"*{tag}*", count=1000)]
+        assert not list(r.scan_iter(match=f"*{tag}*", count=1000))
 
 
 def _scan(broker, fmt, tmp_path):

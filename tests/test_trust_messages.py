@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import base64
 import json
-from decimal import Decimal
 import pickle
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -26,8 +26,18 @@ from hypothesis import strategies as st
 
 from celery_doctor.envelope import Envelope, decode_payload, from_parts, iso_to_epoch
 from celery_doctor.message_stats import EnvelopeStats
-from tests.test_trust_support import (cli, delete_new_keys, drop_vhost, make_vhost, rabbit_available,
-                                      redis_available, redis_client, uid, vhost_names, write_module)
+from tests.test_trust_support import (
+    cli,
+    delete_new_keys,
+    drop_vhost,
+    make_vhost,
+    rabbit_available,
+    redis_available,
+    redis_client,
+    uid,
+    vhost_names,
+    write_module,
+)
 
 DB = 13
 

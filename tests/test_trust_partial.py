@@ -16,14 +16,26 @@ import importlib
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 
 import pytest
 
-from urllib.parse import quote
-
-from tests.test_trust_support import (AclUser, Blackholes, api, canary, cli, delete_new_keys, drop_vhost, make_vhost,
-                                      rabbit_available, redis_available, redis_client, refused_port, uid,
-                                      write_module)
+from tests.test_trust_support import (
+    AclUser,
+    Blackholes,
+    api,
+    canary,
+    cli,
+    delete_new_keys,
+    drop_vhost,
+    make_vhost,
+    rabbit_available,
+    redis_available,
+    redis_client,
+    refused_port,
+    uid,
+    write_module,
+)
 from tests.workerproc import WorkerFactory
 
 DB = 12

@@ -19,7 +19,6 @@ import select
 import socket
 import subprocess
 import threading
-import time
 from urllib.parse import quote
 
 import pytest

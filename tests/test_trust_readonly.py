@@ -15,8 +15,18 @@ import time
 
 import pytest
 
-from tests.test_trust_support import (cli, delete_new_keys, drop_vhost, make_vhost, rabbit_available,
-                                      redis_available, redis_client, uid, vhost_bindings, vhost_names)
+from tests.test_trust_support import (
+    cli,
+    delete_new_keys,
+    drop_vhost,
+    make_vhost,
+    rabbit_available,
+    redis_available,
+    redis_client,
+    uid,
+    vhost_bindings,
+    vhost_names,
+)
 from tests.workerproc import WorkerFactory
 
 pytestmark = [pytest.mark.workers]

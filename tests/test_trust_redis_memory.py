@@ -113,7 +113,7 @@ def _doctor(*args: str, timeout: float = 120):
     env["COLUMNS"] = "200"
     done = subprocess.run([sys.executable, "-c", _MEASURE, *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
-    marker = [line for line in done.stderr.splitlines() if line.startswith("@@rc=")][0]
+    marker = next(line for line in done.stderr.splitlines() if line.startswith("@@rc="))
     rc = int(marker.split()[0].split("=")[1])
     rss_mb = int(marker.split("maxrss_kb=")[1]) / 1024
     return rc, done.stdout, done.stderr, rss_mb
@@ -177,7 +177,7 @@ def test_deep_scan_and_trace_never_get_a_producer_refused_under_noeviction(own_r
     thread.start()
     try:
         with _PeakClientMemory(port) as peak:
-            rc, out, err, rss = _doctor("scan", "--deep", "--broker", f"redis://127.0.0.1:{port}/0", "--format",
+            rc, _out, err, rss = _doctor("scan", "--deep", "--broker", f"redis://127.0.0.1:{port}/0", "--format",
                                         "json", "--timeout", "30", "--fail-on", "never")
             assert rc == 0, err
             # the oldest message: the trace reads the whole list before it reaches it
@@ -190,6 +190,7 @@ def test_deep_scan_and_trace_never_get_a_producer_refused_under_noeviction(own_r
     assert pushed
     assert peak.peak < 16 * MB, f"a reply buffer of {peak.peak / MB:.0f} MB"
     assert max(rss, trace_rss) < 250
+    assert rc_trace == 0, trace_err  # found
     assert "queued" in trace_out and "not found" not in trace_out.lower(), trace_out + trace_err
     assert client.llen("celery") == 150
 
@@ -356,10 +357,11 @@ def test_unacked_messages_are_read_in_groups_bounded_in_bytes(own_redis):
     with _PeakClientMemory(port) as peak:
         rc, out, err, rss = _doctor("trace", ids[-1], "--broker", f"redis://127.0.0.1:{port}/0", "--format", "json",
                                     "--timeout", "30")
-        rc_scan, scan_out, scan_err, _ = _doctor("scan", "--broker", f"redis://127.0.0.1:{port}/0", "--format",
+        rc_scan, _scan_out, scan_err, _ = _doctor("scan", "--broker", f"redis://127.0.0.1:{port}/0", "--format",
                                                  "json", "--timeout", "30", "--fail-on", "never")
     assert rc == 0 and rc_scan == 0, err + scan_err
     assert json.loads(out)["locations"][0]["state"] == "unacked"
     assert client.hlen("unacked") == 30
     assert client.info("stats")["evicted_keys"] == evicted
     assert peak.peak < 8 * MB, f"a reply buffer of {peak.peak / MB:.0f} MB"
+    assert rss < 250, f"celery-doctor used {rss:.0f} MB"

@@ -19,9 +19,22 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.test_trust_support import (AclUser, RabbitUser, assert_clean, canary, cli, delete_new_keys,
-                                      drop_vhost, make_vhost, rabbit_available, redis_available, redis_client,
-                                      refused_port, uid, write_module)
+from tests.test_trust_support import (
+    AclUser,
+    RabbitUser,
+    assert_clean,
+    canary,
+    cli,
+    delete_new_keys,
+    drop_vhost,
+    make_vhost,
+    rabbit_available,
+    redis_available,
+    redis_client,
+    refused_port,
+    uid,
+    write_module,
+)
 
 BROKER_DB, BACKEND_DB = 11, 12
 
@@ -164,7 +177,7 @@ def test_canaries_in_redis_urls_never_leak_from_any_command_or_format(redis_targ
     for run in runs:
         assert_clean(run, *secrets)
         assert run.code in (0, 1), str(run)
-    lint_a, lint_b, scan_text, scan_files, scan_at, scan_slash, trace_slash, trace_files, trace_done, trace_at, \
+    lint_a, lint_b, scan_text, scan_files, scan_at, _scan_slash, _trace_slash, trace_files, trace_done, trace_at, \
         scan_options, scan_env, _, _ = runs
     # the runs really went through the paths they claim to test
     assert len(lint_a.files) + len(lint_b.files) == 4 and len(scan_files.files) == 4 and len(trace_files.files) == 3
@@ -339,7 +352,7 @@ def test_canaries_in_rabbitmq_error_messages_never_leak(rabbit_target, tmp_path)
     runs = _parallel([lambda c=c: cli(*c, "-v", "--timeout", "4", cwd=tmp_path) for c in cases])
     for run in runs:
         assert_clean(run, wrong, wrong_api, user.password)
-    scan_wrong, peek_wrong, trace_wrong, refused, tls, api_wrong, api_refused, api_tls, trace_api, malformed = runs
+    scan_wrong, peek_wrong, _trace_wrong, refused, _tls, api_wrong, api_refused, api_tls, _trace_api, malformed = runs
     for run in runs[:-1]:
         assert run.code in (0, 1), str(run)
     assert "refused" in scan_wrong.stdout.lower() and "401" in scan_wrong.stdout, scan_wrong

@@ -7,8 +7,8 @@ import pickle
 from celery import Celery
 
 from celery_doctor.collectors.workers import _decode_body, _decode_redis_payload, _worker
-from celery_doctor.parts.workers import COMMANDS, WorkersState
 from celery_doctor.model import Part
+from celery_doctor.parts.workers import COMMANDS, WorkersState
 from tests.conftest import by_id, findings_of, make_snapshot
 
 STATS = {"total": {"a.sleepy": 1}, "pid": 9823, "uptime": 12,
@@ -67,7 +67,7 @@ def test_unsafe_reply_bodies_are_never_loaded():
     assert _decode_body(body, "application/x-python-serialize") == (None, "application/x-python-serialize")
     assert _decode_body(b"!!python/object/apply:os.system ['true']", "application/x-yaml")[0] is None
     assert _decode_body(b'{"w@h": {"ok": "pong"}}', "application/json") == ({"w@h": {"ok": "pong"}}, None)
-    headers, value, undecoded = _decode_redis_payload(b"\x80\x04garbage")
+    _headers, value, undecoded = _decode_redis_payload(b"\x80\x04garbage")
     assert value is None and undecoded
 
 

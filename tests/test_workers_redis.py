@@ -158,7 +158,7 @@ def test_idle_workers_answer_and_routing_gaps_are_named(env):
     assert not [f for f in findings(report, "CD401") if f.subject.split(":", 1)[1] in consumed]
 
     unregistered = {f.subject: f for f in findings(report, "CD402")}
-    assert f"task:cdt.only_in_app" in unregistered
+    assert "task:cdt.only_in_app" in unregistered
     assert any(f"def-{uid}" in e for e in unregistered["task:cdt.only_in_app"].evidence)
     assert "task:cdt.add" not in unregistered
 

@@ -105,7 +105,7 @@ class WorkerProcess:
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_handle = open(self.log_path, "wb")
+        self._log_handle = open(self.log_path, "wb")  # noqa: SIM115 - the worker writes to it until stop() closes it
         self.proc = subprocess.Popen(self.command(), cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self._log_handle, stderr=subprocess.STDOUT, start_new_session=True)
         return self

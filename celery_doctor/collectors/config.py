@@ -8,8 +8,8 @@ import re
 from typing import Any, Mapping, Optional
 
 from ..broker_target import BrokerTarget
-from ..masking import mask_url
 from ..facts.beat import schedule_period
+from ..masking import mask_url
 from ..model import Location
 from ..parts.config import AppConfig, BeatEntry, QueueInfo, Route, RouteRule, TaskInfo
 from ..settings import Setting, read_setting
@@ -421,7 +421,7 @@ def collect_config(app: Any, broker: Optional[BrokerTarget] = None) -> AppConfig
     default_type = conf_values.get("task_default_queue_type")
     default_type = default_type if isinstance(default_type, str) and default_type else "classic"
     queues = _queues(conf_values.get("task_queues"), default_type, problems)
-    registered = frozenset(str(n) for n in app.tasks.keys())
+    registered = frozenset(str(n) for n in app.tasks)
     tasks = {name: _task_info(app.tasks[name], conf_values)
              for name in sorted(registered) if not name.startswith(BUILTIN_TASK_PREFIX)}
     try:

@@ -18,11 +18,25 @@ from urllib.parse import quote
 
 from ..masking import scrub
 from ..model import Part
-from ..parts.rabbitmq import (BINDINGS, EXCHANGES, NODES, OPERATOR_POLICIES, OVERVIEW, POLICIES, QUEUE_DETAILS,
-                              VHOST_LIMITS, PeekEntry, PeekSample, RabbitBinding, RabbitExchange, RabbitNode,
-                              RabbitPolicy, RabbitQueue, RabbitState)
-from ..rabbitmq_api import (AmqpProbe, BrokerEndpoint, ManagementClient, RabbitError, broker_endpoint,
-                            management_guess)
+from ..parts.rabbitmq import (
+    BINDINGS,
+    EXCHANGES,
+    NODES,
+    OPERATOR_POLICIES,
+    OVERVIEW,
+    POLICIES,
+    QUEUE_DETAILS,
+    VHOST_LIMITS,
+    PeekEntry,
+    PeekSample,
+    RabbitBinding,
+    RabbitExchange,
+    RabbitNode,
+    RabbitPolicy,
+    RabbitQueue,
+    RabbitState,
+)
+from ..rabbitmq_api import AmqpProbe, BrokerEndpoint, ManagementClient, RabbitError, broker_endpoint, management_guess
 
 PEEK_PER_QUEUE = 200  # at most this many messages are read per queue under --peek (and at most --max-messages)
 PEEK_TOTAL = 2000

@@ -12,24 +12,47 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
-from ..broker_target import BrokerURL
-from ..facts.routing import exchange_routes
-from ..facts.timeouts import redis_visibility_timeout
-from ..envelope import decode_payload, from_parts
-from ..message_stats import EnvelopeStats
-from ..parts.messages import MessageSummary
-from ..masking import scrub
-from ..model import Part
-from ..parts.redis import (Binding, ClientSummary, FailoverURL, ForeignKeys, RedisQueue, RedisState, ServerInfo,
-                           SubQueue, UnackedExample, UnackedState)
 from redis.exceptions import ResponseError
 
+from ..broker_target import BrokerURL
+from ..envelope import decode_payload, from_parts
+from ..facts.routing import exchange_routes
+from ..facts.timeouts import redis_visibility_timeout
+from ..masking import scrub
+from ..message_stats import EnvelopeStats
+from ..model import Part
+from ..parts.messages import MessageSummary
+from ..parts.redis import (
+    Binding,
+    ClientSummary,
+    FailoverURL,
+    ForeignKeys,
+    RedisQueue,
+    RedisState,
+    ServerInfo,
+    SubQueue,
+    UnackedExample,
+    UnackedState,
+)
 from ..redis_memory import MemoryPressure
+from ..redisio import (
+    BINDING_PREFIX,
+    BLOCKING_COMMANDS,
+    SEP,
+    Oversized,
+    Reader,
+    RedisReadError,
+    connect_sentinel,
+    connect_url,
+    parse_binding,
+    parse_info,
+    priority_keys,
+    redis_address,
+    stream_unacked,
+)
 from ..safe_text import printable
-from ..terminal import text_width
-from ..redisio import (BINDING_PREFIX, BLOCKING_COMMANDS, SEP, Oversized, Reader, RedisReadError, connect_sentinel,
-                       connect_url, parse_binding, parse_info, priority_keys, redis_address, stream_unacked)
 from ..settings import as_seconds
+from ..terminal import text_width
 from . import CollectContext
 
 PIDBOX_EXCHANGE = "celery.pidbox"

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Optional
 from ..model import Location
 from ..parts.source import SourceFile
 from ..pyast.expr import dotted_name
-from ..pyast.project import NON_CELERY_TASK_MODULES, MISSING, Module
+from ..pyast.project import MISSING, NON_CELERY_TASK_MODULES, Module
 from ..pyast.scope import FuncNode
 
 if TYPE_CHECKING:

@@ -21,8 +21,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-__all__ = ["Liveness", "QueueProbe", "Step", "TaskRecord", "WorkerRecord", "EventsState", "EnableEvents",
-           "TASK_STATES", "FINAL_STATES", "HEARTBEAT_EXPIRE_WINDOW", "example", "example_task", "example_worker"]
+__all__ = [
+    "FINAL_STATES",
+    "HEARTBEAT_EXPIRE_WINDOW",
+    "TASK_STATES",
+    "EnableEvents",
+    "EventsState",
+    "Liveness",
+    "QueueProbe",
+    "Step",
+    "TaskRecord",
+    "WorkerRecord",
+    "example",
+    "example_task",
+    "example_worker",
+]
 
 # Ledger states, in the order a task goes through them. `requeued` is task-rejected with requeue=True (the
 # message goes back to its queue: not an end); `cancelled` (task-cancelled, Celery 5.x) is kept too.

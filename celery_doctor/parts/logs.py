@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from ..model import TimelineEvent
 
-__all__ = ["KINDS", "LogSource", "Signature", "LogsState", "example", "example_signature", "example_source"]
+__all__ = ["KINDS", "LogSource", "LogsState", "Signature", "example", "example_signature", "example_source"]
 
 # The signature kinds the engine recognises (one check each in checks/logs.py).
 POOL_PROCESS_KILLED = "pool-process-killed"

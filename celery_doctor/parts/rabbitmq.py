@@ -407,7 +407,7 @@ def example_passive(**overrides: Any) -> RabbitState:
         api_reachable=False,
         api_error="management API at http://127.0.0.1:15672: 401 Unauthorized (Login failed)", version="3.13.7",
         queues={"celery": RabbitQueue(name="celery", source="passive", messages_ready=3, consumers=2)},
-        app_queues=("celery",), missing={name: reason for name in ALL_DATA},
+        app_queues=("celery",), missing=dict.fromkeys(ALL_DATA, reason),
         passive=("queue 'celery': 3 ready, 2 consumers (passive declare)",))
     values.update(overrides)
     return RabbitState(**values)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from .messages import MessageSummary
 from .broker import QueueView
+from .messages import MessageSummary
 
 __all__ = ["Binding", "ClientSummary", "FailoverURL", "ForeignKeys", "RedisQueue", "RedisState", "ServerInfo",
            "SubQueue", "UnackedExample", "UnackedState", "example", "example_clients", "example_queue",

@@ -11,19 +11,88 @@ importable from here.
 from __future__ import annotations
 
 from .calls import DELAY_METHODS, Delay, calls, literal_delays, periodic_task_locations
-from .expr import (call_name, dotted_name, is_naive_now, keyword, last_name, literal_seconds, names_in,
-                   now_plus_seconds, segment)
+from .expr import (
+    call_name,
+    dotted_name,
+    is_naive_now,
+    keyword,
+    last_name,
+    literal_seconds,
+    names_in,
+    now_plus_seconds,
+    segment,
+)
 from .project import _MISSING, MISSING, NON_CELERY_TASK_MODULES, Module, Project, Scope, project
-from .scope import (BROAD_EXCEPTIONS, LOGGING_CALLS, PUBLISH_METHODS, SCOPE_NODES, FuncNode, assigned_from,
-                    exception_names, in_order, is_broad_handler, is_publish, only_logs, publishes, receiver,
-                    reraises_or_retries, scope_body, walk_scope)
-from ..facts.source_tasks import TASK_DECORATORS, Task  # noqa: E402 - after the modules it builds on
+from .scope import (
+    BROAD_EXCEPTIONS,
+    LOGGING_CALLS,
+    PUBLISH_METHODS,
+    SCOPE_NODES,
+    FuncNode,
+    assigned_from,
+    exception_names,
+    in_order,
+    is_broad_handler,
+    is_publish,
+    only_logs,
+    publishes,
+    receiver,
+    reraises_or_retries,
+    scope_body,
+    walk_scope,
+)
+
+# facts.source_tasks builds on the modules above and is imported first by some callers: importing it here would
+# be a cycle, so its two names are looked up on first use (PEP 562).
+_FROM_SOURCE_TASKS = ("TASK_DECORATORS", "Task")
+
+
+def __getattr__(name: str):
+    if name in _FROM_SOURCE_TASKS:
+        from ..facts import source_tasks
+
+        return getattr(source_tasks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "BROAD_EXCEPTIONS", "DELAY_METHODS", "Delay", "FuncNode", "LOGGING_CALLS", "MISSING", "Module",
-    "NON_CELERY_TASK_MODULES", "PUBLISH_METHODS", "Project", "SCOPE_NODES", "Scope", "TASK_DECORATORS", "Task",
-    "_MISSING", "assigned_from", "call_name", "calls", "dotted_name", "exception_names", "in_order",
-    "is_broad_handler", "is_naive_now", "is_publish", "keyword", "last_name", "literal_delays", "literal_seconds",
-    "names_in", "now_plus_seconds", "only_logs", "periodic_task_locations", "project", "publishes", "receiver",
-    "reraises_or_retries", "scope_body", "segment", "walk_scope",
+    "BROAD_EXCEPTIONS",
+    "DELAY_METHODS",
+    "LOGGING_CALLS",
+    "MISSING",
+    "NON_CELERY_TASK_MODULES",
+    "PUBLISH_METHODS",
+    "SCOPE_NODES",
+    "TASK_DECORATORS",
+    "_MISSING",
+    "Delay",
+    "FuncNode",
+    "Module",
+    "Project",
+    "Scope",
+    "Task",
+    "assigned_from",
+    "call_name",
+    "calls",
+    "dotted_name",
+    "exception_names",
+    "in_order",
+    "is_broad_handler",
+    "is_naive_now",
+    "is_publish",
+    "keyword",
+    "last_name",
+    "literal_delays",
+    "literal_seconds",
+    "names_in",
+    "now_plus_seconds",
+    "only_logs",
+    "periodic_task_locations",
+    "project",
+    "publishes",
+    "receiver",
+    "reraises_or_retries",
+    "scope_body",
+    "segment",
+    "walk_scope",
 ]

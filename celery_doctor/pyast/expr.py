@@ -121,7 +121,7 @@ def is_naive_now(node: Optional[ast.AST]) -> bool:
         name = call_name(node)
         if name.endswith("utcnow"):
             return True
-        if name.endswith("datetime.now") or name == "now" and not node.args:
+        if name.endswith("datetime.now") or (name == "now" and not node.args):
             return not node.args and keyword(node, "tz") is None
     return False
 

@@ -74,7 +74,7 @@ class Project:
 
     def __init__(self, tree: SourceTree):
         self.tree = tree
-        names = _module_names([f for f in tree.parsed()])
+        names = _module_names(list(tree.parsed()))
         self.modules: list[Module] = [Module(f, *names[f.path]) for f in tree.parsed()]
         self.by_path = {m.path: m for m in self.modules}
         self.by_name: dict[str, Module] = {}

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 from typing import Any, Optional
 
-from ..model import Finding, Report, RankedFinding, TimelineEvent
+from ..model import Finding, RankedFinding, Report, TimelineEvent
 
 SCHEMA_VERSION = 1
 DOCS_BASE = "https://github.com/celery-doctor/celery-doctor/blob/main/docs/checks/"

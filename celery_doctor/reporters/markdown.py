@@ -25,7 +25,7 @@ def _timeline(report: Report) -> list[str]:
         lines.append(f"- {md_text(clock(event.at))} {md_code(event.where)}: {md_text(event.what + until)}")
     if report.timeline_omitted:
         lines.append(f"- ({report.timeline_omitted} more events not kept)")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def format_markdown(report: Report) -> str:

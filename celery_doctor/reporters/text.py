@@ -93,7 +93,7 @@ class _Writer:
         if len(pieces) > 1:
             # re-wrap the rest to the narrower continuation width
             rest = (first + text)[len(pieces[0]):].lstrip(" ")
-            pieces = [pieces[0]] + wrap(rest, self.width - deeper)
+            pieces = [pieces[0], *wrap(rest, self.width - deeper)]
         for number, piece in enumerate(pieces):
             out = Text(" " * (indent if number == 0 else deeper))
             if number == 0 and first and piece.startswith(first):

@@ -2,8 +2,8 @@
 and a pile of duplicated periodic runs, published by the shop's own Celery producer (Redis db 15)."""
 import sys
 
-from examples.shop.celery import app
 from examples.shop import tasks
+from examples.shop.celery import app
 
 
 def main() -> int:
@@ -13,7 +13,7 @@ def main() -> int:
         conn.default_channel.client.flushdb()
     for order in range(20):
         tasks.charge_order.apply_async((order, 1999))
-    for day in range(40):
+    for _ in range(40):
         tasks.build_sales_report.apply_async(("2026-11-22",))
     tasks.charge_order.apply_async((99, 1999), countdown=2 * 60 * 60)
     print("seeded the example broker", file=sys.stderr)
