@@ -184,7 +184,7 @@ def _ranked_wide(out: _Writer, report: Report) -> None:
         out.console.print(text, soft_wrap=True)
         for piece in lines[1:]:
             out.console.print(Text(" " * title_at + piece), soft_wrap=True)
-        for piece in wrap(f"{f.subject} · {f.check} {f.slug}", out.width - title_at):
+        for piece in wrap(f"{f.subject} · {f.check}", out.width - title_at):
             out.console.print(Text(" " * title_at + piece, style="dim"), soft_wrap=True)
     out.line()
 
