@@ -3,8 +3,6 @@ and exit codes), the checks that read logs only."""
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from typing import Any, Sequence
 
 log = logging.getLogger("celery_doctor")
@@ -24,15 +22,5 @@ def run(paths: Sequence[str], opts: Any) -> int:
     except InputError as exc:
         raise UsageError(str(exc)) from None
     log.info("read %s", report.inputs)
-    if not opts.output:
-        cli.emit(cli._render(opts.format, report, registry, color=cli.use_color(sys.stdout),
-                             show_checks=opts.verbose))
-    for path in opts.output:
-        chosen = cli.EXTENSIONS.get(os.path.splitext(path)[1].lower(), opts.format)
-        try:
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(cli._render(chosen, report, registry, color=False, show_checks=True))
-        except OSError as exc:
-            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-        log.info("wrote %s report to %s", chosen.value, path)
+    cli.write_report(report, registry, opts)  # stdout or --output files; --color, --show-checks as scan
     return cli.exit_code(report, opts.fail_on)
