@@ -147,7 +147,7 @@ def write_cri(path: Path, n: int) -> int:
     with open(path, "w") as out:
         for t, level, proc, message in records(n):
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e9):09d}Z"
-            for i, line in enumerate(f"[{_stamp(t)}: {level}/{proc}] {message}".split("\n")):
+            for line in f"[{_stamp(t)}: {level}/{proc}] {message}".split("\n"):
                 out.write(f"{stamp} stderr F {line}\n")
                 count += 1
     return count

@@ -88,7 +88,8 @@ HOSTILE_NAME = "evil\x1b[2J\u202eTask"
 
 
 def hostile_log(tmp_path):
-    lines = kill_story() + [
+    lines = [
+        *kill_story(),
         line(5, "INFO", "MainProcess", f"Task {HOSTILE_NAME}[{ID[7]}] received"),
         line(5.5, "WARNING", "ForkPoolWorker-5", f"{HOSTILE_NAME}[{ID[7]}]: working"),
         line(5.8, "ERROR", "MainProcess", "Process 'ForkPoolWorker-5' pid:99 exited with 'signal 9 (SIGKILL)'"),
@@ -127,8 +128,8 @@ def test_text_report_timeline_fits_the_width_and_prints_nothing_secret(tmp_path,
         assert len(out) <= width, (width, out)
     block = text[text.index("Timeline"):text.index("\n\n", text.index("Timeline"))].split("\n")
     assert len(block) <= 1 + 20 * 4 + 1  # at most 20 events (wrapped), a line for the rest
-    assert "  … 16 more events …" in block and any("17 events not shown" in l for l in block)
-    for continued in (l for l in block[1:] if l.startswith("  ") and not l[2].isdigit() and l[2] not in "(…"):
+    assert "  … 16 more events …" in block and any("17 events not shown" in text for text in block)
+    for continued in (text for text in block[1:] if text.startswith("  ") and not text[2].isdigit() and text[2] not in "(…"):
         assert continued.startswith("     ") and not continued.startswith("      ")  # continuation: 5 columns in
     for secret in ("Hunter2-pass", "4111", "secret-pickle", "\x1b", "\u202e"):
         assert secret not in text
@@ -142,7 +143,7 @@ def test_json_and_markdown_carry_the_timeline_without_secrets(tmp_path):
     assert data["mode"] == "logs" and data["inputs"].endswith("UTC")
     kinds = [e["kind"] for e in data["timeline"]]
     assert kinds[:2] == ["worker-ready", P.POOL_PROCESS_KILLED] and data["timeline"][1]["at"].startswith("2024-05-01T10:00:03")
-    received_again = [f for f in data["findings"] if f["check"] == "CD609"][0]
+    received_again = next(f for f in data["findings"] if f["check"] == "CD609")
     assert ID[6] in " ".join(received_again["evidence"])  # received again after the reconnection
     markdown = format_markdown(report)
     for out in (format_json(report), markdown):

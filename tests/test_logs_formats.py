@@ -6,7 +6,6 @@ for the same signatures from real workers)."""
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import subprocess
@@ -81,7 +80,7 @@ def test_default_format_names_the_task_a_killed_process_ran(tmp_path):
 
 
 def test_without_a_task_format_line_the_unfinished_tasks_of_that_moment_are_named(tmp_path):
-    story = [l for l in kill_story() if "charging card" not in l]
+    story = [text for text in kill_story() if "charging card" not in text]
     state = scan_paths([write(tmp_path / "worker.log", story)])
     killed = sig(state, P.POOL_PROCESS_KILLED)
     # both were open when the process died; shop.mail finished later, so only shop.charge is attributed
@@ -169,7 +168,7 @@ def journald(message, seconds, unit="celery-worker.service", ident="celery", pid
 
 
 def test_journald_json_joins_the_oom_killer_to_the_pool_process_it_killed(tmp_path):
-    records = [journald(l, i * 0.1) for i, l in enumerate(kill_story(pid=4321)[:7])]
+    records = [journald(text, i * 0.1) for i, text in enumerate(kill_story(pid=4321)[:7])]
     records.insert(4, journald("Out of memory: Killed process 4321 (celery) total-vm:2097152kB, anon-rss:1048576kB, "
                                "file-rss:0kB, shmem-rss:0kB, UID:1000 pgtables:4096kB oom_score_adj:0", 2.9, unit=None,
                                ident="kernel", pid=None, transport="kernel"))
@@ -215,7 +214,7 @@ def test_cri_lines_with_partial_lines_and_docker_json_file(tmp_path):
 def test_pod_and_container_names_label_streams_before_a_worker_names_itself(tmp_path):
     pods = tmp_path / "var/log/pods/shop_worker-7d9f_1234/worker"
     pods.mkdir(parents=True)
-    story = [l for l in kill_story() if "ready." not in l]
+    story = [text for text in kill_story() if "ready." not in text]
     cri = [f"2024-05-01T10:00:0{i % 10}.000000000Z stdout F {text}" for i, text in enumerate(story)]
     state = scan_paths([write(pods / "0.log", cri)])
     assert sig(state, P.POOL_PROCESS_KILLED).where == "worker-7d9f/worker"
@@ -229,8 +228,8 @@ def test_two_beats_sending_the_same_entry_at_once_but_not_a_failover(tmp_path):
     compose = []
     for a, b in zip(beat(0, 30), beat(3, 30)):
         compose += [f"beat-1  | {a}", f"beat-2  | {b}"]
-    compose += [f"beat-1  | {l}" for l in beat(0, 3, "failover-entry")]
-    compose += [f"beat-2  | {l}" for l in beat(100, 3, "failover-entry")]  # took over after beat-1 stopped
+    compose += [f"beat-1  | {text}" for text in beat(0, 3, "failover-entry")]
+    compose += [f"beat-2  | {text}" for text in beat(100, 3, "failover-entry")]  # took over after beat-1 stopped
     state = scan_paths([write(tmp_path / "compose.log", compose)])
     dup = sig(state, P.BEAT_DUPLICATE)
     assert dup.details["entry"] == "nightly-sync" and dup.details["origins"] == {"beat-1": 30, "beat-2": 30}
@@ -238,8 +237,8 @@ def test_two_beats_sending_the_same_entry_at_once_but_not_a_failover(tmp_path):
 
 
 def test_kubectl_prefix_separates_pods(tmp_path):
-    lines = [f"[pod/worker-a/worker] {l}" for l in kill_story(node="celery@a")]
-    lines += [f"[pod/worker-b/worker] {l}" for l in kill_story(node="celery@b", pid=5555)[:4]]
+    lines = [f"[pod/worker-a/worker] {text}" for text in kill_story(node="celery@a")]
+    lines += [f"[pod/worker-b/worker] {text}" for text in kill_story(node="celery@b", pid=5555)[:4]]
     state = scan_paths([write(tmp_path / "kubectl.log", lines)])
     assert sig(state, P.POOL_PROCESS_KILLED, "celery@a").tasks == (("shop.charge", ID[0]),)
     never = sig(state, P.NEVER_FINISHED, "celery@b")  # its log ends with both tasks open
@@ -349,10 +348,10 @@ def test_garbage_never_crashes_the_engine(tmp_path, seed):
               "Restoring ", "missed heartbeat from ", "Scheduler: Sending due task ", "2024-05-01", "T10:00:00Z",
               " stdout F ", "MESSAGE", ": ", "\\", "é", "\t", " ", "9" * 30, "Killed process ", "oom-kill:"]
     lines = ["".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 12))) for _ in range(3000)]
-    journal = [journald(l, i) for i, l in enumerate(lines[:500])] + lines[500:1000]
-    journal += [journald(l, 0)[:-5] for l in lines[1000:1100]]  # cut records
-    cri = [f"2024-05-01T10:00:00.{i:09d}Z stdout {rnd.choice('PF')} {l}" for i, l in enumerate(lines[:1000])]
-    docker = [json.dumps({"log": l + "\n", "stream": "stdout", "time": "2024-05-01T10:00:00Z"}) for l in lines[:500]]
+    journal = [journald(text, i) for i, text in enumerate(lines[:500])] + lines[500:1000]
+    journal += [journald(text, 0)[:-5] for text in lines[1000:1100]]  # cut records
+    cri = [f"2024-05-01T10:00:00.{i:09d}Z stdout {rnd.choice('PF')} {text}" for i, text in enumerate(lines[:1000])]
+    docker = [json.dumps({"log": text + "\n", "stream": "stdout", "time": "2024-05-01T10:00:00Z"}) for text in lines[:500]]
     paths = [write(tmp_path / "garbage.log", lines), write(tmp_path / "journal.json", journal),
              write(tmp_path / "cri.log", cri), write(tmp_path / "docker.log", docker + lines[:100])]
     state = scan_paths(paths)
@@ -412,9 +411,22 @@ def test_kernel_oom_lines_shipped_as_json_records(tmp_path):
 
 def test_one_journald_unit_over_two_exports_is_one_stream_with_both_sources(tmp_path):
     story = kill_story()
-    first = write(tmp_path / "part1.json", [journald(l, i) for i, l in enumerate(story[:3])])
-    second = write(tmp_path / "part2.json", [journald(l, 10 + i) for i, l in enumerate(story[3:])])
+    first = write(tmp_path / "part1.json", [journald(text, i) for i, text in enumerate(story[:3])])
+    second = write(tmp_path / "part2.json", [journald(text, 10 + i) for i, text in enumerate(story[3:])])
     state = scan_paths([first, second])
     killed = sig(state, P.POOL_PROCESS_KILLED, "celery@w1")
     assert killed.tasks == (("shop.charge", ID[0]),) and set(killed.sources) == {first, second}
     assert [s.records for s in state.sources] == [3, 6] and P.NEVER_FINISHED not in kinds(state)
+
+
+def test_lines_across_chunks_and_a_line_longer_than_the_limit(tmp_path, monkeypatch):
+    from celery_doctor.logs import readers
+
+    monkeypatch.setattr(readers, "MAX_LINE", 50)
+    path = tmp_path / "w.log"
+    path.write_bytes(b"first line\r\n" + b"x" * 500 + b"\nthird \xff line\nno newline at the end\r")
+    stats = readers.LineStats()
+    batches = list(readers.read_batches(expand([str(path)])[0], stats, chunk=7))
+    lines = [text for batch in batches for text in batch]
+    assert lines == ["first line", "x" * 50, "third \ufffd line", "no newline at the end"]
+    assert stats.cut == 1 and stats.lines == 4

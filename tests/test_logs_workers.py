@@ -120,8 +120,8 @@ def incident(tmp_path_factory):
     finally:
         factory.stop_all()
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        keys += [k for k in client.scan_iter(match="*cdlogs*", count=1000)]
-        keys += [k for k in client.scan_iter(match=f"*logs-{uid}*", count=1000)]
+        keys += list(client.scan_iter(match="*cdlogs*", count=1000))
+        keys += list(client.scan_iter(match=f"*logs-{uid}*", count=1000))
         if keys:
             client.delete(*set(keys))
 

@@ -1,7 +1,7 @@
 """One sentence per timeline line: what happened, in words an on-call engineer reads at a glance."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from ..parts import logs as P
 from .ledger import OTHER_NAMES, TimelineLine
@@ -27,77 +27,84 @@ def _times(count: int, word: str, plural: str = "") -> str:
     return f"{count} {word if count == 1 else (plural or word + 's')}"
 
 
+def _restored(d: dict[str, Any]) -> str:
+    return f"; {d['n_restored']} unacknowledged message(s) restored to the queue" if d.get("n_restored") else ""
+
+
+def _unfinished(d: dict[str, Any]) -> str:
+    return f" with {_times(d['n_open'], 'task')} received and unfinished" if d.get("n_open") else ""
+
+
+def _pool_process(line: TimelineLine, d: dict[str, Any]) -> str:
+    who = d.get("proc") or "a pool process"
+    pid = f" (pid {d['pid']})" if d.get("pid") is not None else ""
+    cause = " by the kernel's OOM killer" if d.get("oom") else ""
+    text = f"pool process {who}{pid} died{cause}: {d.get('status', '?')}"
+    lost = d.get("n_lost")
+    if lost:
+        return text + f"; lost {_times(lost, 'task')}: {_names(line)}"
+    return text + ("; no received task stayed unfinished" if lost == 0 else "")
+
+
+def _oom(line: TimelineLine, d: dict[str, Any]) -> str:
+    text = f"kernel OOM killer killed {d.get('comm', '?')} (pid {d.get('pid', '?')})"
+    return text + (f": {d['matched']}" if d.get("matched") else "")
+
+
+def _ack_timeout(line: TimelineLine, d: dict[str, Any]) -> str:
+    timeout = d.get("timeout_ms")
+    after = f" after {timeout / 1000:g} s" if timeout else ""
+    return (f"RabbitMQ closed the channel: delivery acknowledgement timed out{after}; "
+            f"{_times(d.get('n_open', 0), 'task')} unacknowledged will be redelivered")
+
+
+def _connection_lost(line: TimelineLine, d: dict[str, Any]) -> str:
+    n = line.count
+    text = "lost the broker connection" if n == 1 else f"lost the broker connection {n} times"
+    text += _unfinished(d)
+    if d.get("reconnected_s") is not None:
+        text += f"; reconnected after {_seconds(d['reconnected_s'])}"
+    return text + _restored(d)
+
+
+def _drift(line: TimelineLine, d: dict[str, Any]) -> str:
+    drift = d.get("drift")
+    return f"clock drift{f' of {drift:g} s' if drift is not None else ''} from {_names(line)}"
+
+
+# kind -> sentence (line, its details)
+SENTENCES: dict[str, Callable[[TimelineLine, dict[str, Any]], str]] = {
+    "worker-ready": lambda line, d: ("worker started (ready)" if line.count == 1
+                                     else f"worker started {line.count} times"),
+    "beat-start": lambda line, d: "beat started",
+    P.POOL_PROCESS_KILLED: _pool_process,
+    P.OOM_KILL: _oom,
+    P.HARD_TIME_LIMIT: lambda line, d: (f"hard time limit ({d.get('limit', '?')} s) killed "
+                                        f"{_times(line.count, 'task')}: {_names(line)}"),
+    P.SOFT_TIME_LIMIT: lambda line, d: (f"soft time limit ({d.get('limit', '?')} s) exceeded by "
+                                        f"{_times(line.count, 'task')}: {_names(line)}"),
+    P.UNREGISTERED: lambda line, d: f"{_times(line.count, 'unregistered task')} discarded: {_names(line)}",
+    P.REJECTED_MESSAGE: lambda line, d: (f"{_times(line.count, 'message')} rejected and dropped: "
+                                         f"{d.get('reason', '?')}"),
+    P.REVOKED_DISCARDED: lambda line, d: (f"{_times(line.count, 'task')} discarded as revoked or expired: "
+                                          f"{_names(line)}"),
+    P.ACK_TIMEOUT: _ack_timeout,
+    "unrecoverable": lambda line, d: f"worker stopped on an unrecoverable error ({d.get('exc', '?')})",
+    P.CONNECTION_LOST: _connection_lost,
+    "restored": lambda line, d: f"{d.get('n_restored', 0)} unacknowledged message(s) restored to the queue",
+    P.MISSED_HEARTBEAT: lambda line, d: f"missed heartbeats from {_names(line)}",
+    P.CLOCK_DRIFT: _drift,
+    "shutdown": lambda line, d: f"{d.get('how', '?')} shutdown started{_unfinished(d)}{_restored(d)}",
+    P.STOPPED_WITH_TASKS: lambda line, d: (f"worker stopped ({d.get('how', '?')}) with "
+                                           f"{_times(d.get('n_open', 0), 'task')} unfinished: {_names(line)}"),
+    P.RETRIES_EXHAUSTED: lambda line, d: f"{_times(line.count, 'task')} gave up after retrying: {_names(line)}",
+    P.BEAT_DUPLICATE: lambda line, d: (f"beat entry {d.get('entry', '?')!s} sent by {d.get('origins', 2)} "
+                                       f"schedulers at once: about {d.get('n_dup', 0)} duplicate run(s)"),
+    P.NEVER_FINISHED: lambda line, d: (f"log ends with {_times(d.get('n_open', 0), 'task')} received and never "
+                                       f"finished: {_names(line)}"),
+}
+
+
 def describe(line: TimelineLine) -> str:
-    d: dict[str, Any] = line.details
-    kind, n = line.kind, line.count
-    if kind == "worker-ready":
-        return "worker started (ready)" if n == 1 else f"worker started {n} times"
-    if kind == "beat-start":
-        return "beat started"
-    if kind == P.POOL_PROCESS_KILLED:
-        who = d.get("proc") or "a pool process"
-        pid = f" (pid {d['pid']})" if d.get("pid") is not None else ""
-        cause = " by the kernel's OOM killer" if d.get("oom") else ""
-        text = f"pool process {who}{pid} died{cause}: {d.get('status', '?')}"
-        lost = d.get("n_lost")
-        if lost:
-            text += f"; lost {_times(lost, 'task')}: {_names(line)}"
-        elif lost == 0:
-            text += "; no received task stayed unfinished"
-        return text
-    if kind == P.OOM_KILL:
-        text = f"kernel OOM killer killed {d.get('comm', '?')} (pid {d.get('pid', '?')})"
-        if d.get("matched"):
-            text += f": {d['matched']}"
-        return text
-    if kind == P.HARD_TIME_LIMIT:
-        return (f"hard time limit ({d.get('limit', '?')} s) killed {_times(n, 'task')}: {_names(line)}")
-    if kind == P.SOFT_TIME_LIMIT:
-        return f"soft time limit ({d.get('limit', '?')} s) exceeded by {_times(n, 'task')}: {_names(line)}"
-    if kind == P.UNREGISTERED:
-        return f"{_times(n, 'unregistered task')} discarded: {_names(line)}"
-    if kind == P.REJECTED_MESSAGE:
-        return f"{_times(n, 'message')} rejected and dropped: {d.get('reason', '?')}"
-    if kind == P.REVOKED_DISCARDED:
-        return f"{_times(n, 'task')} discarded as revoked or expired: {_names(line)}"
-    if kind == P.ACK_TIMEOUT:
-        timeout = d.get("timeout_ms")
-        after = f" after {timeout / 1000:g} s" if timeout else ""
-        return (f"RabbitMQ closed the channel: delivery acknowledgement timed out{after}; "
-                f"{_times(d.get('n_open', 0), 'task')} unacknowledged will be redelivered")
-    if kind == "unrecoverable":
-        return f"worker stopped on an unrecoverable error ({d.get('exc', '?')})"
-    if kind == P.CONNECTION_LOST:
-        text = "lost the broker connection" if n == 1 else f"lost the broker connection {n} times"
-        if d.get("n_open"):
-            text += f" with {_times(d['n_open'], 'task')} received and unfinished"
-        if d.get("reconnected_s") is not None:
-            text += f"; reconnected after {_seconds(d['reconnected_s'])}"
-        if d.get("n_restored"):
-            text += f"; {d['n_restored']} unacknowledged message(s) restored to the queue"
-        return text
-    if kind == "restored":
-        return f"{d.get('n_restored', 0)} unacknowledged message(s) restored to the queue"
-    if kind == P.MISSED_HEARTBEAT:
-        return f"missed heartbeats from {_names(line)}"
-    if kind == P.CLOCK_DRIFT:
-        drift = d.get("drift")
-        return f"clock drift{f' of {drift:g} s' if drift is not None else ''} from {_names(line)}"
-    if kind == "shutdown":
-        text = f"{d.get('how', '?')} shutdown started"
-        if d.get("n_open"):
-            text += f" with {_times(d['n_open'], 'task')} received and unfinished"
-        if d.get("n_restored"):
-            text += f"; {d['n_restored']} unacknowledged message(s) restored to the queue"
-        return text
-    if kind == P.STOPPED_WITH_TASKS:
-        return (f"worker stopped ({d.get('how', '?')}) with {_times(d.get('n_open', 0), 'task')} unfinished: "
-                f"{_names(line)}")
-    if kind == P.RETRIES_EXHAUSTED:
-        return f"{_times(n, 'task')} gave up after retrying: {_names(line)}"
-    if kind == P.BEAT_DUPLICATE:
-        return (f"beat entry {d.get('entry', '?')!s} sent by {d.get('origins', 2)} schedulers at once: "
-                f"about {d.get('n_dup', 0)} duplicate run(s)")
-    if kind == P.NEVER_FINISHED:
-        return f"log ends with {_times(d.get('n_open', 0), 'task')} received and never finished: {_names(line)}"
-    return kind
+    sentence = SENTENCES.get(line.kind)
+    return sentence(line, line.details) if sentence is not None else line.kind

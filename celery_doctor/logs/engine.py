@@ -61,10 +61,26 @@ from typing import Any, Callable, Iterable, Optional
 
 from ..model import TimelineEvent
 from ..parts import logs as P
-from .formats import (EXCEPTION_FIELDS, MAX_PARTIAL, MESSAGE_FIELDS, PROCESS_FIELDS, TIME_FIELDS, as_text,
-                      fast_scalar, fast_string, field, key_pattern, looks_cri, parse_time, split_compose, split_cri, split_dmesg, split_kubectl_prefix,
-                      split_syslog)
-from .ledger import (EVENTS_PER_INCARNATION, SAMPLE, OpenTasks, Summary, Timeline, clip)
+from .formats import (
+    EXCEPTION_FIELDS,
+    MAX_PARTIAL,
+    MESSAGE_FIELDS,
+    PROCESS_FIELDS,
+    TIME_FIELDS,
+    as_text,
+    fast_scalar,
+    fast_string,
+    field,
+    key_pattern,
+    looks_cri,
+    parse_time,
+    split_compose,
+    split_cri,
+    split_dmesg,
+    split_kubectl_prefix,
+    split_syslog,
+)
+from .ledger import EVENTS_PER_INCARNATION, SAMPLE, OpenTasks, Summary, Timeline, clip
 from .readers import Input, LineStats, read_batches
 
 # stream layouts
@@ -233,9 +249,8 @@ class Stream:
             return
         self.stamp = None
         self._head()
-        if self.kernel or "Killed process " in line or "oom-kill:" in line:
-            if self.kernel_line(line):
-                return
+        if (self.kernel or "Killed process " in line or "oom-kill:" in line) and self.kernel_line(line):
+            return
         self.anchored(line)
 
     def _feed_json(self, line: str) -> None:
@@ -317,29 +332,42 @@ class Stream:
                 and self.kernel_line(head):  # kernel lines shipped as JSON (Out of memory, Memory cgroup, oom-kill:)
             return
         if head[:1] == "[" and head[1:5].isdigit():  # a Celery-format line inside a JSON record
-            close = head.find("] ", 20)
-            if close > 0:
-                if self.stamp is None:
-                    self.stamp = head[1:close]
-                head = head[close + 2:]
+            head = self._celery_header(head)
         self.message(head)
         if proc is not None and '"task_id"' in line:
-            proc = self._pending_process() if proc is PENDING else proc
-            if proc and proc.startswith("ForkPoolWorker"):
-                record = record if record is not None else json.loads(line)
-                task_id = record.get("task_id")
-                if isinstance(task_id, str):
-                    self._map_process(proc, task_id)
-        if lines:
-            for rest in lines[1:MAX_CONTINUATION]:
-                self.continuation(rest)
+            self._json_task_id(proc, record, line)
+        if lines or self.expect is not None:
+            self._json_continuation(lines, record, line)
+        self.proc_hint = None
+
+    def _celery_header(self, head: str) -> str:
+        """`[time: LEVEL/process] message` inside a JSON record: the message (the time, if the record had none)."""
+        close = head.find("] ", 20)
+        if close < 0:
+            return head
+        if self.stamp is None:
+            self.stamp = head[1:close]
+        return head[close + 2:]
+
+    def _json_task_id(self, proc: Any, record: Optional[dict], line: str) -> None:
+        """A JSON record with a task_id, logged by a pool process: that process runs that task."""
+        proc = self._pending_process() if proc is PENDING else proc
+        if proc and proc.startswith("ForkPoolWorker"):
+            record = record if record is not None else json.loads(line)
+            task_id = record.get("task_id")
+            if isinstance(task_id, str):
+                self._map_process(proc, task_id)
+
+    def _json_continuation(self, lines: Optional[list[str]], record: Optional[dict], line: str) -> None:
+        """The rest of a multi-line message, and (when the record's head asked for it) its traceback field."""
+        for rest in (lines or ())[1:MAX_CONTINUATION]:
+            self.continuation(rest)
         if self.expect is not None:
             record = record if record is not None else json.loads(line)
             exc = field(record, EXCEPTION_FIELDS)
             if isinstance(exc, str):
                 for rest in exc.split("\n")[-50:]:
                     self.continuation(rest)
-        self.proc_hint = None
 
     ANCHORS = ("Task ", "Discarding revoked task: ", "Hard time limit (", "Soft time limit (", "Process '",
                "Received unregistered task of type ", "Received invalid task message: ",
@@ -408,37 +436,12 @@ class Stream:
             if e < 0 and m[-1:] == "]":
                 e = len(m) - 1
             b = m.rfind("[", 5, e) if e > 0 else -1
-            if b > 5:
-                name = m[5:b]
-                if " " not in name:
-                    task_id = m[b + 1:e]
-                    rest = m[e + 1:]
-                    if rest == " received":
-                        self.received += 1
-                        self.active = True
-                        if not self.verified:
-                            self.verified = True
-                        stamp = self.outer if self.outer is not None else self.stamp
-                        if stamp is PENDING:
-                            stamp = self._pending_stamp()
-                        if self.open.opened(task_id, name, stamp):
-                            self._received_again(task_id, name)
-                        return
-                    self.finished += 1
-                    self.open.pop(task_id, None)
-                    if rest[:10] == " succeeded" and self.scanner.retries:
-                        self.scanner.retries.pop(task_id, None)
-                    if self.soft_open and task_id in self.soft_open:
-                        self._soft_outcome(task_id, "failed" if rest.startswith(" raised") else
-                                           "finished" if rest.startswith(" succeeded") else "ended")
-                    if rest[:7] == " retry:":
-                        self.scanner.retried(task_id)
-                    elif rest[:7] == " raised":
-                        tries = self.scanner.retries.pop(task_id, 0)
-                        if tries or "MaxRetriesExceededError" in rest:
-                            self._retries_exhausted(name, task_id, tries)
-                    return
-            if m.startswith("Task handler raised error: "):
+            if b > 5 and " " not in m[5:b]:
+                if m[e + 1:] == " received":
+                    self._received(m[b + 1:e], m[5:b])
+                else:
+                    self._ended(m[b + 1:e], m[5:b], m[e + 1:])
+            elif m.startswith("Task handler raised error: "):
                 self._handler_error(m)
             return
         handlers = _DISPATCH.get(m[:1])
@@ -447,10 +450,42 @@ class Stream:
                 if m.startswith(prefix):
                     method(self, m)
                     return
+        self._other_message(m)
+
+    def _received(self, task_id: str, name: str) -> None:
+        """`Task name[id] received` (celery/app/trace.py LOG_RECEIVED): the task is open on this worker."""
+        self.received += 1
+        self.active = True
+        self.verified = True
+        stamp = self.outer if self.outer is not None else self.stamp
+        if stamp is PENDING:
+            stamp = self._pending_stamp()
+        if self.open.opened(task_id, name, stamp):
+            self._received_again(task_id, name)
+
+    def _ended(self, task_id: str, name: str, rest: str) -> None:
+        """Any other `Task name[id] ...` line (succeeded, raised, retry, ignored, rejected): the task is closed."""
+        self.finished += 1
+        self.open.pop(task_id, None)
+        retries = self.scanner.retries
+        if self.soft_open and task_id in self.soft_open:
+            self._soft_outcome(task_id, "failed" if rest.startswith(" raised") else
+                               "finished" if rest.startswith(" succeeded") else "ended")
+        if rest[:7] == " retry:":
+            self.scanner.retried(task_id)
+        elif rest[:7] == " raised":
+            tries = retries.pop(task_id, 0) if retries else 0
+            if tries or "MaxRetriesExceededError" in rest:
+                self._retries_exhausted(name, task_id, tries)
+        elif retries and rest[:10] == " succeeded":
+            retries.pop(task_id, None)
+
+    def _other_message(self, m: str) -> None:
+        """A message no handler claimed: a worker's ready line, a task's own log line, or (not yet sure of the
+        layout) a Celery message further into the line."""
         if m.endswith(" ready.") and "@" in m and " " not in m[:-7]:
             self._ready(m[:-7])
-            return
-        if "]: " in m:
+        elif "]: " in m:
             self._task_log_line(m)
         elif not self.verified and self.layout == DEFAULT:
             self._unverified(m)
@@ -526,8 +561,9 @@ class Stream:
                 summary.task(name, task_id)
 
     # -- signatures --------------------------------------------------------------------------------------
-    def _process_exit(self, m: str) -> None:
-        # Process 'ForkPoolWorker-2' pid:6100 exited with 'signal 9 (SIGKILL)'
+    @staticmethod
+    def _parse_exit(m: str) -> tuple[str, Optional[int], str]:
+        """`Process 'ForkPoolWorker-2' pid:6100 exited with 'signal 9 (SIGKILL)'` -> (process, pid, status)."""
         quote = m.find("'", 9)
         proc = m[9:quote] if quote > 9 else "?"
         pid = None
@@ -537,35 +573,42 @@ class Stream:
             digits = m[at_pid + 5:end if end > 0 else None]
             pid = int(digits) if digits.isdigit() else None
         status = m[m.find(" exited with ") + 13:].strip().strip("'\"") if " exited with " in m else "?"
-        at = self.now()
-        self.active = True
+        return proc, pid, status
+
+    def _exit_cause(self, proc: str, at: Optional[float]) -> tuple[Optional[str], bool]:
+        """(the open task that process ran, when it logged from it; whether the exit is a hard time limit's)."""
         precise = self.proc_task.pop(proc, None)
-        if precise is not None and precise not in self.open and precise not in self.hard_ids:
-            precise = None
-        after_limit = False
         if precise is not None and precise in self.hard_ids:
-            after_limit = True
             self.hard_pending = [p for p in self.hard_pending if p[1] != precise]
-        elif precise is None and self.hard_pending:
+            return None, True
+        if precise is not None and precise in self.open:
+            return precise, False
+        if self.hard_pending:  # the first exit soon after a hard time limit is that limit's kill
             limit_at = self.hard_pending[0][0]
             if at is None or limit_at is None or at - limit_at <= HARD_LIMIT_EXIT_WINDOW:
                 self.hard_pending.pop(0)
-                after_limit = True
+                return None, True
+        return None, False
+
+    def _process_exit(self, m: str) -> None:
+        proc, pid, status = self._parse_exit(m)
+        at = self.now()
+        self.active = True
+        precise, after_limit = self._exit_cause(proc, at)
         kept = len(self.kills) < EVENTS_PER_INCARNATION  # beyond that, a death is counted, its tasks not named
-        kill = dict(at=at, proc=clip(proc), pid=pid, status=clip(status), precise=None if after_limit else precise,
+        kill = dict(at=at, proc=clip(proc), pid=pid, status=clip(status), precise=precise,
                     open=self.open.snapshot() if kept and not (after_limit or precise) else (),
                     after_limit=after_limit, worker_lost=0, oom=False, where=self.where, line=None, lost=[])
-        if kill["precise"] is not None:  # the task that process was running (it logged from it): lost now
+        if precise is not None:  # the task that process was running (it logged from it): lost now
             name, _ = self.open.pop(precise)
             kill["lost"] = [(name, precise)]
         if after_limit:
-            summary = self._sum(P.HARD_TIME_LIMIT)
-            summary.bump("process_exits")
+            self._sum(P.HARD_TIME_LIMIT).bump("process_exits")
         else:
             kill["line"] = self.scanner.timeline.add(at, self.where, P.POOL_PROCESS_KILLED, important=True,
                                                       merge=False, proc=kill["proc"], pid=pid,
                                                       status=kill["status"])
-        if len(self.kills) < EVENTS_PER_INCARNATION:
+        if kept:
             self.kills.append(kill)
         else:
             self.kills_dropped += 1
@@ -639,7 +682,7 @@ class Stream:
         self.scanner.timeline.add(at, self.where, P.SOFT_TIME_LIMIT, names=(name,), limit=seconds)
 
     def _soft_outcome(self, task_id: str, outcome: str) -> None:
-        name, summary = self.soft_open.pop(task_id)
+        _, summary = self.soft_open.pop(task_id)
         summary.tally("outcomes", outcome)
 
     def _unregistered(self, m: str) -> None:
@@ -920,8 +963,25 @@ class Stream:
         """Attribute the tasks still open: to dead pool processes, a shutdown, a restart, or the end of the log."""
         if self.pending is not None:
             self._flush_pending()
-        open_ = self.open
         at_end = self.now()
+        self._attribute_kills()
+        for task_id in list(self.soft_open):
+            self._soft_outcome(task_id, "unfinished")
+        if self.open and (self.shutdown or self.unrecoverable or reason == "restart"):
+            self._stopped_with_tasks(at_end)
+        elif self.open and reason != "cut":
+            self._never_finished(at_end)
+        if self.open.forgotten:
+            self.scanner.forgotten += self.open.forgotten
+        self.scanner.received += self.received
+        self.scanner.finished += self.finished
+        self.received = self.finished = 0
+        self.open = OpenTasks()
+        self.proc_task.clear()
+
+    def _attribute_kills(self) -> None:
+        """Each dead pool process takes the tasks open when it died that never finished afterwards."""
+        open_ = self.open
         for kill in self.kills:
             if kill["after_limit"]:
                 continue
@@ -935,43 +995,39 @@ class Stream:
             kill["candidates"] = len(kill["open"]) if kill["precise"] is None else 1
             kill["open"] = ()  # attributed: the ids are no longer needed (the kill stays, for the OOM join)
             self.scanner.record_kill(kill, self)
-        for task_id, (name, _) in list(self.soft_open.items()):
-            self._soft_outcome(task_id, "unfinished")
-        stopped = self.shutdown or self.unrecoverable or reason == "restart"
-        if open_ and stopped:
-            how = (f"{self.shutdown['how']} shutdown" if self.shutdown else
-                   f"unrecoverable error ({self.unrecoverable['exc']})" if self.unrecoverable else
-                   "restarted without a logged shutdown (killed?)")
-            summary = self._sum(P.STOPPED_WITH_TASKS)
-            at = self.shutdown["at"] if self.shutdown else self.unrecoverable["at"] if self.unrecoverable else at_end
-            summary.seen(at)
-            summary.tally("how", how)
-            if self.shutdown:
-                summary.bump("restored", self.shutdown["restored"])
-            for task_id, (name, _) in open_.items():
-                summary.task(name, task_id)
-            self.scanner.timeline.add(at_end, self.where, P.STOPPED_WITH_TASKS, important=True, merge=False,
-                                      names=[name for name, _ in islice(open_.values(), 50)], how=how,
-                                      n_open=len(open_))
-        elif open_ and reason != "cut":
-            summary = self._sum(P.NEVER_FINISHED)
-            summary.seen(at_end)
-            for task_id, (name, stamp) in open_.items():
-                summary.task(name, task_id)
-                received, _ = parse_time(stamp, self.year)
-                if received is not None and at_end is not None:
-                    summary.most("oldest_s", at_end - received)
-                    if at_end - received <= 60:
-                        summary.bump("last_minute")
-            self.scanner.timeline.add(at_end, self.where, P.NEVER_FINISHED, important=True, merge=False,
-                                      names=[name for name, _ in islice(open_.values(), 50)], n_open=len(open_))
-        if open_.forgotten:
-            self.scanner.forgotten += open_.forgotten
-        self.scanner.received += self.received
-        self.scanner.finished += self.finished
-        self.received = self.finished = 0
-        self.open = OpenTasks()
-        self.proc_task.clear()
+
+    def _stopped_with_tasks(self, at_end: Optional[float]) -> None:
+        open_, shutdown, unrecoverable = self.open, self.shutdown, self.unrecoverable
+        if shutdown:
+            how, at = f"{shutdown['how']} shutdown", shutdown["at"]
+        elif unrecoverable:
+            how, at = f"unrecoverable error ({unrecoverable['exc']})", unrecoverable["at"]
+        else:
+            how, at = "restarted without a logged shutdown (killed?)", at_end
+        summary = self._sum(P.STOPPED_WITH_TASKS)
+        summary.seen(at)
+        summary.tally("how", how)
+        if shutdown:
+            summary.bump("restored", shutdown["restored"])
+        for task_id, (name, _) in open_.items():
+            summary.task(name, task_id)
+        self.scanner.timeline.add(at_end, self.where, P.STOPPED_WITH_TASKS, important=True, merge=False,
+                                  names=[name for name, _ in islice(open_.values(), 50)], how=how,
+                                  n_open=len(open_))
+
+    def _never_finished(self, at_end: Optional[float]) -> None:
+        open_ = self.open
+        summary = self._sum(P.NEVER_FINISHED)
+        summary.seen(at_end)
+        for task_id, (name, stamp) in open_.items():
+            summary.task(name, task_id)
+            received, _ = parse_time(stamp, self.year)
+            if received is not None and at_end is not None:
+                summary.most("oldest_s", at_end - received)
+                if at_end - received <= 60:
+                    summary.bump("last_minute")
+        self.scanner.timeline.add(at_end, self.where, P.NEVER_FINISHED, important=True, merge=False,
+                                  names=[name for name, _ in islice(open_.values(), 50)], n_open=len(open_))
 
 
 def _m(name: str):
@@ -1134,123 +1190,147 @@ class Scanner:
         self.journald_last = (None, None, None)  # a new input: its streams record it as their source
         records_before = {id(s): s.records for s in self.streams.values()}
         base.want_first = True
+        reading = _Reading(item, base, year)
         error = None
-        mode = None
-        partial: dict[Any, str] = {}
         try:
-            for batch in read_batches(item, stats):
-                if self.stop is not None and self.stop():
-                    self.cut_short = item.name
-                    break
-                if mode is None:
-                    mode = _sniff_mode(batch)
-                    if mode == "dmesg":
-                        base.kernel = True
-                if mode == "plain":
-                    feed = base.feed
-                    for line in batch:
-                        feed(line)
-                        feed = base.feed
-                else:
-                    self._enveloped(mode, batch, item, base, partial, year)
+            self._read_batches(reading, stats)
         except (OSError, EOFError, ValueError) as exc:  # gzip's BadGzipFile is an OSError
             error = f"read stopped: {type(exc).__name__}: {exc}"
         self.lines += stats.lines
         touched = [s for s in self.streams.values() if s.records != records_before.get(id(s), 0)]
-        formats: list[str] = []
-        if mode and mode != "plain":
-            formats.append(mode)
-        for s in touched:
-            formats.extend(sorted(s.layouts - set(formats)))
-        firsts = [s.first_at for s in touched if s.first_at is not None]
-        lasts = [s.now() for s in touched]
-        lasts = [t for t in lasts if t is not None]
-        self.sources.append(P.LogSource(
-            name=item.name, formats=tuple(dict.fromkeys(formats)), lines=stats.lines,
-            records=sum(s.records - records_before.get(id(s), 0) for s in touched),
-            first=min(firsts) if firsts else None, last=max(lasts) if lasts else None, error=error,
-            cut_lines=stats.cut))
+        self.sources.append(self._source(item, reading.mode, stats, touched, records_before, error))
         for s in touched:
             s.want_first = True
 
-    def _enveloped(self, mode: str, batch: list[str], item: Input, base: Stream, partial: dict, year) -> None:
-        env_keys = partial.get("docker-keys", ())
-        for line in batch:
-            if not line:
-                continue
-            if mode == "cri" and looks_cri(line):
-                parts = split_cri(line)
-                if parts is None:
-                    continue
-                stamp, tag, text = parts
-                if tag == "P":
-                    joined = partial.get(base.key, "") + text
-                    partial[base.key] = joined[:MAX_PARTIAL]
-                    continue
-                if base.key in partial:
-                    text = partial.pop(base.key) + text
-                base.outer = stamp
+    def _read_batches(self, reading: "_Reading", stats: LineStats) -> None:
+        base = reading.base
+        for batch in read_batches(reading.item, stats):
+            if self.stop is not None and self.stop():
+                self.cut_short = reading.item.name
+                return
+            if reading.mode is None:
+                reading.mode = _sniff_mode(batch)
+                base.kernel = base.kernel or reading.mode == "dmesg"
+            if reading.mode == "plain":
+                feed = base.feed
+                for line in batch:
+                    feed(line)
+                    feed = base.feed  # the first line decides the stream's layout (and its feed)
+            else:
+                handle = ENVELOPES[reading.mode]
+                for line in batch:
+                    if line and not handle(self, line, reading):
+                        base.feed(line)  # not in the envelope's shape: a line of the file's own stream
+
+    @staticmethod
+    def _source(item: Input, mode: Optional[str], stats: LineStats, touched: list[Stream],
+                records_before: dict[int, int], error: Optional[str]) -> P.LogSource:
+        formats: list[str] = [mode] if mode and mode != "plain" else []
+        for stream in touched:
+            formats.extend(sorted(stream.layouts - set(formats)))
+        firsts = [s.first_at for s in touched if s.first_at is not None]
+        lasts = [t for t in (s.now() for s in touched) if t is not None]
+        return P.LogSource(
+            name=item.name, formats=tuple(dict.fromkeys(formats)), lines=stats.lines,
+            records=sum(s.records - records_before.get(id(s), 0) for s in touched),
+            first=min(firsts) if firsts else None, last=max(lasts) if lasts else None, error=error,
+            cut_lines=stats.cut)
+
+    # -- envelopes: one handler per mode; True when the line was the envelope's (and fed to its stream) ------
+    def _cri_line(self, line: str, reading: "_Reading") -> bool:
+        if not looks_cri(line):
+            return False
+        parts = split_cri(line)
+        if parts is None:
+            return True
+        stamp, tag, text = parts
+        base = reading.base
+        if tag == "P":  # a partial line: the next ones continue it, up to an F
+            reading.partial = (reading.partial + text)[:MAX_PARTIAL]
+            return True
+        if reading.partial:
+            text, reading.partial = reading.partial + text, ""
+        base.outer = stamp
+        base.feed(text)
+        base.outer = None
+        return True
+
+    def _journald_line(self, line: str, reading: "_Reading") -> bool:
+        if line[:1] != "{":
+            return False
+        if not self._journald_fast(line, reading.item):
+            record = self._json_line(line)
+            if record is not None:
+                self._envelope_json(record, reading.item, reading.base, line)
+        return True
+
+    def _docker_line(self, line: str, reading: "_Reading") -> bool:
+        if line[:1] != "{":
+            return False
+        keys, base = reading.docker_keys, reading.base
+        if keys:
+            text = fast_string(line, keys[0])
+            if text is not None:
+                base.outer = fast_string(line, keys[1]) if keys[1] else None
                 base.feed(text)
                 base.outer = None
-                continue
-            if line[:1] == "{" and mode in ("journald", "docker"):
-                if mode == "journald" and self._journald_fast(line, item):
-                    continue
-                if mode == "docker" and env_keys:
-                    text = fast_string(line, env_keys[0])
-                    if text is not None:
-                        base.outer = fast_string(line, env_keys[1]) if env_keys[1] else None
-                        base.feed(text)
-                        base.outer = None
-                        continue
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    self.bad_json += 1
-                    continue
-                if isinstance(record, dict):
-                    if mode == "docker" and not env_keys and isinstance(record.get("log"), str):
-                        env_keys = (key_pattern(line, "log"), key_pattern(line, "time") if "time" in record else None)
-                        if env_keys[0] is None:
-                            env_keys = ()
-                    self._envelope_json(record, item, base, line)
-                continue
-            if mode == "kubectl":
-                parts = split_kubectl_prefix(line)
-                if parts:
-                    stream = self.stream(("kubectl", parts[0]), parts[0], item.name)
-                    stream.feed(parts[1])
-                    continue
-            elif mode == "compose":
-                parts = split_compose(line)
-                if parts:
-                    stream = self.stream(("compose", item.family, parts[0]), parts[0], item.name)
-                    stream.feed(parts[1])
-                    continue
-            elif mode == "syslog":
-                parts = split_syslog(line)
-                if parts:
-                    stamp, host, program, text = parts
-                    bracket = program.find("[")
-                    name = program[:bracket] if bracket > 0 else program.rstrip(":")
-                    stream = self.stream(("syslog", host, name), f"{host}/{name}", item.name,
-                                         kernel=name == "kernel", year=year)
-                    if bracket > 0 and program[bracket + 1:-1].isdigit() and len(stream.pids) < 64:
-                        stream.pids.add(int(program[bracket + 1:-1]))
-                    stream.outer = stamp
-                    stream.feed(text)
-                    stream.outer = None
-                    continue
-            elif mode == "dmesg":
-                parts = split_dmesg(line)
-                if parts:
-                    base.outer = parts[0] or None
-                    base.feed(parts[1])
-                    base.outer = None
-                    continue
-            base.feed(line)
-        if env_keys:
-            partial["docker-keys"] = env_keys
+                return True
+        record = self._json_line(line)
+        if record is None:
+            return True
+        if keys is None and isinstance(record.get("log"), str):  # learn how this file spells its keys
+            log_key = key_pattern(line, "log")
+            reading.docker_keys = (log_key, key_pattern(line, "time") if "time" in record else None) if log_key else ()
+        self._envelope_json(record, reading.item, base, line)
+        return True
+
+    def _json_line(self, line: str) -> Optional[dict]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            self.bad_json += 1
+            return None
+        return record if isinstance(record, dict) else None
+
+    def _kubectl_line(self, line: str, reading: "_Reading") -> bool:
+        parts = split_kubectl_prefix(line)
+        if not parts:
+            return False
+        self.stream(("kubectl", parts[0]), parts[0], reading.item.name).feed(parts[1])
+        return True
+
+    def _compose_line(self, line: str, reading: "_Reading") -> bool:
+        parts = split_compose(line)
+        if not parts:
+            return False
+        self.stream(("compose", reading.item.family, parts[0]), parts[0], reading.item.name).feed(parts[1])
+        return True
+
+    def _syslog_line(self, line: str, reading: "_Reading") -> bool:
+        parts = split_syslog(line)
+        if not parts:
+            return False
+        stamp, host, program, text = parts
+        bracket = program.find("[")
+        name = program[:bracket] if bracket > 0 else program.rstrip(":")
+        stream = self.stream(("syslog", host, name), f"{host}/{name}", reading.item.name, kernel=name == "kernel",
+                             year=reading.year)
+        if bracket > 0 and program[bracket + 1:-1].isdigit() and len(stream.pids) < 64:
+            stream.pids.add(int(program[bracket + 1:-1]))
+        stream.outer = stamp
+        stream.feed(text)
+        stream.outer = None
+        return True
+
+    def _dmesg_line(self, line: str, reading: "_Reading") -> bool:
+        parts = split_dmesg(line)
+        if not parts:
+            return False
+        base = reading.base
+        base.outer = parts[0] or None
+        base.feed(parts[1])
+        base.outer = None
+        return True
 
     JOURNALD_KEYS = ("MESSAGE", "__REALTIME_TIMESTAMP", "_HOSTNAME", "_SYSTEMD_UNIT", "SYSLOG_IDENTIFIER",
                      "_TRANSPORT", "_PID")
@@ -1260,18 +1340,15 @@ class Scanner:
         keys = self.journald_keys
         if keys is None:
             return False
-        (p_text, n_text), stamp_key, (p_host, n_host), (p_unit, n_unit), (p_ident, n_ident), \
-            (p_transport, n_transport), (p_pid, n_pid) = keys
+        (p_text, n_text), stamp_key, (p_host, n_host), (p_unit, n_unit) = keys[:4]
         find = line.find
         at = find(p_text)
         if at < 0:
             return False
         at += n_text
         end = find('"', at)
-        if end < 0:
-            return False
         text = line[at:end]
-        if "\\" in text:
+        if end < 0 or "\\" in text:
             return False
         at = find(p_host)
         host = line[at + n_host:find('"', at + n_host)] if at >= 0 else "?"
@@ -1281,21 +1358,9 @@ class Scanner:
         if unit and last[0] == host and last[1] == unit:  # the same stream as the record before
             stream = last[2]
         else:
-            kernel = False
-            if not unit:  # a unit's records are no kernel's; without one, the identifier and transport tell
-                at = find(p_ident)
-                ident = line[at + n_ident:find('"', at + n_ident)] if at >= 0 else None
-                at = find(p_transport)
-                transport = line[at + n_transport:find('"', at + n_transport)] if at >= 0 else None
-                kernel = transport == "kernel" or ident == "kernel"
-                unit = ident
-            name = "kernel" if kernel else (unit or "?")
-            key = ("journald", host, name)
-            stream = self.streams.get(key)
-            if stream is None or item.name not in stream.sources:
-                stream = self.stream(key, f"{host}/{name}", item.name, kernel=kernel)
-            self.journald_last = (host, unit if not kernel else None, stream)
+            stream = self._journald_stream(line, host, unit, item)
         if not stream.pids or text.endswith(" ready."):  # the main process's pid: at the start, at each restart
+            p_pid, n_pid = keys[6]
             at = find(p_pid)
             pid = line[at + n_pid:find('"', at + n_pid)] if at >= 0 else None
             if pid and len(stream.pids) < 64 and pid.isdigit():
@@ -1307,30 +1372,29 @@ class Scanner:
         stream.outer = None
         return True
 
+    def _journald_stream(self, line: str, host: str, unit: Optional[str], item: Input) -> Stream:
+        """The stream of a journald record: its unit's on its host; without a unit, its identifier's, or the
+        host's kernel."""
+        kernel = False
+        if not unit:
+            (p_ident, n_ident), (p_transport, n_transport) = self.journald_keys[4:6]
+            at = line.find(p_ident)
+            ident = line[at + n_ident:line.find('"', at + n_ident)] if at >= 0 else None
+            at = line.find(p_transport)
+            transport = line[at + n_transport:line.find('"', at + n_transport)] if at >= 0 else None
+            kernel = transport == "kernel" or ident == "kernel"
+            unit = ident
+        name = "kernel" if kernel else (unit or "?")
+        key = ("journald", host, name)
+        stream = self.streams.get(key)
+        if stream is None or item.name not in stream.sources:
+            stream = self.stream(key, f"{host}/{name}", item.name, kernel=kernel)
+        self.journald_last = (host, None if kernel else unit, stream)
+        return stream
+
     def _envelope_json(self, record: dict, item: Input, base: Stream, line: str = "") -> None:
-        if "MESSAGE" in record:  # journald
-            if self.journald_keys is None and isinstance(record.get("MESSAGE"), str):
-                pattern = key_pattern(line, "MESSAGE")
-                if pattern is not None:  # the separator journalctl uses (`"KEY" : "`), for every key
-                    separator = pattern[len('"MESSAGE"'):]
-                    self.journald_keys = tuple((f'"{key}"{separator}"', len(key) + len(separator) + 3)
-                                               for key in self.JOURNALD_KEYS)
-            text = as_text(record.get("MESSAGE"))
-            if text is None:
-                return
-            host = str(record.get("_HOSTNAME") or "?")
-            ident = record.get("SYSLOG_IDENTIFIER") or record.get("_COMM") or "?"
-            unit = record.get("_SYSTEMD_UNIT") or ident
-            kernel = record.get("_TRANSPORT") == "kernel" or ident == "kernel"
-            stream = self.stream(("journald", host, "kernel" if kernel else unit),
-                                 f"{host}/{'kernel' if kernel else unit}", item.name, kernel=kernel)
-            pid = record.get("_PID")
-            if isinstance(pid, str) and pid.isdigit() and len(stream.pids) < 64:
-                stream.pids.add(int(pid))
-            stream.outer = record.get("__REALTIME_TIMESTAMP") or record.get("_SOURCE_REALTIME_TIMESTAMP")
-            for line in text.split("\n")[:MAX_CONTINUATION] if "\n" in text else (text,):
-                stream.feed(line)
-            stream.outer = None
+        if "MESSAGE" in record:
+            self._journald_record(record, item, line)
             return
         log = record.get("log")
         if isinstance(log, str):  # docker json-file
@@ -1339,6 +1403,30 @@ class Scanner:
             base.outer = None
             return
         base.feed(json.dumps(record))  # a JSON log record where an envelope was expected
+
+    def _journald_record(self, record: dict, item: Input, line: str) -> None:
+        """A journald record read with json.loads (the first one, or one the fast path cannot read)."""
+        if self.journald_keys is None and isinstance(record.get("MESSAGE"), str):
+            pattern = key_pattern(line, "MESSAGE")
+            if pattern is not None:  # the separator journalctl uses (`"KEY" : "`), for every key
+                separator = pattern[len('"MESSAGE"'):]
+                self.journald_keys = tuple((f'"{key}"{separator}"', len(key) + len(separator) + 3)
+                                           for key in self.JOURNALD_KEYS)
+        text = as_text(record.get("MESSAGE"))
+        if text is None:
+            return
+        host = str(record.get("_HOSTNAME") or "?")
+        ident = record.get("SYSLOG_IDENTIFIER") or record.get("_COMM") or "?"
+        kernel = record.get("_TRANSPORT") == "kernel" or ident == "kernel"
+        name = "kernel" if kernel else str(record.get("_SYSTEMD_UNIT") or ident)
+        stream = self.stream(("journald", host, name), f"{host}/{name}", item.name, kernel=kernel)
+        pid = record.get("_PID")
+        if isinstance(pid, str) and pid.isdigit() and len(stream.pids) < 64:
+            stream.pids.add(int(pid))
+        stream.outer = record.get("__REALTIME_TIMESTAMP") or record.get("_SOURCE_REALTIME_TIMESTAMP")
+        for part in text.split("\n")[:MAX_CONTINUATION] if "\n" in text else (text,):
+            stream.feed(part)
+        stream.outer = None
 
     # -- the result ----------------------------------------------------------------------------------------
     def finish(self) -> P.LogsState:
@@ -1406,7 +1494,7 @@ class Scanner:
                 summary.bump("cgroup")
             label = None
             if exited is not None:
-                pool_kill, stream = exited
+                pool_kill = exited[0]
                 pool_kill["oom"] = True
                 label = f"{pool_kill['proc']} of {pool_kill['where']}"
                 summary.keep("matched", label)
@@ -1431,60 +1519,67 @@ class Scanner:
             if len(origins) < 2:
                 continue
             ranked = sorted(origins.items(), key=lambda kv: -kv[1]["count"])
-            main_where, main = ranked[0]
-            duplicates = 0
-            overlap_first = None
-            for where, stats in ranked[1:]:
-                period = min(g for g in (main["gap"], stats["gap"], 3600.0) if g)
-                if None in (main["first"], main["last"], stats["first"], stats["last"]):
-                    continue
-                start = max(main["first"], stats["first"]) - period / 2
-                end = min(main["last"], stats["last"]) + period / 2
-                if end < start:
-                    continue  # one took over from the other (a failover, not two at once)
-                span = max(stats["last"] - stats["first"], 0.0)
-                share = 1.0 if span == 0 else min(1.0, (end - start) / (span + period))
-                duplicates += max(1, round(stats["count"] * share))
-                overlap_first = start if overlap_first is None else min(overlap_first, start)
-            if not duplicates:
-                continue
-            where = " + ".join(w for w, _ in ranked[:4]) + (f" + {len(ranked) - 4} more" if len(ranked) > 4 else "")
-            summary = self.summaries[(P.BEAT_DUPLICATE, entry)] = Summary(P.BEAT_DUPLICATE, where)
-            summary.count = duplicates
-            firsts = [s["first"] for _, s in ranked if s["first"] is not None]
-            lasts = [s["last"] for _, s in ranked if s["last"] is not None]
-            summary.first = max(overlap_first, min(firsts)) if firsts else overlap_first
-            summary.last = max(lasts) if lasts else None
-            summary.details["entry"] = entry
-            summary.details["task"] = main["task"]
-            summary.details["origins"] = {w: s["count"] for w, s in ranked}
-            summary.details["period_s"] = min((s["gap"] for _, s in ranked if s["gap"]), default=None)
-            for _, stats in ranked:
-                summary.sources.update(stats["sources"])
-            summary.names.add(main["task"], duplicates)
-            summary.tasks_total = duplicates
-            self.timeline.add(summary.first, where, P.BEAT_DUPLICATE, important=True, merge=False,
-                              entry=entry, n_dup=duplicates, origins=len(ranked))
+            duplicates, overlap_first = _beat_overlap(ranked)
+            if duplicates:
+                self._beat_duplicate(entry, ranked, duplicates, overlap_first)
+
+    def _beat_duplicate(self, entry: str, ranked: list, duplicates: int, overlap_first: Optional[float]) -> None:
+        main = ranked[0][1]
+        where = " + ".join(w for w, _ in ranked[:4]) + (f" + {len(ranked) - 4} more" if len(ranked) > 4 else "")
+        summary = self.summaries[(P.BEAT_DUPLICATE, entry)] = Summary(P.BEAT_DUPLICATE, where)
+        summary.count = duplicates
+        firsts = [s["first"] for _, s in ranked if s["first"] is not None]
+        lasts = [s["last"] for _, s in ranked if s["last"] is not None]
+        summary.first = max(overlap_first, min(firsts)) if firsts else overlap_first
+        summary.last = max(lasts) if lasts else None
+        summary.details.update(entry=entry, task=main["task"], origins={w: s["count"] for w, s in ranked},
+                               period_s=min((s["gap"] for _, s in ranked if s["gap"]), default=None))
+        for _, stats in ranked:
+            summary.sources.update(stats["sources"])
+        summary.names.add(main["task"], duplicates)
+        summary.tasks_total = duplicates
+        self.timeline.add(summary.first, where, P.BEAT_DUPLICATE, important=True, merge=False,
+                          entry=entry, n_dup=duplicates, origins=len(ranked))
 
     def _timeline(self) -> tuple[tuple[TimelineEvent, ...], int]:
         from .describe import describe
 
-        lines = sorted(self.timeline.lines, key=lambda l: (l.at is None, l.at or 0.0))
+        lines = sorted(self.timeline.lines, key=lambda entry: (entry.at is None, entry.at or 0.0))
         omitted = self.timeline.omitted
         if len(lines) > TIMELINE_KEPT:
-            important = [l for l in lines if l.important]
+            important = [entry for entry in lines if entry.important]
             if len(important) >= TIMELINE_KEPT:
                 keep = set(map(id, important[:TIMELINE_KEPT // 2] + important[-TIMELINE_KEPT // 2:]))
             else:
-                rest = [l for l in lines if not l.important]
+                rest = [entry for entry in lines if not entry.important]
                 room = TIMELINE_KEPT - len(important)
                 keep = set(map(id, important + rest[:room // 2] + rest[len(rest) - (room - room // 2):]))
             omitted += len(lines) - len(keep)
-            lines = [l for l in lines if id(l) in keep]
-        events = tuple(TimelineEvent(at=l.at, where=str(l.where), what=describe(l), kind=l.kind, count=l.count,
-                                     until=l.until if l.until != l.at else None, important=l.important)
-                       for l in lines)
+            lines = [entry for entry in lines if id(entry) in keep]
+        events = tuple(TimelineEvent(at=entry.at, where=str(entry.where), what=describe(entry), kind=entry.kind,
+                                     count=entry.count, until=entry.until if entry.until != entry.at else None,
+                                     important=entry.important)
+                       for entry in lines)
         return events, omitted
+
+
+class _Reading:
+    """One input being read: its file stream, the year its syslog times lack, its envelope's state."""
+
+    __slots__ = ("base", "docker_keys", "item", "mode", "partial", "year")
+
+    def __init__(self, item: Input, base: Stream, year: Optional[int]) -> None:
+        self.item = item
+        self.base = base
+        self.year = year
+        self.mode: Optional[str] = None  # plain, or the envelope every line of it has (sniffed from the first)
+        self.partial = ""  # a CRI line's partial pieces
+        self.docker_keys: Optional[tuple] = None  # how this docker json-file spells `"log": ` and `"time": `
+
+
+ENVELOPES = {"cri": Scanner._cri_line, "journald": Scanner._journald_line, "docker": Scanner._docker_line,
+             "kubectl": Scanner._kubectl_line, "compose": Scanner._compose_line, "syslog": Scanner._syslog_line,
+             "dmesg": Scanner._dmesg_line}
 
 
 def _label_for(item: Input) -> str:
@@ -1503,36 +1598,62 @@ def _label_for(item: Input) -> str:
     return os.path.basename(item.family)
 
 
-def _sniff_mode(batch: list[str]) -> str:
-    for line in batch[:50]:
-        if not line.strip():
+def _beat_overlap(ranked: list) -> tuple[int, Optional[float]]:
+    """(about how many sends of the other places fell while the busiest one was sending the same entry, when the
+    overlap starts). Two places overlapping by at most half a period are one taking over from the other."""
+    main = ranked[0][1]
+    duplicates, overlap_first = 0, None
+    for _, stats in ranked[1:]:
+        if None in (main["first"], main["last"], stats["first"], stats["last"]):
             continue
-        if line[:1] == "{":
-            try:
-                record = json.loads(line)
-            except ValueError:
-                return "plain"
-            if isinstance(record, dict) and "MESSAGE" in record and (
-                    "__REALTIME_TIMESTAMP" in record or "_HOSTNAME" in record or "SYSLOG_IDENTIFIER" in record):
-                return "journald"
-            if isinstance(record, dict) and isinstance(record.get("log"), str) and ("stream" in record or "time" in record):
-                return "docker"
-            return "plain"
-        if looks_cri(line):
-            return "cri"
-        if split_kubectl_prefix(line):
-            return "kubectl"
-        if line[:1] == "[":
-            return "dmesg" if split_dmesg(line) else "plain"
-        parts = split_syslog(line)
-        if parts and (line[:3].isalpha() or "[" in parts[2] or parts[2] == "kernel"):
-            return "syslog"
-        if line[:1].isdigit():
-            return "plain"
-        if split_compose(line):
-            return "compose"
+        period = min(g for g in (main["gap"], stats["gap"], 3600.0) if g)
+        start = max(main["first"], stats["first"]) - period / 2
+        end = min(main["last"], stats["last"]) + period / 2
+        if end < start:
+            continue  # one took over from the other (a failover, not two at once)
+        span = max(stats["last"] - stats["first"], 0.0)
+        share = 1.0 if span == 0 else min(1.0, (end - start) / (span + period))
+        duplicates += max(1, round(stats["count"] * share))
+        overlap_first = start if overlap_first is None else min(overlap_first, start)
+    return duplicates, overlap_first
+
+
+def _sniff_json(line: str) -> str:
+    try:
+        record = json.loads(line)
+    except ValueError:
         return "plain"
+    if not isinstance(record, dict):
+        return "plain"
+    if "MESSAGE" in record and ("__REALTIME_TIMESTAMP" in record or "_HOSTNAME" in record
+                                or "SYSLOG_IDENTIFIER" in record):
+        return "journald"
+    if isinstance(record.get("log"), str) and ("stream" in record or "time" in record):
+        return "docker"
     return "plain"
+
+
+def _sniff_line(line: str) -> str:
+    """The envelope a file's first line has (plain: none, the worker's own lines)."""
+    if line[:1] == "{":
+        return _sniff_json(line)
+    if looks_cri(line):
+        return "cri"
+    if split_kubectl_prefix(line):
+        return "kubectl"
+    if line[:1] == "[":
+        return "dmesg" if split_dmesg(line) else "plain"
+    parts = split_syslog(line)
+    if parts and (line[:3].isalpha() or "[" in parts[2] or parts[2] == "kernel"):
+        return "syslog"
+    if not line[:1].isdigit() and split_compose(line):
+        return "compose"
+    return "plain"
+
+
+def _sniff_mode(batch: list[str]) -> str:
+    first = next((line for line in batch[:50] if line.strip()), None)
+    return "plain" if first is None else _sniff_line(first)
 
 
 def scan(inputs: Iterable[Input], stop: Optional[Callable[[], bool]] = None) -> P.LogsState:

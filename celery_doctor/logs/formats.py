@@ -53,30 +53,41 @@ def _iso(raw: str) -> tuple[Optional[float], bool]:
         seconds = base + int(raw[14:16]) * 60 + int(raw[17:19])
     except ValueError:
         return None, False
-    value = float(seconds)
-    i, n = 19, len(raw)
-    if i < n and raw[i] in ",.":
-        j = i + 1
-        while j < n and raw[j].isdigit():
-            j += 1
-        digits = raw[i + 1:j][:9]
-        if digits:
-            value += int(digits) / 10 ** len(digits)
-        i = j
-    rest = raw[i:].strip()
+    fraction, after = _fraction(raw, 19)
+    offset = _zone(raw[after:].strip())
+    if offset is None:
+        return seconds + fraction, True
+    return seconds + fraction - offset, False
+
+
+def _fraction(raw: str, i: int) -> tuple[float, int]:
+    """The fraction of a second at raw[i] (`,123` or `.123456789`) and where it ends."""
+    n = len(raw)
+    if i >= n or raw[i] not in ",.":
+        return 0.0, i
+    j = i + 1
+    while j < n and raw[j].isdigit():
+        j += 1
+    digits = raw[i + 1:j][:9]
+    return (int(digits) / 10 ** len(digits) if digits else 0.0), j
+
+
+def _zone(rest: str) -> Optional[int]:
+    """The UTC offset in seconds of what follows a time (`Z`, `UTC`, `+02:00`, `-0500`), None when naive."""
     if not rest:
-        return value, True
-    if rest[0] in "Zz" or rest.upper().startswith("UTC") or rest.upper().startswith("GMT"):
-        return value, False
-    if rest[0] in "+-":
-        zone = rest[1:].replace(":", "")
-        if len(zone) >= 4 and zone[:4].isdigit():
-            offset = int(zone[:2]) * 3600 + int(zone[2:4]) * 60
-            return value - offset if rest[0] == "+" else value + offset, False
-        if len(zone) >= 2 and zone[:2].isdigit():
-            offset = int(zone[:2]) * 3600
-            return value - offset if rest[0] == "+" else value + offset, False
-    return value, True
+        return None
+    if rest[0] in "Zz" or rest[:3].upper() in ("UTC", "GMT"):
+        return 0
+    if rest[0] not in "+-":
+        return None
+    zone = rest[1:].replace(":", "")
+    if len(zone) >= 4 and zone[:4].isdigit():
+        offset = int(zone[:2]) * 3600 + int(zone[2:4]) * 60
+    elif len(zone) >= 2 and zone[:2].isdigit():
+        offset = int(zone[:2]) * 3600
+    else:
+        return None
+    return offset if rest[0] == "+" else -offset
 
 
 def _epoch_number(value: float) -> Optional[float]:

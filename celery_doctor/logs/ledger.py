@@ -54,8 +54,8 @@ class NameCounter:
 class Summary:
     """One signature at one place, while reading: exact counts, first/last time, bounded samples."""
 
-    __slots__ = ("kind", "stream", "count", "first", "last", "tasks", "task_ids", "tasks_total", "names",
-                 "details", "sources")
+    __slots__ = ("count", "details", "first", "kind", "last", "names", "sources", "stream", "task_ids", "tasks",
+                 "tasks_total")
 
     def __init__(self, kind: str, stream: Any) -> None:
         self.kind = kind
@@ -139,7 +139,7 @@ class OpenTasks(OrderedDict):
 
 
 class TimelineLine:
-    __slots__ = ("at", "until", "where", "kind", "count", "names", "details", "important")
+    __slots__ = ("at", "count", "details", "important", "kind", "names", "until", "where")
 
     def __init__(self, at: Optional[float], where: Any, kind: str, important: bool) -> None:
         self.at = at

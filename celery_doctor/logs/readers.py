@@ -97,7 +97,7 @@ def expand(paths: Sequence[str]) -> list[Input]:
 class LineStats:
     """What reading one input counted: lines, lines cut at MAX_LINE, bytes."""
 
-    __slots__ = ("lines", "cut", "bytes")
+    __slots__ = ("bytes", "cut", "lines")
 
     def __init__(self) -> None:
         self.lines = 0
@@ -108,65 +108,79 @@ class LineStats:
 def _open(item: Input) -> BinaryIO:
     if item.path is None:
         return sys.stdin.buffer
-    raw = open(item.path, "rb")
+    raw = open(item.path, "rb")  # noqa: SIM115 - returned open: read_batches closes it
     head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
     if head == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     return raw
 
 
+class _Joiner:
+    """Chunks of bytes -> complete lines: what follows a chunk's last newline waits for the next chunk; a line
+    longer than MAX_LINE keeps its first MAX_LINE bytes and the rest of it is dropped up to its newline."""
+
+    def __init__(self, stats: LineStats) -> None:
+        self.stats = stats
+        self.carry = b""
+        self.skipping = False  # the current line is longer than MAX_LINE: drop bytes until its newline
+
+    def complete(self, data: bytes) -> Optional[bytes]:
+        """The complete lines (bytes up to the last newline, without it) that `data` finishes, or None."""
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            if not self.skipping:
+                self._keep(self.carry + data)
+            return None
+        if self.skipping:
+            first_nl = data.find(b"\n")
+            data = self.carry + b"\n" + data[first_nl + 1:]
+            cut = data.rfind(b"\n")
+            self.skipping = False
+        elif self.carry:
+            data = self.carry + data
+            cut += len(self.carry)
+        self._keep(data[cut + 1:])
+        return data[:cut]
+
+    def _keep(self, tail: bytes) -> None:
+        if len(tail) > MAX_LINE:
+            tail = tail[:MAX_LINE]
+            self.skipping = True
+            self.stats.cut += 1
+        self.carry = tail
+
+
+def _lines(data: bytes, stats: LineStats) -> list[str]:
+    text = data.decode("utf-8", "replace")
+    if "\r" in text:  # CRLF line ends (the last one's \n was cut off with the chunk's end)
+        text = text.replace("\r\n", "\n")
+        if text.endswith("\r"):
+            text = text[:-1]
+    lines = text.split("\n")
+    if len(text) > MAX_LINE and max(map(len, lines)) > MAX_LINE:
+        stats.cut += sum(1 for line in lines if len(line) > MAX_LINE)
+        lines = [line if len(line) <= MAX_LINE else line[:MAX_LINE] for line in lines]
+    stats.lines += len(lines)
+    return lines
+
+
 def read_batches(item: Input, stats: LineStats, chunk: int = CHUNK) -> Iterator[list[str]]:
     """Lists of lines (without their newline) of one input, in order, in memory bounded by `chunk` and
     MAX_LINE. Raises OSError (and gzip's errors) to the caller."""
     stream = _open(item)
-    read = getattr(stream, "read1", None) if item.path is None else stream.read
-    read = read or stream.read
-    carry = b""
-    skipping = False  # the current line is longer than MAX_LINE: drop bytes until its newline
+    read = (getattr(stream, "read1", None) if item.path is None else None) or stream.read
+    joiner = _Joiner(stats)
     try:
         while True:
             data = read(chunk)
             if not data:
                 break
             stats.bytes += len(data)
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                if skipping:
-                    continue
-                carry += data
-                if len(carry) > MAX_LINE:
-                    carry = carry[:MAX_LINE]
-                    skipping = True
-                    stats.cut += 1
-                continue
-            if skipping:
-                first_nl = data.find(b"\n")
-                data = carry + b"\n" + data[first_nl + 1:] if first_nl >= 0 else carry
-                cut = data.rfind(b"\n")
-                carry = b""
-                skipping = False
-            elif carry:
-                data = carry + data
-                cut += len(carry)
-                carry = b""
-            tail = data[cut + 1:]
-            if len(tail) > MAX_LINE:
-                tail = tail[:MAX_LINE]
-                skipping = True
-                stats.cut += 1
-            carry = tail
-            text = data[:cut].decode("utf-8", "replace")
-            if "\r" in text:
-                text = text.replace("\r\n", "\n").replace("\r", "\n")
-            lines = text.split("\n")
-            if len(text) > MAX_LINE and max(map(len, lines)) > MAX_LINE:
-                stats.cut += sum(1 for line in lines if len(line) > MAX_LINE)
-                lines = [line if len(line) <= MAX_LINE else line[:MAX_LINE] for line in lines]
-            stats.lines += len(lines)
-            yield lines
-        if carry:
-            stats.lines += 1
-            yield [carry.decode("utf-8", "replace").rstrip("\r")]
+            complete = joiner.complete(data)
+            if complete is not None:
+                yield _lines(complete, stats)
+        if joiner.carry:
+            yield _lines(joiner.carry, stats)
     finally:
         if item.path is not None:
             stream.close()

@@ -16,8 +16,8 @@ from ..parts.logs import LogsState
 from ..ranking import rank
 from ..registry import Registry, load_registry
 from ..runner import run_checks
-from .formats import format_time
 from . import scan_paths
+from .formats import format_time
 
 LOGS_ONLY = frozenset({"logs"})
 
@@ -67,8 +67,9 @@ def report_extras(snapshot: Snapshot) -> dict[str, Any]:
 def diagnose_logs(paths: Sequence[str], select: Sequence[str] = (), ignore: Sequence[str] = (),
                   registry: Optional[Registry] = None) -> tuple[Report, Registry]:
     """Read the logs (InputError for a path that names nothing readable) and report on them."""
-    from .. import __version__
     import datetime as dt
+
+    from .. import __version__
 
     started = time.time()
     state = scan_paths(paths)

@@ -61,40 +61,48 @@ def _gaps(events: Sequence[TimelineEvent], picked: Sequence[TimelineEvent]) -> d
     return gaps
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def _heading(report: Report, days: set[str], places: list[str]) -> str:
+    heading = "Timeline (UTC" + (f", {next(iter(days))}" if len(days) == 1 else "")
+    heading += f"; {_plural(len(report.timeline) + report.timeline_omitted, 'event')}"
+    if len(places) == 1:
+        return heading + f" on {places[0]})"
+    return heading + f" on {len(places)} workers or hosts)"
+
+
+def _event(out, event: TimelineEvent, with_day: bool, where_width: Optional[int]) -> None:
+    """One event: its time (the first part, red when it is a loss or its cause), where, what, until when."""
+    until = ""
+    if event.until is not None and event.at is not None:
+        until = f" (until {_clock(event.until, with_day)})"
+    where = "" if where_width is None else f"{event.where:<{where_width}}  "
+    out.line(f"{where}{event.what}{until}", indent=2, hang=3, first=f"{_clock(event.at, with_day)}  ",
+             style="red" if event.important else "")
+
+
 def render_timeline(out, report: Report) -> None:
     """Print the timeline section with the text report's writer (nothing when the report has none)."""
     events = report.timeline
     if not events:
         return
     picked, left_out = select(events)
-    left_out += report.timeline_omitted
     days = {_day(e.at) for e in events if e.at is not None}
     places = sorted({e.where for e in events})
-    with_day = len(days) > 1
-    heading = "Timeline (UTC" + (f", {next(iter(days))}" if len(days) == 1 else "")
-    heading += f"; {len(events) + report.timeline_omitted} event{'s' if len(events) != 1 else ''}"
-    if len(places) == 1:
-        heading += f" on {places[0]})"
-    else:
-        heading += f" on {len(places)} workers or hosts)"
-    out.line(heading, style="bold", hang=5)
-    where_width = min(max((len(p) for p in places), default=0), WHERE_MAX)
+    out.line(_heading(report, days, places), style="bold", hang=5)
+    where_width = None if len(places) == 1 else min(max(len(p) for p in places), WHERE_MAX)
     gaps = _gaps(events, picked)
-    trailing = len(events) - 1 - max((i for i, e in enumerate(events) if id(e) in {id(p) for p in picked}), default=-1)
     for position, event in enumerate(picked):
         if position in gaps:
-            out.line(f"… {gaps[position]} more event{'s' if gaps[position] != 1 else ''} …", indent=2, hang=3,
-                     style="dim")
-        stamp = _clock(event.at, with_day)
-        until = ""
-        if event.until is not None and event.at is not None:
-            until = f" (until {_clock(event.until, with_day)})"
-        where = "" if len(places) == 1 else f"{event.where:<{where_width}}  "
-        style = "red" if event.important else ""
-        out.line(f"{where}{event.what}{until}", indent=2, hang=3, first=f"{stamp}  ", style=style)
+            out.line(f"… {_plural(gaps[position], 'more event')} …", indent=2, hang=3, style="dim")
+        _event(out, event, len(days) > 1, where_width)
+    shown = {id(p) for p in picked}
+    trailing = len(events) - 1 - max((i for i, e in enumerate(events) if id(e) in shown), default=-1)
     if trailing > 0:
-        out.line(f"… {trailing} more event{'s' if trailing != 1 else ''} …", indent=2, hang=3, style="dim")
+        out.line(f"… {_plural(trailing, 'more event')} …", indent=2, hang=3, style="dim")
+    left_out += report.timeline_omitted
     if left_out:
-        out.line(f"({left_out} event{'s' if left_out != 1 else ''} not shown: --format json lists the timeline)",
-                 indent=2, hang=3)
+        out.line(f"({_plural(left_out, 'event')} not shown: --format json lists the timeline)", indent=2, hang=3)
     out.line()
