@@ -178,39 +178,11 @@ class Ledger:
         if not isinstance(hostname, str) or not hostname:
             self.malformed += 1
             return
-        known = hostname in self.workers
         worker = self._worker(hostname, t)
         if worker is None:
             return
-        pid = event.get("pid")
-        if isinstance(pid, int):
-            if worker.pid is not None and pid != worker.pid:
-                worker.restarted_at.append(t)  # a new process under the same name
-            worker.pid = pid
-        freq = event.get("freq")
-        if isinstance(freq, float) and 0.1 <= freq <= 3600:
-            worker.freq = freq
-        if isinstance(event.get("sw_ver"), str):
-            worker.sw_ver = event["sw_ver"]
-        if kind == "worker-offline":
-            worker.offline_at = t
-            return
-        if kind == "worker-online":
-            came_back = known and (worker.offline_at is not None or worker.heartbeats)
-            if came_back and (not worker.restarted_at or worker.restarted_at[-1] != t):
-                worker.restarted_at.append(t)
-            worker.online_at = t
-        worker.offline_at = None
-        if kind in ("worker-heartbeat", "worker-online"):
-            worker.heartbeats += 1
-            worker.last_heartbeat = t
-            if isinstance(event.get("active"), int):
-                worker.active = event["active"]
-            processed = event.get("processed")
-            if isinstance(processed, int):
-                if worker.processed_first is None or (worker.processed_last is not None and processed < worker.processed_last):
-                    worker.processed_first = processed  # first seen, or a restart counted from 0 again
-                worker.processed_last = processed
+        _note_process(worker, event, t)
+        _WORKER_EVENTS.get(kind, _other_worker_event)(worker, event, t)
 
     # -- tasks -------------------------------------------------------------------------------------------
     def _entry(self, task_id: str, t: float) -> _Task:
@@ -241,40 +213,29 @@ class Ledger:
         if state not in TASK_STATES:
             return
         node = event.get("hostname") if isinstance(event.get("hostname"), str) else "?"
-        pid = event.get("pid") if isinstance(event.get("pid"), int) else None
         if state != "sent":
-            worker = self._worker(node, t)
-            if worker is not None:
-                worker.task_events += 1
+            self._count_task_event(node, t)
         entry = self._entry(task_id, t)
-        entry.add(Step(state, node, t, pid))
-        if isinstance(event.get("name"), str):
-            entry.name = event["name"]
-        if state == "sent":
-            for key in ("queue", "routing_key", "exchange"):
-                if isinstance(event.get(key), str):
-                    setattr(entry, key, event[key])
-        for key in ("eta", "expires"):
-            if isinstance(event.get(key), str):
-                setattr(entry, key, event[key])
-        if isinstance(event.get("retries"), int):
-            entry.retries = event["retries"]
-        if state == "succeeded" and isinstance(event.get("runtime"), float):
-            entry.runtime = event["runtime"]
-        if state in ("failed", "retried") and isinstance(event.get("exception"), str):
-            entry.exception = event["exception"]
-        if state in ("requeued", "rejected"):
-            entry.requeue = state == "requeued"
-        if state == "revoked":
-            entry.revoke = _revoke_text(event)
+        entry.add(Step(state, node, t, event.get("pid") if isinstance(event.get("pid"), int) else None))
+        _copy_task_fields(entry, event)
+        copy_state_fields = _STATE_FIELDS.get(state)
+        if copy_state_fields is not None:
+            copy_state_fields(entry, event)
+        self._after_step(entry, state, t)
+
+    def _count_task_event(self, node: str, t: float) -> None:
+        worker = self._worker(node, t)
+        if worker is not None:
+            worker.task_events += 1
+
+    def _after_step(self, entry: _Task, state: str, t: float) -> None:
+        """What a new step may reveal: the queue's consumers, a second run, the end of the task."""
         if entry.queue and state in ("sent", "received"):
             self._consumed(entry)
-        if state in ("received", "started") and _maybe_twice(entry.steps):
-            if entry.frozen().ran_twice:
-                self._flag(t, task_id, "ran twice")
+        if state in ("received", "started") and _maybe_twice(entry.steps) and entry.frozen().ran_twice:
+            self._flag(t, entry.id, "ran twice")
         if state in FINAL_STATES:
-            record = entry.frozen()
-            self._finish(entry, record, t)
+            self._finish(entry, entry.frozen(), t)
 
     def _consumed(self, entry: _Task) -> None:
         workers = [s.node for s in entry.steps if s.state in ("received", "started")]
@@ -366,3 +327,101 @@ class Ledger:
             workers_dropped=self.workers_dropped, time_limits=dict(self.time_limits),
             default_time_limit=self.default_time_limit,
             consumers={q: tuple(ws) for q, ws in sorted(self.consumers.items())}, **extra)
+
+
+# -- what each worker event says (Ledger._worker_event) ----------------------------------------------------
+
+def _note_process(worker: _Worker, event: Mapping[str, Any], t: float) -> None:
+    """The fields every worker event carries: its process id (a new one is a restart), heartbeat frequency, version."""
+    pid = event.get("pid")
+    if isinstance(pid, int):
+        if worker.pid is not None and pid != worker.pid:
+            worker.restarted_at.append(t)  # a new process under the same name
+        worker.pid = pid
+    freq = event.get("freq")
+    if isinstance(freq, float) and 0.1 <= freq <= 3600:
+        worker.freq = freq
+    if isinstance(event.get("sw_ver"), str):
+        worker.sw_ver = event["sw_ver"]
+
+
+def _went_offline(worker: _Worker, event: Mapping[str, Any], t: float) -> None:
+    worker.offline_at = t
+
+
+def _came_online(worker: _Worker, event: Mapping[str, Any], t: float) -> None:
+    # seen before and gone offline or heart-beating: it came back (a worker first seen here has neither)
+    came_back = worker.offline_at is not None or worker.heartbeats
+    if came_back and (not worker.restarted_at or worker.restarted_at[-1] != t):
+        worker.restarted_at.append(t)
+    worker.online_at = t
+    _heartbeat(worker, event, t)
+
+
+def _heartbeat(worker: _Worker, event: Mapping[str, Any], t: float) -> None:
+    worker.offline_at = None
+    worker.heartbeats += 1
+    worker.last_heartbeat = t
+    if isinstance(event.get("active"), int):
+        worker.active = event["active"]
+    processed = event.get("processed")
+    if isinstance(processed, int):
+        if worker.processed_first is None or (worker.processed_last is not None and processed < worker.processed_last):
+            worker.processed_first = processed  # first seen, or a restart counted from 0 again
+        worker.processed_last = processed
+
+
+def _other_worker_event(worker: _Worker, event: Mapping[str, Any], t: float) -> None:
+    worker.offline_at = None  # any other event from it (a custom worker-* one): it is not offline
+
+
+_WORKER_EVENTS = {"worker-offline": _went_offline, "worker-online": _came_online, "worker-heartbeat": _heartbeat}
+
+
+# -- what each task event says (Ledger._task_event) ----------------------------------------------------------
+
+def _copy_task_fields(entry: _Task, event: Mapping[str, Any]) -> None:
+    """The fields any task event may carry: its name, eta, expires, retries."""
+    if isinstance(event.get("name"), str):
+        entry.name = event["name"]
+    if isinstance(event.get("eta"), str):
+        entry.eta = event["eta"]
+    if isinstance(event.get("expires"), str):
+        entry.expires = event["expires"]
+    if isinstance(event.get("retries"), int):
+        entry.retries = event["retries"]
+
+
+def _sent_fields(entry: _Task, event: Mapping[str, Any]) -> None:
+    """task-sent says where the producer routed the task."""
+    for key in ("queue", "routing_key", "exchange"):
+        if isinstance(event.get(key), str):
+            setattr(entry, key, event[key])
+
+
+def _succeeded_fields(entry: _Task, event: Mapping[str, Any]) -> None:
+    if isinstance(event.get("runtime"), float):
+        entry.runtime = event["runtime"]
+
+
+def _exception_field(entry: _Task, event: Mapping[str, Any]) -> None:
+    if isinstance(event.get("exception"), str):
+        entry.exception = event["exception"]
+
+
+def _requeued_fields(entry: _Task, event: Mapping[str, Any]) -> None:
+    entry.requeue = True
+
+
+def _rejected_fields(entry: _Task, event: Mapping[str, Any]) -> None:
+    entry.requeue = False
+
+
+def _revoked_fields(entry: _Task, event: Mapping[str, Any]) -> None:
+    entry.revoke = _revoke_text(event)
+
+
+# task state -> the fields only that state's event carries
+_STATE_FIELDS = {"sent": _sent_fields, "succeeded": _succeeded_fields, "failed": _exception_field,
+                 "retried": _exception_field, "requeued": _requeued_fields, "rejected": _rejected_fields,
+                 "revoked": _revoked_fields}

@@ -26,6 +26,11 @@ def _int(value: Any) -> Optional[int]:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _error(payload: Mapping[str, Any], key: str) -> Optional[str]:
+    """An error text of a probe's answer, shortened (None when there is none)."""
+    return str(payload[key])[:300] if payload.get(key) else None
+
+
 class Session:
     def __init__(self, header: Mapping[str, Any]) -> None:
         self.header = dict(header)
@@ -52,54 +57,81 @@ class Session:
     # -- input -------------------------------------------------------------------------------------------
     def feed(self, t: float, kind: str, payload: Any) -> None:
         self.last_t = max(self.last_t, t)
-        if kind == "event":
-            event = clean(payload)  # again: a recording is a file anyone may have edited
-            if event is None:
-                self.ledger.malformed += 1
-            else:
-                self.ledger.apply(event, t)
-        elif kind == "undecoded":
-            self.ledger.note_undecoded(str(payload)[:80])
-        elif kind == "malformed":
-            self.ledger.malformed += _int(payload) or 1
-        elif kind == "clients" and self.tracker is not None:
-            if isinstance(payload, list):
-                self.rows = {str(row.get("id")): row for row in payload if isinstance(row, dict)}
-                self.tracker.observe(t, list(self.rows.values()))
-        elif kind == "clients_diff" and self.tracker is not None and isinstance(payload, dict):
-            for cid in payload.get("del") or ():
-                self.rows.pop(str(cid), None)
-            for row in payload.get("add") or ():
-                if isinstance(row, dict) and len(self.rows) < 100_000:
-                    self.rows[str(row.get("id"))] = row
-            self.tracker.observe(t, list(self.rows.values()))
-        elif kind == "clients_error" and self.tracker is not None:
-            self.tracker.failed(t, str(payload)[:300])
-            self.rows = {}
-        elif kind == "mailbox" and isinstance(payload, dict) and isinstance(payload.get("hostname"), str):
-            exists = payload.get("exists")
-            self.mailboxes.append(MailboxProbe(
-                t=t, hostname=payload["hostname"], queue=str(payload.get("queue") or "")[:300],
-                exists=exists if isinstance(exists, bool) else None, consumers=_int(payload.get("consumers")),
-                error=str(payload["error"])[:300] if payload.get("error") else None))
-        elif kind == "queue" and isinstance(payload, dict) and isinstance(payload.get("name"), str):
-            name = payload["name"]
-            if name in self.queues or len(self.queues) < 500:
-                self.queues[name] = QueueProbe(name=name, depth=_int(payload.get("depth")),
-                                               consumers=_int(payload.get("consumers")),
-                                               how=str(payload.get("how") or "")[:100],
-                                               error=str(payload["error"])[:300] if payload.get("error") else None)
-        elif kind == "note":
-            self.note(str(payload))
-        elif kind == "enable_events" and isinstance(payload, dict):
-            current = self.enable or EnableEvents()
-            self.enable = EnableEvents(
-                enabled_at=_float(payload.get("enabled_at")) or current.enabled_at,
-                disabled_at=_float(payload.get("disabled_at")) or current.disabled_at,
-                error=str(payload["error"])[:300] if payload.get("error") else current.error,
-                undo_error=str(payload["undo_error"])[:300] if payload.get("undo_error") else current.undo_error)
-        elif kind == "end":
-            self.ended_at = t
+        take = _FEEDERS.get(kind)
+        if take is not None:  # unknown kinds are skipped (a newer recording read by an older celery-doctor)
+            take(self, t, payload)
+
+    def _take_event(self, t: float, payload: Any) -> None:
+        event = clean(payload)  # again: a recording is a file anyone may have edited
+        if event is None:
+            self.ledger.malformed += 1
+        else:
+            self.ledger.apply(event, t)
+
+    def _take_undecoded(self, t: float, payload: Any) -> None:
+        self.ledger.note_undecoded(str(payload)[:80])
+
+    def _take_malformed(self, t: float, payload: Any) -> None:
+        self.ledger.malformed += _int(payload) or 1
+
+    def _take_clients(self, t: float, payload: Any) -> None:
+        """A whole CLIENT LIST (the first poll, or the first after a failure)."""
+        if self.tracker is None or not isinstance(payload, list):
+            return
+        self.rows = {str(row.get("id")): row for row in payload if isinstance(row, dict)}
+        self.tracker.observe(t, list(self.rows.values()))
+
+    def _take_clients_diff(self, t: float, payload: Any) -> None:
+        """The next polls: the rows new or changed since the previous one, and the ids gone."""
+        if self.tracker is None or not isinstance(payload, dict):
+            return
+        for cid in payload.get("del") or ():
+            self.rows.pop(str(cid), None)
+        for row in payload.get("add") or ():
+            if isinstance(row, dict) and len(self.rows) < 100_000:
+                self.rows[str(row.get("id"))] = row
+        self.tracker.observe(t, list(self.rows.values()))
+
+    def _take_clients_error(self, t: float, payload: Any) -> None:
+        if self.tracker is None:
+            return
+        self.tracker.failed(t, str(payload)[:300])
+        self.rows = {}
+
+    def _take_mailbox(self, t: float, payload: Any) -> None:
+        if not isinstance(payload, dict) or not isinstance(payload.get("hostname"), str):
+            return
+        exists = payload.get("exists")
+        self.mailboxes.append(MailboxProbe(
+            t=t, hostname=payload["hostname"], queue=str(payload.get("queue") or "")[:300],
+            exists=exists if isinstance(exists, bool) else None, consumers=_int(payload.get("consumers")),
+            error=_error(payload, "error")))
+
+    def _take_queue(self, t: float, payload: Any) -> None:
+        if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
+            return
+        name = payload["name"]
+        if name in self.queues or len(self.queues) < 500:
+            self.queues[name] = QueueProbe(name=name, depth=_int(payload.get("depth")),
+                                           consumers=_int(payload.get("consumers")),
+                                           how=str(payload.get("how") or "")[:100], error=_error(payload, "error"))
+
+    def _take_note(self, t: float, payload: Any) -> None:
+        self.note(str(payload))
+
+    def _take_enable_events(self, t: float, payload: Any) -> None:
+        """--enable-events: when it was sent and undone, or why not (each item says one of them)."""
+        if not isinstance(payload, dict):
+            return
+        current = self.enable or EnableEvents()
+        self.enable = EnableEvents(
+            enabled_at=_float(payload.get("enabled_at")) or current.enabled_at,
+            disabled_at=_float(payload.get("disabled_at")) or current.disabled_at,
+            error=_error(payload, "error") or current.error,
+            undo_error=_error(payload, "undo_error") or current.undo_error)
+
+    def _take_end(self, t: float, payload: Any) -> None:
+        self.ended_at = t
 
     def note(self, text: str) -> None:
         text = " ".join(text.split())[:500]
@@ -139,3 +171,11 @@ class Session:
             if probed.get(worker.hostname, 0.0) < (worker.last_heartbeat or 0.0):
                 out.append(worker.hostname)
         return out
+
+
+# item kind (recording.py) -> what the session learns from it
+_FEEDERS = {"event": Session._take_event, "undecoded": Session._take_undecoded, "malformed": Session._take_malformed,
+            "clients": Session._take_clients, "clients_diff": Session._take_clients_diff,
+            "clients_error": Session._take_clients_error, "mailbox": Session._take_mailbox,
+            "queue": Session._take_queue, "note": Session._take_note, "enable_events": Session._take_enable_events,
+            "end": Session._take_end}
