@@ -172,7 +172,8 @@ def _silence(worker: WorkerView, now: float) -> str:
             f"silent after {worker.freq * 2:g} s as Celery counts it)")
 
 
-def redis_verdicts(workers: Sequence[WorkerView], tracker: ClientTracker, now: float) -> dict[str, Liveness]:
+def _split_silent(workers: Sequence[WorkerView], now: float) -> tuple[dict[str, Liveness], list[WorkerView]]:
+    """The verdicts heartbeats alone give (alive, offline), and the silent workers that need broker evidence."""
     out: dict[str, Liveness] = {}
     silent = []
     for worker in workers:
@@ -181,84 +182,131 @@ def redis_verdicts(workers: Sequence[WorkerView], tracker: ClientTracker, now: f
             out[worker.hostname] = basic
         else:
             silent.append(worker)
+    return out, silent
+
+
+def redis_verdicts(workers: Sequence[WorkerView], tracker: ClientTracker, now: float) -> dict[str, Liveness]:
+    out, silent = _split_silent(workers, now)
     if not silent:
         return out
     offline = [w for w in workers if w.offline_at is not None]
+    attributed, explained = _attribute_closures(silent, offline, tracker, now)
+    # Closures no stop window explains: a worker already silent may have been killed later (blocked, then killed).
+    late = [c for i, c in enumerate(tracker.closures) if i not in explained and c.mailboxes]
+    for worker in silent:
+        if worker.hostname not in attributed:  # in order: a verdict given here takes its worker out of the next ones'
+            attributed[worker.hostname] = _unattributed_verdict(worker, silent, attributed, late, tracker, now)
+    out.update(attributed)
+    return out
+
+
+def _attribute_closures(silent: Sequence[WorkerView], offline: Sequence[WorkerView], tracker: ClientTracker,
+                        now: float) -> tuple[dict[str, Liveness], set[int]]:
+    """Verdicts of the silent workers whose heartbeats stopped when connections closed, and which closures (by
+    index) a stop or a clean shutdown explains."""
     attributed: dict[str, Liveness] = {}
     explained: set[int] = set()
     for index, closure in enumerate(tracker.closures):
         window = (closure.after, closure.before)
         stopped = [w for w in silent if _overlaps(w.stop_window, window)]
         left = [w for w in offline if _overlaps((w.offline_at - SLACK, w.offline_at + 5.0), window)]
-        if not stopped:
-            if left:
-                explained.add(index)
-            continue
-        explained.add(index)
-        if closure.mailboxes:
-            gone = closure.mailboxes - len(left)  # one mailbox subscription per worker
-        else:  # workers without remote control hold none: the closed connections are at least one process's
-            gone = 0 if left else 1
-        when = f"between {_clock(closure.after)} and {_clock(closure.before)}"
-        if gone >= len(stopped) and gone > 0:
-            for worker in stopped:
-                attributed[worker.hostname] = Liveness(DEAD, since=worker.last_heartbeat, evidence=(
-                    _silence(worker, now),
-                    f"its broker connections closed when its heartbeats stopped: {len(closure.conns)} consumer "
-                    f"connection(s) to Redis db {tracker.db} disappeared {when} (CLIENT LIST), "
-                    f"{closure.mailboxes} of them mailbox subscriptions ({_count_text(stopped, left)})",
-                    "a process that is killed (SIGKILL, OOM killer, lost host) has its connections closed at once; "
-                    "a busy or blocked one keeps them: it is gone"))
-        else:
-            names = [w.hostname for w in stopped]
-            for worker in stopped:
-                others = tuple(n for n in names if n != worker.hostname)
-                attributed[worker.hostname] = Liveness(AMBIGUOUS, since=worker.last_heartbeat, others=others, evidence=(
-                    _silence(worker, now),
-                    f"{max(gone, 0) or 'some'} worker mailbox connection(s) to Redis db {tracker.db} closed {when}, "
-                    f"while {len(stopped)} workers stopped heart-beating in that window ({', '.join(names)}): "
-                    "the evidence cannot single out which of them is gone; the others are busy or blocked"))
-    # Closures no stop window explains: a worker already silent may have been killed later (blocked, then killed).
-    late = [c for i, c in enumerate(tracker.closures) if i not in explained and c.mailboxes]
-    for worker in silent:
-        if worker.hostname in attributed:
-            continue
-        start, end = worker.stop_window
-        after = [c for c in late if c.before > end]
-        if after:
-            candidates = [w for w in silent if w.hostname not in attributed and (w.stop_window[1] < after[0].before)]
-            closed = sum(c.mailboxes for c in after)
-            when = f"between {_clock(after[0].after)} and {_clock(after[0].before)}"
-            if len(candidates) <= closed:
-                attributed[worker.hostname] = Liveness(DEAD, since=worker.last_heartbeat, certain=False, evidence=(
-                    _silence(worker, now),
-                    f"its connections stayed open when its heartbeats stopped (busy or blocked), but a worker mailbox "
-                    f"connection to Redis db {tracker.db} closed later, {when}, and no other silent worker can explain "
-                    "it: it was probably killed while it was blocked"))
-            else:
-                names = [w.hostname for w in candidates]
-                attributed[worker.hostname] = Liveness(AMBIGUOUS, since=worker.last_heartbeat, certain=False,
-                                                       others=tuple(n for n in names if n != worker.hostname), evidence=(
-                    _silence(worker, now),
-                    f"{closed} worker mailbox connection(s) to Redis db {tracker.db} closed {when}, after "
-                    f"{len(candidates)} workers had gone silent ({', '.join(names)}): the evidence cannot single out "
-                    "which of them is gone"))
-            continue
-        if tracker.covered(start, end):
-            attributed[worker.hostname] = Liveness(CONNECTED, since=worker.last_heartbeat, evidence=(
-                _silence(worker, now),
-                f"no consumer connection to Redis db {tracker.db} closed when its heartbeats stopped or since "
-                f"(CLIENT LIST every few seconds, {tracker.consumers_now} consumer connections now): a killed "
-                "worker's connections close at once, so it is alive but not running its event loop: busy (a solo "
-                "pool in a long task) or blocked"))
-        else:
-            reason = tracker.last_failure() or "CLIENT LIST was not read around the time it went silent"
-            attributed[worker.hostname] = Liveness(UNKNOWN, since=worker.last_heartbeat, evidence=(
-                _silence(worker, now),
-                f"whether its connections are still open is unknown: {reason}; busy (solo pool) and dead look alike "
-                "without it"))
-    out.update(attributed)
-    return out
+        if stopped or left:
+            explained.add(index)
+        if stopped:
+            attributed.update(_closure_verdicts(closure, stopped, left, tracker, now))
+    return attributed, explained
+
+
+def _workers_gone(closure: Closure, left: Sequence[WorkerView]) -> int:
+    """How many workers a closure's connections are (the ones that shut down cleanly then taken out)."""
+    if closure.mailboxes:
+        return closure.mailboxes - len(left)  # one mailbox subscription per worker
+    # workers without remote control hold none: the closed connections are at least one process's
+    return 0 if left else 1
+
+
+def _closure_verdicts(closure: Closure, stopped: Sequence[WorkerView], left: Sequence[WorkerView],
+                      tracker: ClientTracker, now: float) -> dict[str, Liveness]:
+    """The workers that stopped heart-beating when `closure`'s connections closed: dead when the closure
+    accounts for all of them, else ambiguous."""
+    gone = _workers_gone(closure, left)
+    when = f"between {_clock(closure.after)} and {_clock(closure.before)}"
+    if gone >= len(stopped) and gone > 0:
+        return {worker.hostname: _dead_at_closure(worker, closure, stopped, left, when, tracker, now)
+                for worker in stopped}
+    names = [w.hostname for w in stopped]
+    return {worker.hostname: _ambiguous_at_closure(worker, names, gone, when, tracker, now) for worker in stopped}
+
+
+def _dead_at_closure(worker: WorkerView, closure: Closure, stopped: Sequence[WorkerView],
+                     left: Sequence[WorkerView], when: str, tracker: ClientTracker, now: float) -> Liveness:
+    return Liveness(DEAD, since=worker.last_heartbeat, evidence=(
+        _silence(worker, now),
+        f"its broker connections closed when its heartbeats stopped: {len(closure.conns)} consumer "
+        f"connection(s) to Redis db {tracker.db} disappeared {when} (CLIENT LIST), "
+        f"{closure.mailboxes} of them mailbox subscriptions ({_count_text(stopped, left)})",
+        "a process that is killed (SIGKILL, OOM killer, lost host) has its connections closed at once; "
+        "a busy or blocked one keeps them: it is gone"))
+
+
+def _ambiguous_at_closure(worker: WorkerView, names: Sequence[str], gone: int, when: str, tracker: ClientTracker,
+                          now: float) -> Liveness:
+    others = tuple(n for n in names if n != worker.hostname)
+    return Liveness(AMBIGUOUS, since=worker.last_heartbeat, others=others, evidence=(
+        _silence(worker, now),
+        f"{max(gone, 0) or 'some'} worker mailbox connection(s) to Redis db {tracker.db} closed {when}, "
+        f"while {len(names)} workers stopped heart-beating in that window ({', '.join(names)}): "
+        "the evidence cannot single out which of them is gone; the others are busy or blocked"))
+
+
+def _unattributed_verdict(worker: WorkerView, silent: Sequence[WorkerView], attributed: Mapping[str, Liveness],
+                          late: Sequence[Closure], tracker: ClientTracker, now: float) -> Liveness:
+    """A silent worker no closure at its stop explains: killed later, still connected, or unknown."""
+    start, end = worker.stop_window
+    after = [c for c in late if c.before > end]
+    if after:
+        return _killed_later(worker, silent, attributed, after, tracker, now)
+    if tracker.covered(start, end):
+        return _still_connected(worker, tracker, now)
+    return _connections_unread(worker, tracker, now)
+
+
+def _killed_later(worker: WorkerView, silent: Sequence[WorkerView], attributed: Mapping[str, Liveness],
+                  after: Sequence[Closure], tracker: ClientTracker, now: float) -> Liveness:
+    """Mailbox connections closed after it went silent: probably dead, or ambiguous among the silent ones."""
+    candidates = [w for w in silent if w.hostname not in attributed and (w.stop_window[1] < after[0].before)]
+    closed = sum(c.mailboxes for c in after)
+    when = f"between {_clock(after[0].after)} and {_clock(after[0].before)}"
+    if len(candidates) <= closed:
+        return Liveness(DEAD, since=worker.last_heartbeat, certain=False, evidence=(
+            _silence(worker, now),
+            f"its connections stayed open when its heartbeats stopped (busy or blocked), but a worker mailbox "
+            f"connection to Redis db {tracker.db} closed later, {when}, and no other silent worker can explain "
+            "it: it was probably killed while it was blocked"))
+    names = [w.hostname for w in candidates]
+    return Liveness(AMBIGUOUS, since=worker.last_heartbeat, certain=False,
+                    others=tuple(n for n in names if n != worker.hostname), evidence=(
+        _silence(worker, now),
+        f"{closed} worker mailbox connection(s) to Redis db {tracker.db} closed {when}, after "
+        f"{len(candidates)} workers had gone silent ({', '.join(names)}): the evidence cannot single out "
+        "which of them is gone"))
+
+
+def _still_connected(worker: WorkerView, tracker: ClientTracker, now: float) -> Liveness:
+    return Liveness(CONNECTED, since=worker.last_heartbeat, evidence=(
+        _silence(worker, now),
+        f"no consumer connection to Redis db {tracker.db} closed when its heartbeats stopped or since "
+        f"(CLIENT LIST every few seconds, {tracker.consumers_now} consumer connections now): a killed "
+        "worker's connections close at once, so it is alive but not running its event loop: busy (a solo "
+        "pool in a long task) or blocked"))
+
+
+def _connections_unread(worker: WorkerView, tracker: ClientTracker, now: float) -> Liveness:
+    reason = tracker.last_failure() or "CLIENT LIST was not read around the time it went silent"
+    return Liveness(UNKNOWN, since=worker.last_heartbeat, evidence=(
+        _silence(worker, now),
+        f"whether its connections are still open is unknown: {reason}; busy (solo pool) and dead look alike "
+        "without it"))
 
 
 def _count_text(stopped: Sequence[WorkerView], left: Sequence[WorkerView]) -> str:
@@ -286,35 +334,42 @@ def rabbitmq_verdicts(workers: Sequence[WorkerView], probes: Sequence[MailboxPro
     for probe in probes:
         by_worker.setdefault(probe.hostname, []).append(probe)
     for worker in workers:
-        basic = _basic(worker, now)
-        if basic is not None:
-            out[worker.hostname] = basic
-            continue
-        mine = [p for p in by_worker.get(worker.hostname, ()) if worker.expires is None or p.t >= worker.expires - SLACK]
-        answered = [p for p in mine if p.exists is not None]
-        silence = _silence(worker, now)
-        if not answered:
-            reason = next((p.error for p in reversed(mine) if p.error), None) or "its mailbox queue was not read"
-            out[worker.hostname] = Liveness(UNKNOWN, since=worker.last_heartbeat, evidence=(
-                silence, f"whether its connection is still open is unknown: {reason}"))
-            continue
-        first, last = answered[0], answered[-1]
-        if last.exists and (last.consumers or 0) > 0:
-            out[worker.hostname] = Liveness(CONNECTED, since=worker.last_heartbeat, evidence=(
-                silence, f"its mailbox queue {last.queue} (exclusive to its connection) still exists with "
-                         f"{last.consumers} consumer(s) at {_clock(last.t)} (management API): its connection is open, "
-                         "so it is alive but not running its event loop: busy (a solo pool in a long task) or blocked"))
-            continue
-        gone = (f"its mailbox queue {last.queue} is gone at {_clock(last.t)} (management API): RabbitMQ deletes an "
-                "exclusive queue when the connection that declared it closes"
-                if not last.exists else
-                f"its mailbox queue {last.queue} has no consumer at {_clock(last.t)}: the worker's channel is closed")
-        if first is not last and first.exists and (first.consumers or 0) > 0:
-            evidence = (silence, f"its mailbox queue was still consumed at {_clock(first.t)} (busy or blocked then)",
-                        gone + ": it was killed (or lost its connection) while silent")
-        else:
-            evidence = (silence, gone + "; a killed process's connection closes at once, a busy one's stays open: it "
-                                        "is gone")
-        out[worker.hostname] = Liveness(DEAD, since=worker.last_heartbeat, evidence=evidence,
-                                        certain=not last.exists)
+        verdict = _basic(worker, now)
+        if verdict is None:
+            verdict = _mailbox_verdict(worker, by_worker.get(worker.hostname, ()), now)
+        out[worker.hostname] = verdict
     return out
+
+
+def _mailbox_verdict(worker: WorkerView, probes: Sequence[MailboxProbe], now: float) -> Liveness:
+    """A silent worker, from the probes of its mailbox queue taken since it went silent."""
+    mine = [p for p in probes if worker.expires is None or p.t >= worker.expires - SLACK]
+    answered = [p for p in mine if p.exists is not None]
+    silence = _silence(worker, now)
+    if not answered:
+        reason = next((p.error for p in reversed(mine) if p.error), None) or "its mailbox queue was not read"
+        return Liveness(UNKNOWN, since=worker.last_heartbeat, evidence=(
+            silence, f"whether its connection is still open is unknown: {reason}"))
+    last = answered[-1]
+    if _consumed(last):
+        return Liveness(CONNECTED, since=worker.last_heartbeat, evidence=(
+            silence, f"its mailbox queue {last.queue} (exclusive to its connection) still exists with "
+                     f"{last.consumers} consumer(s) at {_clock(last.t)} (management API): its connection is open, "
+                     "so it is alive but not running its event loop: busy (a solo pool in a long task) or blocked"))
+    return Liveness(DEAD, since=worker.last_heartbeat, evidence=_mailbox_gone_evidence(silence, answered[0], last),
+                    certain=not last.exists)
+
+
+def _consumed(probe: MailboxProbe) -> bool:
+    return bool(probe.exists) and (probe.consumers or 0) > 0
+
+
+def _mailbox_gone_evidence(silence: str, first: MailboxProbe, last: MailboxProbe) -> tuple[str, ...]:
+    gone = (f"its mailbox queue {last.queue} is gone at {_clock(last.t)} (management API): RabbitMQ deletes an "
+            "exclusive queue when the connection that declared it closes"
+            if not last.exists else
+            f"its mailbox queue {last.queue} has no consumer at {_clock(last.t)}: the worker's channel is closed")
+    if first is not last and _consumed(first):
+        return (silence, f"its mailbox queue was still consumed at {_clock(first.t)} (busy or blocked then)",
+                gone + ": it was killed (or lost its connection) while silent")
+    return (silence, gone + "; a killed process's connection closes at once, a busy one's stays open: it is gone")
