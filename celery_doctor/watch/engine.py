@@ -187,129 +187,198 @@ def run_watch(target: WatchTarget, options: WatchOptions, view_stream: Optional[
     recorder = Recorder(options.record, header) if options.record else None
     session = Session(header)
     view = view or make_view(view_stream, options.live, options.plain_interval)
+    watch = _Watch(target, options, source, session, recorder, view, stop, clock)
+    with _Stopper(stop, options.handle_signals) as stopper:
+        source.start(watch.out)
+        try:
+            watch.begin()
+            watch.follow(started)
+        finally:
+            watch.finish(stopper)
+    return session.state()
 
-    def item(t: float, kind: str, payload: Any) -> None:
-        session.feed(t, kind, payload)
-        if recorder is not None:
-            recorder.item(t, kind, payload)
 
-    out: "_queue.Queue" = _queue.Queue(maxsize=QUEUE_MAX)
-    decode = decode_redis if target.transport == "redis" else (lambda raw: decode_amqp(*raw))
-    enabled = False
-    known: set = set()
-    probed: dict[str, float] = {}
-    rates: list = []  # (t, events) samples for the rate
-    namespace = str(target.conf("control_exchange", "celery"))
+class _Watch:
+    """One live watch: what the source delivers goes into the session (and the recording), silent workers are
+    probed, the live view is updated; at the end, what could not be observed is noted and the queues of the
+    tasks no worker received are read."""
 
-    def drain(limit: int = DRAIN_BATCH, wait: float = 0.0) -> int:
+    def __init__(self, target: WatchTarget, options: WatchOptions, source: Any, session: Session,
+                 recorder: Optional[Recorder], view: View, stop: threading.Event, clock: Callable[[], float]) -> None:
+        self.target = target
+        self.options = options
+        self.source = source
+        self.session = session
+        self.recorder = recorder
+        self.view = view
+        self.stop = stop
+        self.clock = clock
+        self.out: "_queue.Queue" = _queue.Queue(maxsize=QUEUE_MAX)
+        self.decode = decode_redis if target.transport == "redis" else (lambda raw: decode_amqp(*raw))
+        self.namespace = str(target.conf("control_exchange", "celery"))
+        self.enabled = False  # --enable-events was sent and answered
+        self.known: set = set()  # workers told to enable events
+        self.probed: dict[str, float] = {}  # RabbitMQ: when each silent worker's mailbox was last read
+        self.last_rows: dict = {}  # Redis: the previous CLIENT LIST by id (the next polls are recorded as changes)
+        self.rates: list = []  # (t, events) samples for the rate
+        self.last_rate = 0.0
+
+    def item(self, t: float, kind: str, payload: Any) -> None:
+        self.session.feed(t, kind, payload)
+        if self.recorder is not None:
+            self.recorder.item(t, kind, payload)
+
+    # -- the start ---------------------------------------------------------------------------------------
+    def begin(self) -> None:
+        self.source.subscribed.wait(5.0)
+        if not self.source.subscribed.is_set() and self.source.error:
+            self.item(self.clock(), "note", f"the event subscription failed at first: {self.source.error}")
+        if self.options.enable_events:
+            self._enable_events()
+
+    def _enable_events(self) -> None:
+        error = _control(self.target, "enable_events", self.namespace)
+        self.enabled = error is None
+        self.item(self.clock(), "enable_events", {"enabled_at": self.clock()} if self.enabled else {"error": error})
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    def follow(self, started: float) -> None:
+        """Until the duration passes or `stop` is set: take the events, probe, show."""
+        end = started + self.options.duration if self.options.duration else None
+        next_probe = next_frame = self.clock()
+        while not self.stop.is_set():
+            now = self.clock()
+            if end is not None and now >= end:
+                break
+            self.drain(wait=0.1)
+            now = self.clock()
+            if now >= next_probe:
+                self.probe(now)
+                next_probe = now + self.options.probe_interval
+            if self.enabled:
+                self._tell_new_workers()
+            if now >= next_frame:  # the view (and what it needs) at most a few times a second
+                next_frame = now + FRAME_INTERVAL
+                self._show(now)
+
+    def drain(self, limit: int = DRAIN_BATCH, wait: float = 0.0) -> int:
+        """Up to `limit` messages from the source, decoded, into the session (waiting `wait` s for the first)."""
         count = 0
         while count < limit:
             try:
-                t, _, raw = out.get(timeout=wait) if (wait and count == 0) else out.get_nowait()
+                t, _, raw = self.out.get(timeout=wait) if (wait and count == 0) else self.out.get_nowait()
             except _queue.Empty:
                 break
             count += 1
-            try:
-                events, bad = decode(raw)
-            except Undecoded as exc:
-                item(t, "undecoded", str(exc))
-                continue
-            for event in events:
-                item(t, "event", event)
-            if bad:
-                item(t, "malformed", bad)
+            self._take(t, raw)
         return count
 
-    last_rate = 0.0
-    last_rows: dict = {}  # id -> CLIENT LIST row of the previous poll: later polls are recorded as changes
-
-    def probe(now: float, final: bool = False) -> None:
-        if target.transport == "redis":
-            rows, reason = source.client_list()
-            if rows is None:
-                item(now, "clients_error", reason or "CLIENT LIST could not be read")
-                last_rows.clear()
-                return
-            current = {str(row.get("id")): row for row in rows}
-            if not last_rows:
-                item(now, "clients", rows)
-            else:
-                item(now, "clients_diff", {"add": [row for cid, row in current.items() if last_rows.get(cid) != row],
-                                           "del": [cid for cid in last_rows if cid not in current]})
-            last_rows.clear()
-            last_rows.update(current)
-            return
-        silent = ([w.hostname for w in session.ledger.silent_workers(now)] if final
-                  else session.silent_unprobed(now, probed))
-        for hostname in silent[:50]:
-            probed[hostname] = now
-            item(clock(), "mailbox", source.mailbox(hostname))
-
-    with _Stopper(stop, options.handle_signals) as stopper:
-        source.start(out)
+    def _take(self, t: float, raw: Any) -> None:
         try:
-            source.subscribed.wait(5.0)
-            if not source.subscribed.is_set() and source.error:
-                item(clock(), "note", f"the event subscription failed at first: {source.error}")
-            if options.enable_events:
-                error = _control(target, "enable_events", namespace)
-                enabled = error is None
-                item(clock(), "enable_events", {"enabled_at": clock()} if enabled else {"error": error})
-            end = started + options.duration if options.duration else None
-            next_probe = next_frame = clock()
-            while not stop.is_set():
-                now = clock()
-                if end is not None and now >= end:
-                    break
-                drain(wait=0.1)
-                now = clock()
-                if now >= next_probe:
-                    probe(now)
-                    next_probe = now + options.probe_interval
-                if enabled:
-                    new = [h for h in session.ledger.workers if h not in known]
-                    if new and known:  # workers that started after the broadcast: tell them too
-                        _control(target, "enable_events", namespace, destination=new)
-                    known.update(new)
-                if now >= next_frame:  # the view (and what it needs) at most a few times a second
-                    next_frame = now + FRAME_INTERVAL
-                    rates.append((now, session.ledger.events))
-                    while len(rates) > 2 and rates[0][0] < now - 5.0:
-                        rates.pop(0)
-                    rate = ((rates[-1][1] - rates[0][1]) / (rates[-1][0] - rates[0][0])
-                            if len(rates) > 1 and rates[-1][0] > rates[0][0] else 0.0)
-                    view.update(frame_of(session, now, options, rate, source.dropped))
-                    last_rate = rate
+            events, bad = self.decode(raw)
+        except Undecoded as exc:
+            self.item(t, "undecoded", str(exc))
+            return
+        for event in events:
+            self.item(t, "event", event)
+        if bad:
+            self.item(t, "malformed", bad)
+
+    def _tell_new_workers(self) -> None:
+        """Workers that started after the enable_events broadcast are told too."""
+        new = [h for h in self.session.ledger.workers if h not in self.known]
+        if new and self.known:
+            _control(self.target, "enable_events", self.namespace, destination=new)
+        self.known.update(new)
+
+    def _show(self, now: float) -> None:
+        self.rates.append((now, self.session.ledger.events))
+        while len(self.rates) > 2 and self.rates[0][0] < now - 5.0:
+            self.rates.pop(0)
+        rate = _rate(self.rates)
+        self.view.update(frame_of(self.session, now, self.options, rate, self.source.dropped))
+        self.last_rate = rate
+
+    # -- probes ------------------------------------------------------------------------------------------
+    def probe(self, now: float, final: bool = False) -> None:
+        if self.target.transport == "redis":
+            self._probe_clients(now)
+        else:
+            self._probe_mailboxes(now, final)
+
+    def _probe_clients(self, now: float) -> None:
+        """Redis: CLIENT LIST, recorded whole the first time (and after a failure), then as changes."""
+        rows, reason = self.source.client_list()
+        if rows is None:
+            self.item(now, "clients_error", reason or "CLIENT LIST could not be read")
+            self.last_rows = {}
+            return
+        current = {str(row.get("id")): row for row in rows}
+        previous = self.last_rows
+        if not previous:
+            self.item(now, "clients", rows)
+        else:
+            self.item(now, "clients_diff", {"add": [row for cid, row in current.items() if previous.get(cid) != row],
+                                            "del": [cid for cid in previous if cid not in current]})
+        self.last_rows = current
+
+    def _probe_mailboxes(self, now: float, final: bool) -> None:
+        """RabbitMQ: the mailbox queue of each worker silent since it was last read (at the end: every silent one)."""
+        silent = ([w.hostname for w in self.session.ledger.silent_workers(now)] if final
+                  else self.session.silent_unprobed(now, self.probed))
+        for hostname in silent[:50]:
+            self.probed[hostname] = now
+            self.item(self.clock(), "mailbox", self.source.mailbox(hostname))
+
+    # -- the end -----------------------------------------------------------------------------------------
+    def finish(self, stopper: _Stopper) -> None:
+        """Undo --enable-events, take what is left, note what could not be observed, probe a last time, end."""
+        undo_error = _control(self.target, "disable_events", self.namespace) if self.enabled else None
+        self.source.stop()
+        self.drain(limit=QUEUE_MAX)
+        now = self.clock()
+        if self.enabled:
+            self.item(now, "enable_events", {"disabled_at": now} if undo_error is None else {"undo_error": undo_error})
+        if stopper.interrupted:
+            self.item(now, "note", "the watch was interrupted (Ctrl-C): the report covers what was seen until then")
+        self._source_notes(now)
+        try:
+            self._final_probes(now)
         finally:
-            undo_error = None
-            if enabled:
-                undo_error = _control(target, "disable_events", namespace)
-            source.stop()
-            drain(limit=QUEUE_MAX)
-            now = clock()
-            if enabled:
-                item(now, "enable_events", {"disabled_at": now} if undo_error is None else {"undo_error": undo_error})
-            if stopper.interrupted:
-                item(now, "note", "the watch was interrupted (Ctrl-C): the report covers what was seen until then")
-            for start, finish, why in getattr(source, "gaps", []):
-                item(now, "note", f"events were not received from {clock_of(start)} to {clock_of(finish)}: {why}")
-            if source.dropped:
-                item(now, "note", f"{source.dropped:,} event messages were dropped: the ledger fell behind")
-            if getattr(source, "exchange_missing_since", None) and not source.subscribed.is_set():
-                item(now, "note", f"the event exchange {source.exchange!r} does not exist on the broker: no worker or "
-                                  "producer has sent an event there (celery-doctor does not create it)")
-            try:
-                probe(now, final=True)
-                for name in sorted({e.queue or "" for e in session.ledger.never_received(now, session.bound)})[:50]:
-                    if not name:
-                        continue
-                    item(clock(), "queue", _queue_probe(source, name))
-            finally:
-                item(clock(), "end", {})
-                if recorder is not None:
-                    recorder.close()
-                view.close(frame_of(session, clock(), options, last_rate, source.dropped))
-    return session.state()
+            self._close()
+
+    def _source_notes(self, now: float) -> None:
+        """What the subscription missed: its gaps, the messages dropped, an event exchange that does not exist."""
+        source = self.source
+        for start, finish, why in getattr(source, "gaps", []):
+            self.item(now, "note", f"events were not received from {clock_of(start)} to {clock_of(finish)}: {why}")
+        if source.dropped:
+            self.item(now, "note", f"{source.dropped:,} event messages were dropped: the ledger fell behind")
+        if getattr(source, "exchange_missing_since", None) and not source.subscribed.is_set():
+            self.item(now, "note", f"the event exchange {source.exchange!r} does not exist on the broker: no worker or "
+                                   "producer has sent an event there (celery-doctor does not create it)")
+
+    def _final_probes(self, now: float) -> None:
+        """The silent workers, and the queues of the tasks no worker received (how many messages wait there)."""
+        self.probe(now, final=True)
+        for name in sorted({e.queue or "" for e in self.session.ledger.never_received(now, self.session.bound)})[:50]:
+            if not name:
+                continue
+            self.item(self.clock(), "queue", _queue_probe(self.source, name))
+
+    def _close(self) -> None:
+        self.item(self.clock(), "end", {})
+        if self.recorder is not None:
+            self.recorder.close()
+        self.view.close(frame_of(self.session, self.clock(), self.options, self.last_rate, self.source.dropped))
+
+
+def _rate(samples: list) -> float:
+    """Events per second over the (t, events) samples."""
+    if len(samples) < 2 or samples[-1][0] <= samples[0][0]:
+        return 0.0
+    (t0, n0), (t1, n1) = samples[0], samples[-1]
+    return (n1 - n0) / (t1 - t0)
 
 
 def _queue_probe(source: Any, name: str) -> dict:
