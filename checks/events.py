@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
-from celery_doctor.parts.events import (ALIVE, AMBIGUOUS, CONNECTED, DEAD, OFFLINE, UNKNOWN, EventsState,
-                                        TaskRecord, WorkerRecord, clock)
+from celery_doctor.parts.events import (ALIVE, AMBIGUOUS, CONNECTED, DEAD, OFFLINE, UNKNOWN, EventsState, Liveness,
+                                        QueueProbe, TaskRecord, WorkerRecord, clock)
 
 from ._util import plural, preview
 
@@ -95,62 +95,99 @@ def _acks_fate(snapshot: Snapshot, task_name: Optional[str]) -> Optional[str]:
 )
 def sent_never_received(snapshot: Snapshot):
     state = _state(snapshot)
-    now = state.ended_at
+    probes = {p.name: p for p in state.queues}
+    for queue, tasks in sorted(_waiting(state).items()):
+        yield _never_received_finding(state, queue, tasks, probes.get(queue))
+
+
+def _waiting(state: EventsState) -> dict[str, list[TaskRecord]]:
+    """By queue, the tasks sent longer than the bound ago that no worker said it received."""
     waiting: dict[str, list[TaskRecord]] = {}
     for task in state.tasks:
         sent = task.sent
-        if sent is None or task.last_worker_step is not None or now - sent.t <= state.bound_s:
+        if sent is None or task.last_worker_step is not None or state.ended_at - sent.t <= state.bound_s:
             continue
         waiting.setdefault(task.queue or "", []).append(task)
-    probes = {p.name: p for p in state.queues}
+    return waiting
+
+
+def _never_received_finding(state: EventsState, queue: str, tasks: list[TaskRecord], probe: Optional[QueueProbe]):
+    evidence = _sent_lines(state, queue, tasks)
+    depth = probe.depth if probe else None
+    consumers = probe.consumers if probe else None
+    depth_line = _depth_line(queue, probe)
+    if depth_line:
+        evidence.append(depth_line)
+    lines, live = _consumer_lines(state, queue)
+    evidence += lines
     no_task_events = state.task_events == 0
-    for queue, tasks in sorted(waiting.items()):
-        route = f"queue {queue!r}" if queue else "an unnamed queue (the event carried no queue)"
-        keys = sorted({t.routing_key for t in tasks if t.routing_key and t.routing_key != queue})
-        evidence = [f"{plural(len(tasks), 'task')} sent to {route}"
-                    + (f" (routing key {', '.join(keys)})" if keys else "")
-                    + f" and not received by any worker within {state.bound_s:g} s: {_ids(tasks)}",
-                    f"tasks: {_names(tasks)}; the oldest was sent at {clock(min(t.sent.t for t in tasks))}"]
-        probe = probes.get(queue)
-        depth = probe.depth if probe else None
-        consumers = probe.consumers if probe else None
-        if probe and probe.error:
-            evidence.append(f"the queue could not be read at the end: {probe.error}")
-        elif probe and depth is not None:
-            text = f"at the end of the watch {plural(depth, 'message')} waited in {queue!r} ({probe.how})"
-            if consumers is not None:
-                text += f", with {plural(consumers, 'consumer')}"
-            evidence.append(text)
-        seen = state.consumers.get(queue, ())
-        live = [w for w in seen if (state.worker(w) and state.worker(w).liveness.verdict == ALIVE)]
-        busy = [w for w in seen if (state.worker(w) and state.worker(w).liveness.verdict == CONNECTED)]
-        if seen:
-            evidence.append(f"workers seen taking tasks from {queue!r} during the watch: {preview(seen)}"
-                            + (f"; alive now: {preview(live)}" if live else "; none of them is alive now"))
-            if busy:
-                evidence.append(f"{preview(busy)} consumed it and is silent but connected: a solo worker busy in a "
-                                "long task sends its task events only when that task ends")
-        elif queue:
-            evidence.append(f"no worker was seen taking a task from {queue!r} during the watch")
-        if no_task_events:
-            evidence.append("no worker sent a task event during the watch, so a received task cannot be told from "
-                            "a lost one (see CD708)")
-        dropped = _dropped(state)
-        if dropped:
-            evidence.append(dropped)
-        nobody = (consumers == 0) if consumers is not None else not live
-        if no_task_events and not (depth and nobody):
-            impact, confidence = Impact.LOW, Confidence.INFERRED
-        elif depth and nobody:
-            impact, confidence = Impact.HIGH, Confidence.OBSERVED
-        elif depth == 0:
-            evidence.append("the queue is empty now: a worker took them without reporting it (task events off on "
-                            "that worker, or a solo worker busy in a long task), or they expired")
-            impact, confidence = Impact.MEDIUM, Confidence.INFERRED
-        else:
-            impact, confidence = Impact.HIGH, Confidence.INFERRED
-        yield sent_never_received.finding(subject=f"queue:{queue}" if queue else "queue:(unknown)", evidence=evidence,
-                                          impact=impact, confidence=confidence, messages_at_risk=len(tasks))
+    if no_task_events:
+        evidence.append("no worker sent a task event during the watch, so a received task cannot be told from "
+                        "a lost one (see CD708)")
+    dropped = _dropped(state)
+    if dropped:
+        evidence.append(dropped)
+    nobody = (consumers == 0) if consumers is not None else not live
+    impact, confidence, why = _never_received_grade(no_task_events, depth, nobody)
+    if why:
+        evidence.append(why)
+    return sent_never_received.finding(subject=f"queue:{queue}" if queue else "queue:(unknown)", evidence=evidence,
+                                       impact=impact, confidence=confidence, messages_at_risk=len(tasks))
+
+
+def _sent_lines(state: EventsState, queue: str, tasks: list[TaskRecord]) -> list[str]:
+    """Where the tasks were routed, which they are, since when."""
+    route = f"queue {queue!r}" if queue else "an unnamed queue (the event carried no queue)"
+    keys = sorted({t.routing_key for t in tasks if t.routing_key and t.routing_key != queue})
+    return [f"{plural(len(tasks), 'task')} sent to {route}"
+            + (f" (routing key {', '.join(keys)})" if keys else "")
+            + f" and not received by any worker within {state.bound_s:g} s: {_ids(tasks)}",
+            f"tasks: {_names(tasks)}; the oldest was sent at {clock(min(t.sent.t for t in tasks))}"]
+
+
+def _depth_line(queue: str, probe: Optional[QueueProbe]) -> Optional[str]:
+    """What the queue held at the end of the watch (or why it could not be read)."""
+    if probe and probe.error:
+        return f"the queue could not be read at the end: {probe.error}"
+    if not probe or probe.depth is None:
+        return None
+    text = f"at the end of the watch {plural(probe.depth, 'message')} waited in {queue!r} ({probe.how})"
+    if probe.consumers is not None:
+        text += f", with {plural(probe.consumers, 'consumer')}"
+    return text
+
+
+def _consumer_lines(state: EventsState, queue: str) -> tuple[list[str], list[str]]:
+    """Which workers took tasks from the queue during the watch and how they are now; and those alive."""
+    seen = state.consumers.get(queue, ())
+    live = [w for w in seen if _verdict_of(state, w) == ALIVE]
+    busy = [w for w in seen if _verdict_of(state, w) == CONNECTED]
+    if not seen:
+        return ([f"no worker was seen taking a task from {queue!r} during the watch"] if queue else []), live
+    lines = [f"workers seen taking tasks from {queue!r} during the watch: {preview(seen)}"
+             + (f"; alive now: {preview(live)}" if live else "; none of them is alive now")]
+    if busy:
+        lines.append(f"{preview(busy)} consumed it and is silent but connected: a solo worker busy in a "
+                     "long task sends its task events only when that task ends")
+    return lines, live
+
+
+def _verdict_of(state: EventsState, hostname: str) -> Optional[str]:
+    worker = state.worker(hostname)
+    return worker.liveness.verdict if worker else None
+
+
+def _never_received_grade(no_task_events: bool, depth: Optional[int], nobody: bool):
+    """(impact, confidence, what an empty queue means or None) of tasks no worker received."""
+    if no_task_events and not (depth and nobody):
+        return Impact.LOW, Confidence.INFERRED, None
+    if depth and nobody:
+        return Impact.HIGH, Confidence.OBSERVED, None
+    if depth == 0:
+        return Impact.MEDIUM, Confidence.INFERRED, (
+            "the queue is empty now: a worker took them without reporting it (task events off on that worker, or a "
+            "solo worker busy in a long task), or they expired")
+    return Impact.HIGH, Confidence.INFERRED, None
 
 
 # -- CD702 ---------------------------------------------------------------------------------------------
@@ -200,44 +237,56 @@ def task_lost_with_worker(snapshot: Snapshot):
     state = _state(snapshot)
     for worker in state.workers:
         tasks = _lost_on(state, worker)
-        if not tasks:
-            continue
-        live = worker.liveness
-        started = [t for t in tasks if t.last_worker_step.state == "started"]
-        received = [t for t in tasks if t.last_worker_step.state == "received"]
-        evidence = []
-        for task in tasks[:IDS_SHOWN]:
-            step = task.last_worker_step
-            evidence.append(f"task {task.id} ({task.name or 'name unknown'}) {step.state} on {worker.hostname} at "
-                            f"{clock(step.t)}; nothing after it (no task-succeeded or task-failed, no redelivery) by "
-                            f"the end of the watch at {clock(state.ended_at)}")
-        if len(tasks) > IDS_SHOWN:
-            evidence.append(f"and {len(tasks) - IDS_SHOWN} more: {_ids(tasks[IDS_SHOWN:], 20)}")
-        restarts = [t for t in worker.restarted_at if any(t > task.last_worker_step.t for task in tasks)]
-        if restarts:
-            evidence.append(f"{worker.hostname} restarted at {clock(restarts[0])} (a new process under the same "
-                            "name): the new process does not have them")
-        if live.verdict != ALIVE:
-            evidence.extend(live.evidence)
-        if started:
-            fate = _acks_fate(snapshot, started[0].name)
-            if fate:
-                evidence.append(fate)
-        if received:
-            evidence.append(f"{plural(len(received), 'task')} only received (prefetched, not started): not "
-                            "acknowledged yet, so the broker delivers them again (RabbitMQ when the connection "
-                            "closed; Redis after the visibility timeout)")
-        if live.verdict == DEAD or restarts:
-            impact = Impact.HIGH if started else Impact.MEDIUM
-            confidence = Confidence.OBSERVED if live.certain or restarts else Confidence.INFERRED
-        elif live.verdict == OFFLINE:
-            impact, confidence = (Impact.HIGH if started else Impact.MEDIUM), Confidence.OBSERVED
-        elif live.verdict == AMBIGUOUS:
-            impact, confidence = Impact.HIGH if started else Impact.MEDIUM, Confidence.INFERRED
-        else:  # UNKNOWN: silent, busy or dead cannot be told
-            impact, confidence = Impact.MEDIUM, Confidence.INFERRED
-        yield task_lost_with_worker.finding(subject=f"worker:{worker.hostname}", evidence=evidence, impact=impact,
-                                            confidence=confidence, messages_at_risk=len(tasks))
+        if tasks:
+            yield _lost_with_worker_finding(snapshot, state, worker, tasks)
+
+
+def _lost_with_worker_finding(snapshot: Snapshot, state: EventsState, worker: WorkerRecord, tasks: list[TaskRecord]):
+    live = worker.liveness
+    started = [t for t in tasks if t.last_worker_step.state == "started"]
+    received = [t for t in tasks if t.last_worker_step.state == "received"]
+    evidence = _lost_task_lines(state, worker, tasks)
+    restarts = [t for t in worker.restarted_at if any(t > task.last_worker_step.t for task in tasks)]
+    if restarts:
+        evidence.append(f"{worker.hostname} restarted at {clock(restarts[0])} (a new process under the same "
+                        "name): the new process does not have them")
+    if live.verdict != ALIVE:
+        evidence.extend(live.evidence)
+    fate = _acks_fate(snapshot, started[0].name) if started else None
+    if fate:
+        evidence.append(fate)
+    if received:
+        evidence.append(f"{plural(len(received), 'task')} only received (prefetched, not started): not "
+                        "acknowledged yet, so the broker delivers them again (RabbitMQ when the connection "
+                        "closed; Redis after the visibility timeout)")
+    impact, confidence = _lost_with_worker_grade(live, bool(started), bool(restarts))
+    return task_lost_with_worker.finding(subject=f"worker:{worker.hostname}", evidence=evidence, impact=impact,
+                                         confidence=confidence, messages_at_risk=len(tasks))
+
+
+def _lost_task_lines(state: EventsState, worker: WorkerRecord, tasks: list[TaskRecord]) -> list[str]:
+    """Each task's last step on the worker (the first IDS_SHOWN, then the other ids)."""
+    lines = []
+    for task in tasks[:IDS_SHOWN]:
+        step = task.last_worker_step
+        lines.append(f"task {task.id} ({task.name or 'name unknown'}) {step.state} on {worker.hostname} at "
+                     f"{clock(step.t)}; nothing after it (no task-succeeded or task-failed, no redelivery) by "
+                     f"the end of the watch at {clock(state.ended_at)}")
+    if len(tasks) > IDS_SHOWN:
+        lines.append(f"and {len(tasks) - IDS_SHOWN} more: {_ids(tasks[IDS_SHOWN:], 20)}")
+    return lines
+
+
+def _lost_with_worker_grade(live: Liveness, started: bool, restarted: bool) -> tuple[Impact, Confidence]:
+    """A started task is lost (high), a received one comes back (medium); how sure depends on the verdict."""
+    held = Impact.HIGH if started else Impact.MEDIUM
+    if live.verdict == DEAD or restarted:
+        return held, Confidence.OBSERVED if live.certain or restarted else Confidence.INFERRED
+    if live.verdict == OFFLINE:
+        return held, Confidence.OBSERVED
+    if live.verdict == AMBIGUOUS:
+        return held, Confidence.INFERRED
+    return Impact.MEDIUM, Confidence.INFERRED  # UNKNOWN: silent, busy or dead cannot be told
 
 
 # -- CD703 ---------------------------------------------------------------------------------------------
