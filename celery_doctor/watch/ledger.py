@@ -18,8 +18,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from ..parts.events import (ALIVE, FINAL_STATES, TASK_STATES, EventsState, Liveness, Step, TaskRecord,
-                            WorkerRecord)
+from ..parts.events import ALIVE, FINAL_STATES, TASK_STATES, EventsState, Liveness, Step, TaskRecord, WorkerRecord
 
 MAX_STEPS = 24  # per task: the first HEAD and the latest MAX_STEPS - HEAD steps are kept
 HEAD = 4
@@ -288,9 +287,9 @@ class Ledger:
     def silent_workers(self, now: float) -> list[_Worker]:
         out = []
         for worker in self.workers.values():
-            if worker.offline_at is None and worker.last_heartbeat is not None:
-                if now >= worker.last_heartbeat + worker.freq * 2:
-                    out.append(worker)
+            heart_beating = worker.offline_at is None and worker.last_heartbeat is not None
+            if heart_beating and now >= worker.last_heartbeat + worker.freq * 2:
+                out.append(worker)
         return out
 
     def never_received(self, now: float, bound: float) -> list[_Task]:

@@ -51,7 +51,7 @@ def _masked(value: Any) -> Any:
 class Recorder:
     def __init__(self, path: str, header: dict) -> None:
         try:
-            self._file: Optional[IO[str]] = open(path, "w", encoding="utf-8")
+            self._file: Optional[IO[str]] = open(path, "w", encoding="utf-8")  # noqa: SIM115 - close() closes it
         except OSError as exc:
             raise RecordingError(f"cannot write {path}: {exc.strerror or exc}") from None
         self.path = path
@@ -86,7 +86,7 @@ class Recording:
 def read(path: str) -> "tuple[dict, Iterator[tuple[float, str, Any]], Recording]":
     """(header, items, recording): items are (t, kind, payload) in file order, read lazily (bounded memory)."""
     try:
-        handle = open(path, "r", encoding="utf-8", errors="replace")
+        handle = open(path, "r", encoding="utf-8", errors="replace")  # noqa: SIM115 - items() closes it
     except OSError as exc:
         raise RecordingError(f"cannot read {path}: {exc.strerror or exc}") from None
     first = handle.readline(MAX_LINE)
