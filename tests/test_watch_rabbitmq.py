@@ -85,6 +85,8 @@ def incident(tmp_path_factory):
             state=run_watch(target, WatchOptions(bound=3.0, probe_interval=1.0), stop=stop, view=frames)))
         thread.start()
         time.sleep(1.5)
+        # a heartbeat of each worker seen before the solo one is blocked (see test_watch_redis.incident)
+        assert frames.wait_heard([kill.nodename, block.nodename], 10), frames.describe()
         app.send_task("cdw.noop", queue=f"rblock-{uid}")
         time.sleep(0.3)
         ids = {"block": app.send_task("cdw.block", args=(60,)).id, "kill": app.send_task("cdw.kill", args=(60,)).id,

@@ -106,6 +106,17 @@ class Frames(View):
             time.sleep(0.1)
         return False
 
+    def wait_heard(self, hostnames, timeout):
+        """Until the watch has seen a heartbeat of each worker (only then can it see their heartbeats stop)."""
+        end = time.time() + timeout
+        while time.time() < end:
+            frame = self.last
+            heard = {w.hostname for w in frame.workers if w.last_heartbeat_age is not None} if frame else set()
+            if set(hostnames) <= heard:
+                return True
+            time.sleep(0.1)
+        return False
+
 
 def findings(report, check_id):
     return [r.finding for r in report.findings if r.finding.check == check_id]
@@ -316,7 +327,10 @@ def incident(tmp_path_factory):
                     threading.Thread(target=watch, args=("twice", twice_target, WatchOptions(bound=3.0)))]
         for thread in threads:
             thread.start()
-        time.sleep(1.5)  # subscribed, first CLIENT LIST and heartbeats in
+        time.sleep(1.5)  # subscribed, first CLIENT LIST in
+        # a heartbeat of each worker seen before the solo one is blocked: workers that went online before the watch
+        # subscribed are heard at their next heartbeat, up to 2 s later, and a blocked solo worker sends none
+        assert frames.wait_heard([kill.nodename, block.nodename, busy.nodename], 10), frames.describe()
         started = time.time()
         app.send_task("cdw.noop", queue=f"wblock-{uid}")  # the block worker is seen consuming its queue
         time.sleep(0.3)
