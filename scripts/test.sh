@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
 bash scripts/install.sh
+.venv/bin/ruff check --quiet .  # the lint rules are in pyproject.toml ([tool.ruff])
 export CELERY_DOCTOR_RAISE_CHECK_ERRORS=1
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

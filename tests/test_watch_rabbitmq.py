@@ -131,7 +131,7 @@ def test_a_killed_worker_is_told_dead_by_its_mailbox_queue_and_its_early_acked_t
 
 
 def test_the_acks_late_task_of_the_killed_worker_ran_again_elsewhere(incident):
-    report, ids = incident["report"], incident["ids"]
+    ids = incident["ids"]
     [twice] = findings(incident["report"], "CD703")
     text = "\n".join(twice.evidence)
     assert twice.subject == "task:cdw.late" and ids["late"] in text

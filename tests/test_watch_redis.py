@@ -11,7 +11,6 @@ The watch records what it sees; the replay of that recording gives the same repo
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -133,7 +132,7 @@ def _cleanup(client, uid):
     mark = uid.encode()
     for key in list(client.scan_iter(match=f"*{uid}*", count=1000)):
         client.delete(key)
-    for key in list(client.scan_iter(match="_kombu*", count=1000)) + [b"unacked", b"unacked_index"]:
+    for key in [*list(client.scan_iter(match="_kombu*", count=1000)), b"unacked", b"unacked_index"]:
         kind = client.type(key)
         if kind == b"set":
             members = [m for m in client.smembers(key) if mark in m]
@@ -161,7 +160,7 @@ def test_the_subscription_patterns_receive_what_kombu_publishes():
                     {"fanout_patterns": False}, {"global_keyprefix": "p[1]*?:"}):
         with Connection(f"redis://127.0.0.1:6379/{DB}", transport_options=options) as conn:
             channel = conn.default_channel
-            channel.pool  # formats keyprefix_fanout with the database, as the first publish does
+            _ = channel.pool  # formats keyprefix_fanout with the database, as the first publish does
             topic = channel.global_keyprefix + channel._get_publish_topic(exchange, "worker.heartbeat")
         assert topic == publish_channel(options, DB, exchange, "worker.heartbeat"), options
         pubsub = client.pubsub(ignore_subscribe_messages=True)
@@ -299,7 +298,7 @@ def incident(tmp_path_factory):
     factory = WorkerFactory()
     stop, threads = threading.Event(), []
     try:
-        kill, block, busy, twice = factory.start_many([
+        kill, block, busy, _twice = factory.start_many([
             dict(app=module, cwd=base, pool="prefork", concurrency=1, queues=[f"wkill-{uid}"], name=f"kill-{uid}",
                  fast_start=False, extra_args=EVENTS_ARGS),
             dict(app=module, cwd=base, pool="solo", queues=[f"wblock-{uid}"], name=f"block-{uid}",
@@ -331,7 +330,6 @@ def incident(tmp_path_factory):
         # a heartbeat of each worker seen before the solo one is blocked: workers that went online before the watch
         # subscribed are heard at their next heartbeat, up to 2 s later, and a blocked solo worker sends none
         assert frames.wait_heard([kill.nodename, block.nodename, busy.nodename], 10), frames.describe()
-        started = time.time()
         app.send_task("cdw.noop", queue=f"wblock-{uid}")  # the block worker is seen consuming its queue
         time.sleep(0.3)
         ids = {
@@ -355,7 +353,7 @@ def incident(tmp_path_factory):
         state = result["state"]
         assert not client.exists("_kombu.binding.celeryev")  # nothing bound the event exchange
         config = collect_config(app)
-        report, registry = build_report(state, Target(app=module, broker=target.masked, transport="redis"),
+        report, _registry = build_report(state, Target(app=module, broker=target.masked, transport="redis"),
                                         config=config)
         twice_config = collect_config(mod.twice_app)
         twice_report, _ = build_report(result["twice"], Target(app=module, broker=target.masked, transport="redis"),
@@ -434,5 +432,6 @@ def test_the_replay_of_the_recording_gives_the_same_report(incident):
     live = json.loads(format_json(incident["report"]))
     again = json.loads(format_json(report))
     assert again["findings"] == live["findings"]
-    lines = open(incident["record"]).read()
+    with open(incident["record"]) as handle:
+        lines = handle.read()
     assert '"args"' not in lines and '"kwargs"' not in lines and '"result"' not in lines  # no bodies kept

@@ -6,16 +6,26 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from celery_doctor.model import Snapshot, Part, Target
+from celery_doctor.model import Part, Snapshot, Target
 from celery_doctor.parts import events as ev
-from celery_doctor.parts.events import (ALIVE, AMBIGUOUS, CONNECTED, DEAD, OFFLINE, UNKNOWN, Liveness, QueueProbe,
-                                        Step, example, example_task, example_worker)
+from celery_doctor.parts.events import (
+    ALIVE,
+    AMBIGUOUS,
+    CONNECTED,
+    DEAD,
+    OFFLINE,
+    UNKNOWN,
+    Liveness,
+    QueueProbe,
+    Step,
+    example,
+    example_task,
+    example_worker,
+)
 from celery_doctor.watch.decode import Undecoded, decode_amqp, decode_redis
 from celery_doctor.watch.engine import build_report, not_checked, replay
 from celery_doctor.watch.evidence import ClientTracker, MailboxProbe, WorkerView, rabbitmq_verdicts, redis_verdicts
@@ -119,7 +129,7 @@ def test_a_retry_is_not_a_redelivery():
     steps = (Step("sent", "p", 1), Step("received", "w1", 2), Step("started", "w1", 2.1), Step("retried", "w1", 3),
              Step("sent", "w1", 3.1), Step("received", "w2", 4), Step("started", "w2", 4.1))
     assert not example_task(steps=steps).ran_twice
-    again = steps[:3] + (Step("received", "w1", 9), Step("started", "w1", 9.1))
+    again = (*steps[:3], Step("received", "w1", 9), Step("started", "w1", 9.1))
     assert [(a.t, b.t) for a, b in example_task(steps=again).redeliveries()] == [(2, 9)]
 
 
@@ -306,8 +316,9 @@ def test_task_events_off_says_exactly_what_to_turn_on():
 
 def _ids_by_name(path):
     ids = {}
-    for line in open(path):
-        item = json.loads(line)
+    with open(path) as handle:
+        items = [json.loads(line) for line in handle]
+    for item in items:
         event = item.get("event") or {}
         if event.get("type") == "task-sent":
             ids[event["name"]] = event["uuid"]
@@ -346,7 +357,7 @@ def test_a_recording_is_masked_bounded_and_unreadable_lines_are_counted(tmp_path
     with open(path, "a") as handle:
         handle.write("{not json\n" + json.dumps({"t": "x", "event": {}}) + "\n" + json.dumps({"t": T0 + 3, "end": {}}) + "\n")
     assert "s3cretpw99" not in path.read_text()
-    state, header = replay(str(path))
+    state, _header = replay(str(path))
     assert state.workers[0].hostname == "celery@w1" and state.ended_at == T0 + 3
     assert any("2 line(s) of the recording could not be read" in n for n in state.notes)
     (tmp_path / "other.json").write_text('{"a": 1}\n')
