@@ -264,9 +264,12 @@ def test_plugins_load_through_entry_points_and_failures_are_report_entries(tmp_p
 
 def test_crashing_check_raises_in_test_mode(tmp_path):
     plugin_dir = write_tree(tmp_path, PLUGIN)
-    env = {"PYTHONPATH": f"{plugin_dir}:{ROOT}", "CELERY_DOCTOR_RAISE_CHECK_ERRORS": "1"}
+    crash_dir = tmp_path / "tmp"
+    crash_dir.mkdir()
+    env = {"PYTHONPATH": f"{plugin_dir}:{ROOT}", "CELERY_DOCTOR_RAISE_CHECK_ERRORS": "1", "TMPDIR": str(crash_dir)}
     result = run_cli("lint", *EXAMPLE, "--select", "ACME002", env=env)
     assert result.returncode == 3 and "acme bug" in result.stderr and "Traceback" not in result.stderr
+    assert len(list(crash_dir.glob("celery-doctor-crash-*.log"))) == 1  # the crash log, in the test's own tmp
 
 
 def test_inline_ignore_is_counted(tmp_path):
