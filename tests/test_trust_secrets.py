@@ -307,10 +307,12 @@ def test_canaries_in_rabbitmq_urls_never_leak_from_any_command_or_format(rabbit_
         lambda: cli("scan", "--app", t["module"], *m, "-v", "--timeout", "6", cwd=d),
         lambda: cli("scan", "--app", t["module"], *m, "--peek", "-v", "--timeout", "6", cwd=d,
                     outputs=[out / "s.json", out / "s.sarif", out / "s.md", out / "s.txt"]),
-        lambda: cli("trace", t["queued"], "--app", t["module"], *m, "--peek", "-v", "--timeout", "6", cwd=d,
-                    outputs=[out / "t.json", out / "t.md", out / "t.txt"]),
         lambda: cli("trace", t["queued"], "--app", t["module"], "--format", "markdown", "--timeout", "6", cwd=d),
     ])
+    # Not beside the scan's --peek: a message another channel holds between its get and requeue is unacked, not
+    # ready, and a trace reads ready messages only (it says so), so the two would race for the one message.
+    runs.insert(3, cli("trace", t["queued"], "--app", t["module"], *m, "--peek", "-v", "--timeout", "6", cwd=d,
+                       outputs=[out / "t.json", out / "t.md", out / "t.txt"]))
     for run in runs:
         assert_clean(run, *secrets)
         assert run.code in (0, 1), str(run)
