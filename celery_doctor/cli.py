@@ -340,10 +340,11 @@ def _is(exc: BaseException, name: str) -> bool:
     return any(cls.__name__ == name for cls in type(exc).__mro__)
 
 
-def main() -> None:
-    """The console script: bad usage is one line on stderr and exit 2, like every other bad input."""
+def main(args: Optional[List[str]] = None, prog_name: str = "celery-doctor") -> None:
+    """The console script: bad usage is one line on stderr and exit 2, like every other bad input. `args` and
+    `prog_name` let `celery doctor` (celery_command.py) run the same command line under Celery's."""
     try:
-        code = app(standalone_mode=False, prog_name="celery-doctor")
+        code = app(args=args, standalone_mode=False, prog_name=prog_name)
     except KeyboardInterrupt:
         sys.stderr.write("celery-doctor: interrupted\n")
         sys.exit(EXIT_INTERRUPTED)
