@@ -77,3 +77,41 @@ def test_with_app_adds_the_spec_to_the_commands_that_load_an_app(args, expected)
 
     assert with_app(args, "proj") == expected
     assert with_app(args, None) == args
+
+
+# --------------------------------------------------------------------------- pre-commit
+
+
+def hooks() -> list[dict]:
+    """.pre-commit-hooks.yaml's hooks (its simple `- key: value` lists, read without a YAML library)."""
+    out: list[dict] = []
+    for line in (ROOT / ".pre-commit-hooks.yaml").read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line.startswith("- "):
+            out.append({})
+        key, _, value = line[2:].partition(":")
+        out[-1][key.strip()] = value.strip()
+    return out
+
+
+def test_pre_commit_hooks_run_lint_once_per_commit():
+    found = {hook["id"]: hook for hook in hooks()}
+    assert set(found) == {"celery-doctor-lint", "celery-doctor-lint-system"}
+    for hook in found.values():
+        assert hook["entry"] == "celery-doctor lint" and hook["pass_filenames"] == "false"
+    assert found["celery-doctor-lint"]["language"] == "python"
+    assert found["celery-doctor-lint-system"]["language"] == "system"
+    # what pre-commit runs: the entry, then the hook's args (no file names)
+    entry = found["celery-doctor-lint"]["entry"].split()
+    program = str(Path(sys.executable).with_name(entry[0]))
+    clean = subprocess.run([program, *entry[1:], "--app", "examples.shop", "--fail-on", "never"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert clean.returncode == 0, clean.stderr
+    assert "celery-doctor" in clean.stdout and "findings" in clean.stdout
+
+
+def test_pre_commit_accepts_the_manifest():
+    clientlib = pytest.importorskip("pre_commit.clientlib", reason="pre-commit is not installed here")
+    manifest = clientlib.load_manifest(str(ROOT / ".pre-commit-hooks.yaml"))
+    assert [hook["id"] for hook in manifest] == ["celery-doctor-lint", "celery-doctor-lint-system"]
