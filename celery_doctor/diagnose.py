@@ -22,7 +22,9 @@ from .ranking import rank
 from .registry import Registry, load_registry
 from .runner import run_checks
 from .sources import DATA_SOURCES, gather_live
-from .target import TargetError, app_for_broker, load_app, validate_management_url
+from .static.collect import describe, with_env_notes
+from .static.modules import module_name
+from .target import TargetError, app_for_broker, load_app, register_app_secrets, validate_management_url
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,46 @@ def load_target(options: RunOptions, deadline: Optional[Deadline] = None) -> tup
     return app, broker
 
 
+def static_target(options: RunOptions) -> tuple[Any, Any, Any]:
+    """`lint` without --app: the source (--source, default the current directory) and the Celery app found in it,
+    configured statically (celery_doctor.static: nothing of the project is imported). Returns (static, tree,
+    sources); static is None when the source creates no app."""
+    from .static import read_static_config
+
+    roots = list(options.sources) or [options.cwd or "."]
+    missing = [r for r in roots if not os.path.exists(r)]
+    if missing:
+        raise TargetError(f"--source path does not exist: {missing[0]}")
+    tree = collect_source(roots)
+    static = read_static_config(tree, options.cwd)
+    return static, tree, roots
+
+
+def load_static_target(options: RunOptions, static: Any, roots: list) -> tuple[Any, BrokerTarget]:
+    """The bare app of a static run (or, when the source has no app, a bare app for --broker) and the BrokerTarget."""
+    given = options.broker or os.environ.get("CELERY_BROKER_URL")
+    if options.broker:
+        os.environ.pop("CELERY_BROKER_URL", None)
+    if static is None:
+        if not given:
+            raise TargetError(f"nothing to diagnose: no Celery app found in {', '.join(roots)} (give --app "
+                              "MODULE[:ATTR], --source DIR or --broker URL, or set CELERY_BROKER_URL)")
+        app = app_for_broker(given)
+    else:
+        app = static.app
+        register_app_secrets(app)
+        if options.broker:
+            _register_replaced_broker(app)
+            app.conf.broker_url = options.broker
+    broker = BrokerTarget.of_app(app)
+    if broker.raw and options.broker:
+        try:
+            broker.validate()
+        except BrokerURLError as exc:
+            raise TargetError(str(exc)) from None
+    return app, broker
+
+
 def _register_replaced_broker(app: Any) -> None:
     """The app's own broker URL, replaced by --broker, is not the target, but its password is still a secret."""
     try:
@@ -87,23 +129,37 @@ def _register_replaced_broker(app: Any) -> None:
         pass
 
 
-def build_snapshot(options: RunOptions, deadline: Deadline, app: Any, broker: BrokerTarget) -> tuple[Snapshot, Optional[CollectContext]]:
-    parts: dict[str, Part] = {}
-    config = None
+def _config_part(app: Any, broker: BrokerTarget, static: Any, tree: Any) -> Part:
     try:
-        config = collect_config(app, broker)
-        parts["config"] = Part.gathered(config)
+        if static is not None:
+            from .static.collect import collect_static_config
+
+            return Part.gathered(collect_static_config(static, broker))
+        if tree is not None:
+            return Part.unavailable("no Celery app found in the source (a module-level `app = Celery(...)`); "
+                                    "the broker's defaults were checked")
+        return Part.gathered(collect_config(app, broker))
     except Exception as exc:  # noqa: BLE001 - a config value of the wrong type is a reason, not a traceback
-        parts["config"] = Part.unavailable(scrub(f"reading the app's configuration failed: {type(exc).__name__}: {exc}"))
+        return Part.unavailable(scrub(f"reading the app's configuration failed: {type(exc).__name__}: {exc}"))
+
+
+def build_snapshot(options: RunOptions, deadline: Deadline, app: Any, broker: BrokerTarget,
+                   static: Any = None, tree: Any = None) -> tuple[Snapshot, Optional[CollectContext]]:
+    """`static` and `tree`: a static run's configuration and source (static_target), else the app is read."""
+    parts: dict[str, Part] = {"config": _config_part(app, broker, static, tree)}
+    config = parts["config"].data
     roots = options.sources or default_source_roots(config.app_module_file if config else None, options.app)
-    if roots:
+    if tree is not None:
+        parts["source"] = Part.gathered(tree)
+    elif roots:
         missing = [r for r in roots if not os.path.exists(r)]
         if missing:
             raise TargetError(f"--source path does not exist: {missing[0]}")
         parts["source"] = Part.gathered(collect_source(roots))
     else:
         parts["source"] = Part.unavailable("no --source given and no app module to start from")
-    target = Target(app=options.app, broker=broker.masked, transport=broker.transport)
+    spec = options.app or (f"{module_name(static.found.path)}:{static.found.variable}" if static else None)
+    target = Target(app=spec, broker=broker.masked, transport=broker.transport)
     context = None
     if options.mode == "lint":
         for source in DATA_SOURCES:
@@ -159,8 +215,13 @@ def diagnose(options: RunOptions, registry: Optional[Registry] = None) -> tuple[
     started = time.time()
     deadline = Deadline(options.timeout)
     registry = registry or load_registry()
-    app, broker = load_target(options, deadline)
-    snapshot, _ = build_snapshot(options, deadline, app, broker)
+    static = tree = None
+    if options.app or options.mode != "lint":
+        app, broker = load_target(options, deadline)
+    else:
+        static, tree, roots = static_target(options)
+        app, broker = load_static_target(options, static, roots)
+    snapshot, _ = build_snapshot(options, deadline, app, broker, static=static, tree=tree)
     result = run_checks(registry, snapshot, options.select, options.ignore)
     log.debug("ran %d checks in %s mode: %d findings, %d suppressed inline", len(result.results), options.mode,
               len(result.findings), result.suppressed)
@@ -175,14 +236,19 @@ def diagnose(options: RunOptions, registry: Optional[Registry] = None) -> tuple[
         mode=options.mode,
         started_at=dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
         duration_s=round(time.time() - started, 2),
-        findings=rank(result.findings),
+        findings=rank(with_env_notes(static, result.findings)),
         checks=tuple(result.results),
-        not_checked=_not_checked(snapshot),
+        not_checked=_not_checked(snapshot) + _static_not_checked(static),
         suppressed=result.suppressed,
         anchor=anchor,
         **_logs_extras(snapshot),
+        **({"inputs": describe(static)} if static is not None else {}),
     )
     return report, registry
+
+
+def _static_not_checked(static: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((scrub(what), scrub(why)) for what, why in (static.not_checked if static else ()))
 
 
 def _logs_extras(snapshot: Snapshot) -> dict[str, Any]:

@@ -194,9 +194,9 @@ def test_broker_only_without_app():
     assert json.loads(env_result.stdout)["target"]["broker"] == "redis://:***@127.0.0.1:6379/3"
 
 
-def test_usage_errors_exit_2():
-    assert run_cli("lint").returncode == 2
-    assert "give --app" in run_cli("lint").stderr
+def test_usage_errors_exit_2(tmp_path):
+    nothing = run_cli("lint", cwd=tmp_path)  # no --app, and no Celery app in the source (the current directory)
+    assert nothing.returncode == 2 and "no Celery app found" in nothing.stderr and "give --app" in nothing.stderr
     assert run_cli("scan", "--broker", "bogus://x", "--timeout", "2").returncode == 2
     assert run_cli("lint", *EXAMPLE, "--format", "yaml").returncode == 2
     assert run_cli("explain", "CD999").returncode == 2
