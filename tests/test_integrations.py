@@ -115,3 +115,54 @@ def test_pre_commit_accepts_the_manifest():
     clientlib = pytest.importorskip("pre_commit.clientlib", reason="pre-commit is not installed here")
     manifest = clientlib.load_manifest(str(ROOT / ".pre-commit-hooks.yaml"))
     assert [hook["id"] for hook in manifest] == ["celery-doctor-lint", "celery-doctor-lint-system"]
+
+
+# --------------------------------------------------------------------------- the GitHub action
+
+
+def run_action(tmp_path, **env):
+    """scripts/github_action.sh as action.yml runs it, with the runner's files in tmp_path."""
+    outputs, summary = tmp_path / "github_output", tmp_path / "step_summary"
+    full = dict(os.environ, RUNNER_TEMP=str(tmp_path), GITHUB_OUTPUT=str(outputs), GITHUB_STEP_SUMMARY=str(summary),
+                CD_PROGRAM=str(Path(sys.executable).with_name("celery-doctor")), COLUMNS="200")
+    full.pop("CELERY_BROKER_URL", None)
+    full.update(env)
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "github_action.sh")], cwd=ROOT, env=full,
+                            capture_output=True, text=True, timeout=120)
+    values = dict(line.split("=", 1) for line in outputs.read_text().splitlines()) if outputs.exists() else {}
+    return result, values, summary
+
+
+def test_action_writes_sarif_summary_and_log_and_reports_findings_for_the_last_step(tmp_path):
+    result, values, summary = run_action(tmp_path, CD_APP="examples.shop", CD_FAIL_ON="low", CD_ARGS="--ignore CD147")
+    assert result.returncode == 0, result.stderr  # the upload step still runs; the last step fails the job
+    assert values["exit-code"] == "1"
+    sarif = json.loads(Path(values["sarif-file"]).read_text())
+    assert sarif["version"] == "2.1.0" and sarif["runs"][0]["results"]
+    assert not [r for r in sarif["runs"][0]["results"] if r["ruleId"] == "CD147"]  # CD_ARGS reached the lint
+    assert summary.read_text().startswith("# celery-doctor")
+    assert "findings" in result.stdout  # the text report in the job log
+
+    clean, values, _ = run_action(tmp_path, CD_APP="examples.shop", CD_FAIL_ON="never")
+    assert clean.returncode == 0 and values["exit-code"] == "0"
+
+
+def test_action_stops_before_the_upload_when_lint_cannot_run(tmp_path):
+    result, values, _ = run_action(tmp_path, CD_APP="no_such_module_xyz")
+    assert result.returncode == 2 and values["exit-code"] == "2"
+    assert "::error title=celery-doctor::" in result.stdout and "could not load app" in result.stderr
+
+
+def test_action_yml_runs_the_script_with_its_inputs_as_environment():
+    text = (ROOT / "action.yml").read_text()
+    assert 'run: bash "$GITHUB_ACTION_PATH/scripts/github_action.sh"' in text
+    assert "github/codeql-action/upload-sarif@" in text and "steps.lint.outputs.exit-code == '1'" in text
+    script = (ROOT / "scripts" / "github_action.sh").read_text()
+    for name in ("CD_APP", "CD_FAIL_ON", "CD_ARGS"):
+        assert f"{name}: ${{{{ inputs." in text and name in script
+    # no input is pasted into a shell script (a workflow's values stay data)
+    assert not [line for line in text.splitlines() if "run:" in line and "${{" in line]
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed here")
+    action = yaml.safe_load(text)
+    assert action["runs"]["using"] == "composite"
+    assert {s.get("id") for s in action["runs"]["steps"]} >= {"lint"}
