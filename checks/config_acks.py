@@ -4,28 +4,39 @@ from __future__ import annotations
 from celery_doctor.facts.acks import REJECTED, REQUEUED, all_task_acks
 from celery_doctor.facts.limits import task_time_limits
 from celery_doctor.model import Category, Impact, Runbook, Snapshot, check
+from celery_doctor.settings import human_seconds
 
 from ._util import plural, preview, setting_line, setting_location
+from .config_context import impact_line
+
+# A task that may run this long is exposed to kills and deploys for minutes (its limits say so).
+LONG_RUN_SECONDS = 300
 
 
 @check(
     id="CD101",
     slug="acks-early-crash-loss",
-    title="Tasks are acknowledged before they run: a killed worker process loses them",
+    title="Tasks are acknowledged when they start: a killed worker process loses the task it was running",
     category=Category.WORKER,
     needs=("config",),
+    impact=Impact.MEDIUM,
     runbook=Runbook(
         symptom="A task was received (`Received task` in the worker log) but never finished, and it is in no queue. "
                 "The worker log shows `Process 'ForkPoolWorker-N' pid:... exited with 'signal 9 (SIGKILL)'` or the "
                 "host was restarted; the result backend says FAILURE/WorkerLostError, or stays PENDING.",
-        why="With the default early acknowledgement (`task_acks_late=False`) the message is acked when a pool child "
-            "picks the task up. If that child is OOM-killed or SIGKILLed, or the machine dies, the broker has "
-            "already forgotten the message: nothing redelivers it.",
+        why="With the default early acknowledgement (`task_acks_late=False`) the worker acks the message when a pool "
+            "process starts the task (celery/worker/request.py, Request.on_accepted: `if not self.task.acks_late: "
+            "self.acknowledge()`). If that process is OOM-killed or SIGKILLed, or the machine dies, the broker has "
+            "already forgotten the message: nothing redelivers it. Only the tasks running at that moment are lost "
+            "(prefetched ones are not acked yet, see CD140), and a warm shutdown waits for them, so this is Celery's "
+            "at-most-once default rather than a fault: the impact is low unless the project shows exposure (it "
+            "acks some tasks late and leaves others early, or its tasks run for minutes, long enough for deploys "
+            "and OOM kills to catch them).",
         confirm="`celery -A proj inspect conf | grep acks_late`; look for `exited with 'signal 9` and "
                 "`WorkerLostError` in worker logs and `dmesg | grep -i oom` on worker hosts.",
         fix="Set `task_acks_late = True` (globally, or `@app.task(acks_late=True)` on tasks that must not be lost) "
-            "together with `task_reject_on_worker_lost = True` (see CD102), and make those tasks idempotent: "
-            "late acknowledgement means a task can run more than once.",
+            "together with `task_reject_on_worker_lost = True` (see CD102), and make those tasks idempotent: late "
+            "acknowledgement means a task can run more than once.",
         risk="Tasks run at least once instead of at most once: a task that is not idempotent (charges a card, sends "
              "an email) can run twice after a crash. A task that kills its worker every time (OOM) is redelivered "
              "in a loop; bound it with time/memory limits.",
@@ -35,21 +46,41 @@ from ._util import plural, preview, setting_line, setting_location
 )
 def acks_early(snapshot: Snapshot):
     config = snapshot.config
-    early = [a.task for a in all_task_acks(config) if not a.acks_late]
+    acks = all_task_acks(config)
+    early = [a.task for a in acks if not a.acks_late]
     global_late = bool(config.value("task_acks_late"))
     if not early and (config.tasks or global_late):
         return
     evidence = [setting_line(config, "task_acks_late")]
     if config.tasks:
-        evidence.append(f"{len(early)} of {plural(len(config.tasks), 'task')} ack on receipt: {preview(early)}")
+        evidence.append(f"{len(early)} of {plural(len(config.tasks), 'task')} are acked when they start: {preview(early)}")
     else:
         evidence.append("no task is registered in the app as loaded, so the global setting decides for every task")
-    evidence.append("a SIGKILL/OOM of the pool child or a host crash loses the running task: its message was already acked")
+    evidence.append("a SIGKILL/OOM of the pool process or a host crash loses the task it was running: its message "
+                    "was already acked")
+    impact, reason = _early_ack_exposure(config, early, len(early) < len(acks))
+    evidence.append(impact_line(impact, reason))
     yield acks_early.finding(
         subject="setting:task_acks_late",
         evidence=evidence,
+        impact=impact,
         location=setting_location(config, "task_acks_late"),
     )
+
+
+def _early_ack_exposure(config, early: list[str], some_late: bool) -> tuple[Impact, str]:
+    """Medium when the project shows that early acks expose it (some tasks late, others not; long tasks), else low:
+    Celery's default, at most once, losing only the tasks running when a pool process is killed."""
+    if some_late:
+        return Impact.MEDIUM, "the project acks some tasks late, so it guards against this loss, but not for these"
+    long_running = [name for name in early
+                    if (task_time_limits(config, config.tasks[name]).longest or 0) >= LONG_RUN_SECONDS]
+    if long_running:
+        return Impact.MEDIUM, (f"{plural(len(long_running), 'task')} may run {human_seconds(LONG_RUN_SECONDS)} or "
+                               f"more ({preview(long_running, 3)}): long runs are what kills and deploys catch")
+    chosen = "set explicitly" if config.setting("task_acks_late").explicit else "Celery's default"
+    return Impact.LOW, (f"{chosen} (at most once): only a task running when its pool process is killed is lost, and "
+                        "nothing in the configuration shows long or specially guarded tasks")
 
 
 @check(

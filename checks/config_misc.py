@@ -1,14 +1,16 @@
-"""Static checks on prefetching, beat, serializers, results, time limits and revokes."""
+"""Static checks on prefetching, serializers, results, time limits and revokes (beat: config_beat)."""
 from __future__ import annotations
 
 import ast
 
+from celery_doctor.facts.context import revoke_calls
 from celery_doctor.facts.limits import global_time_limits, task_time_limits
 from celery_doctor.model import Category, Confidence, Impact, Location, Runbook, Snapshot, check
-from celery_doctor.pyast import calls, is_naive_now, keyword, last_name, periodic_task_locations
+from celery_doctor.pyast import calls, is_naive_now, keyword, last_name
 from celery_doctor.settings import as_seconds, human_seconds
 
 from ._util import plural, preview, setting_line, setting_location
+from .config_context import impact_line
 
 LONG_TASK_SECONDS = 60
 UNSAFE_SERIALIZERS = {"pickle": "pickle", "application/x-python-serialize": "pickle", "yaml": "yaml",
@@ -18,15 +20,21 @@ UNSAFE_SERIALIZERS = {"pickle": "pickle", "application/x-python-serialize": "pic
 @check(
     id="CD140",
     slug="prefetch-hoarding",
-    title="Workers prefetch several tasks per process while tasks are long: tasks wait, and a crash strands them",
+    title="Workers prefetch several tasks per process while tasks are long: tasks wait, and may run twice",
     category=Category.WORKER,
     needs=("config",),
+    impact=Impact.MEDIUM,
     runbook=Runbook(
         symptom="Short tasks wait minutes behind long ones although other workers are idle; after a worker crash a "
-                "batch of tasks that never started are missing or come back much later.",
+                "batch of tasks that never started comes back much later (Redis), or a task runs twice.",
         why="Each worker reserves `concurrency x worker_prefetch_multiplier` messages (0 = unlimited). Reserved "
-            "messages wait in that worker's memory behind its long tasks; with early acks they are lost if the worker "
-            "is killed, and on Redis they are stranded in `unacked` until the visibility timeout expires.",
+            "messages wait in that worker's memory behind its long tasks. They are not acknowledged: even with early "
+            "acks the worker acks a message only when a pool process starts the task (celery/worker/request.py, "
+            "Request.on_accepted, the accept_callback of Request.execute_using_pool). So a killed worker does not "
+            "lose them: RabbitMQ requeues them when the connection closes; on Redis they wait in `unacked` until a "
+            "restore sweep finds them older than the visibility timeout (kombu/transport/redis.py, "
+            "QoS.restore_visible). This is latency, not loss; on Redis a message that waits in a live worker's "
+            "prefetch longer than the visibility timeout is also restored and run by another worker: a duplicate.",
         confirm="`celery -A proj inspect reserved` (many reserved on one worker while others are idle); "
                 "`celery -A proj inspect stats` -> `prefetch_count`.",
         fix="For long tasks set `worker_prefetch_multiplier = 1` (with `task_acks_late = True`), or route long tasks "
@@ -54,50 +62,14 @@ def prefetch(snapshot: Snapshot):
                 (": unlimited prefetch" if multiplier == 0 else f": each process reserves {multiplier} messages")]
     if long_tasks:
         evidence.append(f"{plural(len(long_tasks), 'task')} may run {human_seconds(LONG_TASK_SECONDS)} or more: {preview(long_tasks)}")
-    evidence.append("reserved messages wait behind long tasks, and a killed worker loses (early ack) or strands (Redis unacked) them")
+    evidence.append("reserved messages wait behind long tasks; they are unacknowledged until a pool process starts "
+                    "them, so a killed worker's reserved messages return to the queue (delayed, not lost)")
+    if snapshot.config.transport == "redis":
+        evidence.append("on Redis a reserved message that waits longer than the visibility timeout is restored and "
+                        "runs twice")
+    evidence.append(impact_line(Impact.MEDIUM, "latency and duplicates; no task is lost by prefetching"))
     yield prefetch.finding(subject="setting:worker_prefetch_multiplier", evidence=evidence,
                            confidence=Confidence.INFERRED, location=setting_location(config, "worker_prefetch_multiplier"))
-
-
-@check(
-    id="CD141",
-    slug="beat-entry-without-expires",
-    title="Beat entries without expires: after an outage the backlog of runs executes all at once",
-    category=Category.BROKER,
-    needs=("config",),
-    impact=Impact.MEDIUM,
-    runbook=Runbook(
-        symptom="After workers were down for a while, the same periodic task runs dozens of times in a burst; or "
-                "beat crashes with `TypeError: ... unexpected keyword argument 'expires'`.",
-        why="Beat keeps publishing while no worker consumes. Every queued run executes when workers come back, "
-            "duplicating work and delaying everything else. `options={'expires': seconds}` makes workers discard runs "
-            "that are too old. `expires` must be inside `options`: as a top-level key of the entry it is a TypeError.",
-        confirm="`redis-cli -n <db> LRANGE <queue> 0 100` or `rabbitmqctl list_queues`: many messages of one periodic "
-                "task; `celery-doctor scan` counts duplicates per task.",
-        fix="Give each entry `'options': {'expires': <a bit less than its interval>}`.",
-        risk="Expired runs are discarded (logged `Discarding revoked task`): a run missed while workers were down is "
-             "skipped, not caught up.",
-    ),
-)
-def beat_expires(snapshot: Snapshot):
-    config = snapshot.config
-    in_code = {name: loc for loc, name, _ in periodic_task_locations(snapshot.source) if name}
-    for entry in config.beat:
-        where = in_code.get(entry.name) or setting_location(config, "beat_schedule")
-        if entry.has_top_level_expires:
-            yield beat_expires.finding(
-                subject=f"beat:{entry.name}", impact=Impact.HIGH,
-                title="Beat entry has a top-level 'expires' key: beat fails to load the schedule",
-                evidence=[f"beat_schedule[{entry.name!r}] has 'expires' beside 'task'; ScheduleEntry takes it only "
-                          "inside 'options'", "beat raises TypeError and publishes nothing"],
-                location=where)
-        elif "expires" not in entry.options and entry.task != "celery.backend_cleanup":
-            every = f" every {human_seconds(entry.interval_s)}" if entry.interval_s else ""
-            yield beat_expires.finding(
-                subject=f"beat:{entry.name}",
-                evidence=[f"beat_schedule[{entry.name!r}] task={entry.task!r}{every} has no options.expires",
-                          "runs published while workers are down pile up and all execute on recovery"],
-                location=where)
 
 
 @check(
@@ -232,9 +204,12 @@ def results_look_lost(snapshot: Snapshot):
         symptom="Tasks are killed without ever seeing SoftTimeLimitExceeded (no cleanup, partial work), or hang "
                 "forever after catching it.",
         why="The soft limit must be lower than the hard limit to give the task time to clean up; equal or higher "
-            "means the hard kill comes first (the child is killed, WorkerLostError, and with early acks the task is "
-            "lost). A soft limit without a hard limit lets a task that swallows SoftTimeLimitExceeded run forever, "
-            "holding its message (acks_late) and a pool slot.",
+            "means the hard kill comes first: billiard kills the pool process (billiard/pool.py, "
+            "TimeoutHandler.on_hard_timeout) and Celery records the task as failed with TimeLimitExceeded "
+            "(celery/worker/request.py, Request.on_timeout): no cleanup ran, partial work is left behind. A per-task "
+            "`time_limit=0` is not \"no limit\" under prefork: billiard's Pool.apply_async uses `timeout or "
+            "self.timeout`, the worker's task_time_limit. A soft limit without a hard limit lets a task that "
+            "swallows SoftTimeLimitExceeded run forever, holding its message (acks_late) and a pool slot.",
         confirm="`celery -A proj inspect conf | grep time_limit`; per task: `app.tasks['name'].soft_time_limit`.",
         fix="Set both, with `soft_time_limit` comfortably below `time_limit` (e.g. 540 and 600).",
         risk="A hard limit kills legitimately long runs: measure durations first.",
@@ -257,7 +232,7 @@ def time_limits(snapshot: Snapshot):
     if soft_ge_hard:
         yield time_limits.finding(subject="setting:task_soft_time_limit",
                                   evidence=[f"soft limit not below the hard limit: {preview(soft_ge_hard)}",
-                                            "the hard kill comes first: no cleanup, WorkerLostError, early-acked tasks are lost"],
+                                            "the hard kill comes first: the task fails with TimeLimitExceeded before its cleanup runs"],
                                   location=setting_location(config, "task_soft_time_limit", "task_time_limit"))
     if soft_only:
         yield time_limits.finding(subject="setting:task_time_limit", confidence=Confidence.INFERRED,
@@ -309,8 +284,11 @@ def naive_expires(snapshot: Snapshot):
     runbook=Runbook(
         symptom="A task revoked with `celery control revoke` runs anyway after workers restart, or a revoke sent while "
                 "all workers were down has no effect.",
-        why="Workers keep revoked ids in memory (at most 50,000 for 3 h). Only `worker_state_db` (`--statedb`) "
-            "persists them across restarts; a revoke broadcast while no worker listens is lost.",
+        why="Workers keep revoked ids in memory (celery/worker/state.py: `revoked`, a LimitedSet of at most 50,000 "
+            "ids for 3 h). Only `worker_state_db` (`--statedb`, celery/worker/state.py, Persistent) keeps them across "
+            "restarts; a revoke broadcast while no worker listens is lost. This matters only to a project that "
+            "revokes tasks: the check reports it when the project's code calls `revoke()` (or "
+            "`revoke_by_stamped_headers`, `control.terminate`), and stays silent otherwise.",
         confirm="`celery -A proj inspect revoked` on each worker; `app.conf.worker_state_db`.",
         fix="Start workers with `--statedb=/var/run/celery/%n.state` (one file per worker name) if you rely on "
             "revokes; for cancellation that must hold, check a flag in the task itself.",
@@ -321,9 +299,14 @@ def revokes(snapshot: Snapshot):
     config = snapshot.config
     if config.value("worker_state_db"):
         return
+    where = revoke_calls(snapshot.source)
+    if not where:
+        return  # a project that never revokes loses nothing to forgotten revokes
     yield revokes.finding(subject="setting:worker_state_db", confidence=Confidence.INFERRED,
                           evidence=[setting_line(config, "worker_state_db"),
-                                    "revoked ids are kept in memory only: lost on restart (unless workers run with --statedb)"])
+                                    f"the project revokes tasks: {preview(str(loc) for loc in where)}",
+                                    "revoked ids are kept in memory only: lost on restart (unless workers run with --statedb)"],
+                          location=where[0])
 
 
 @check(
@@ -365,5 +348,5 @@ def preview_value(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-CHECKS = [prefetch, beat_expires, unsafe_serializer, serializer_not_accepted, results_look_lost, time_limits,
+CHECKS = [prefetch, unsafe_serializer, serializer_not_accepted, results_look_lost, time_limits,
           naive_expires, revokes, setting_wrong_type]

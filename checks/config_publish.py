@@ -9,6 +9,7 @@ from celery_doctor.pyast import literal_delays
 from celery_doctor.settings import human_seconds
 
 from ._util import plural, preview, setting_line, setting_location
+from .config_context import impact_line
 
 
 def _is_rabbitmq(snapshot: Snapshot) -> bool:
@@ -27,7 +28,12 @@ def _is_rabbitmq(snapshot: Snapshot) -> bool:
         why="`basic.publish` is asynchronous. Without publisher confirms, a message the broker refuses (channel "
             "closed, size limit, node lost before the write) is never reported to the producer. With "
             "`confirm_publish=True` the publish waits for the broker's ack and raises on a nack. Confirms do not "
-            "catch unroutable messages (Celery does not publish as mandatory; see the routing checks).",
+            "catch unroutable messages (Celery does not publish as mandatory; see the routing checks). Source: "
+            "amqp/channel.py, Channel.__init__ (`basic_publish` becomes `basic_publish_confirm` only when the "
+            "connection has confirm_publish) and Channel._basic_publish (writes the frame and returns). How much "
+            "this matters depends on the project: queues that refuse publishes when full (`x-overflow: "
+            "reject-publish`) lose every refused task silently (high); quorum queues or a failover list mean a "
+            "cluster where node losses happen (medium); otherwise it is kombu's default (low).",
         confirm="`celery -A proj shell -c 'print(app.conf.broker_transport_options)'`; RabbitMQ management UI: "
                 "channel details show `confirm` mode off; `rabbitmqctl list_channels name confirm`.",
         fix="`broker_transport_options = {'confirm_publish': True}` on every producer.",
@@ -43,12 +49,37 @@ def no_confirms(snapshot: Snapshot):
     value = config.transport_options.get("confirm_publish")
     if value:
         return
+    impact, reason = _confirms_exposure(config)
     yield no_confirms.finding(
         subject="setting:broker_transport_options.confirm_publish",
         evidence=[f"broker_transport_options.confirm_publish={value!r} ({'set' if 'confirm_publish' in config.transport_options else 'py-amqp default: off'})",
-                  "a publish the broker refuses or loses is never reported to the producer"],
+                  "a publish the broker refuses or loses is never reported to the producer",
+                  impact_line(impact, reason)],
+        impact=impact,
+        confidence=Confidence.CONFIGURED if impact is not Impact.LOW else Confidence.INFERRED,
         location=setting_location(config, "broker_transport_options", "broker_url"),
     )
+
+
+REJECTING_OVERFLOW = ("reject-publish", "reject-publish-dlx")
+
+
+def _confirms_exposure(config) -> tuple[Impact, str]:
+    """How much unconfirmed publishes expose this project: queues that refuse publishes when full lose every
+    refused message silently; a quorum queue or a failover list means a cluster, where a publish during a node loss
+    or leader change can vanish (celery#9149); otherwise it is kombu's default and a rare broker-side refusal."""
+    refusing = [q.name for q in config.queues if str(q.arguments.get("x-overflow", "")) in REJECTING_OVERFLOW]
+    if refusing:
+        return Impact.HIGH, (f"queue(s) {preview(refusing, 3)} refuse publishes when full (x-overflow reject-publish): "
+                             "without confirms every refused task vanishes")
+    quorum = [q.name for q in config.queues if q.queue_type == "quorum"]
+    if quorum or config.value("task_default_queue_type") == "quorum":
+        return Impact.MEDIUM, "quorum queues run on a cluster: a publish during a node loss or leader change can vanish"
+    if len(config.broker_urls) > 1:
+        return Impact.MEDIUM, (f"{len(config.broker_urls)} broker URLs (a cluster with failover): a publish during a "
+                               "node loss can vanish")
+    return Impact.LOW, ("kombu's default; nothing in the configuration (full queues refusing publishes, quorum "
+                        "queues, a cluster) makes broker-side refusals likely")
 
 
 @check(

@@ -31,7 +31,7 @@ def subjects(check_id, app, **kw):
 def test_acks_early_flags_default_and_not_acks_late():
     found = findings_of(by_id("CD101"), make_snapshot(make_app(tasks={"t.a": {}, "t.b": {"acks_late": True}})))
     assert [f.subject for f in found] == ["setting:task_acks_late"]
-    assert any("1 of 2 tasks ack on receipt: t.a" in e for e in found[0].evidence)
+    assert any("1 of 2 tasks are acked when they start: t.a" in e for e in found[0].evidence)
     assert "task_acks_late=False (default)" in found[0].evidence
     assert subjects("CD101", make_app(task_acks_late=True)) == []
 

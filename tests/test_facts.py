@@ -541,7 +541,7 @@ def test_acks_per_task_override_the_app_settings():
                    task_acks_late=True)
     config = collect_config(app)
     outcome = {name: task_acks(config, info).on_worker_lost for name, info in config.tasks.items()}
-    assert outcome == {"t.default": ACKED, "t.safe": REQUEUED, "t.early": "acked on receipt"}
+    assert outcome == {"t.default": ACKED, "t.safe": REQUEUED, "t.early": "acked when started"}
     # a TaskInfo without values (the part's example) inherits the app's settings, as Task.bind does
     example = config_part.example(settings={"task_acks_late": True, "task_acks_on_failure_or_timeout": False},
                                   tasks=[config_part.example_task("t.x", acks_late=None, acks_on_failure=None,

@@ -397,7 +397,7 @@ def _queues(value: Any, default_type: str, problems: list) -> tuple[QueueInfo, .
         _add(problems, "task_queues", f"is of type {type(value).__name__} ({str(value)[:40]!r}), not a list of "
                                       "kombu.Queue: workers cannot declare or consume the queues")
         return ()
-    items = value.values() if isinstance(value, Mapping) else value
+    items = _queue_items(value, problems) if isinstance(value, Mapping) else value
     out = []
     for item in items:
         if not isinstance(getattr(item, "name", None), str):
@@ -409,6 +409,29 @@ def _queues(value: Any, default_type: str, problems: list) -> tuple[QueueInfo, .
         except Exception as exc:  # noqa: BLE001 - an odd queue object is a problem, not a crash
             _add(problems, "task_queues", f"queue {item.name!r} cannot be read: {type(exc).__name__}: {exc}")
     return tuple(out)
+
+
+def _queue_items(value: Mapping, problems: list) -> list:
+    """A task_queues dict as Celery reads it (celery/app/amqp.py, Queues.__init__): a value that is a kombu.Queue
+    is used as it is; any other value is the options of a queue named by its key (Queues.add_compat:
+    `Queue.from_dict(name, **options)`, the routing key defaulting to `binding_key`, else the name)."""
+    from kombu import Queue
+
+    items = []
+    for name, item in value.items():
+        if isinstance(item, Queue) or not isinstance(item, Mapping):
+            items.append(item)
+            continue
+        options = dict(item)
+        options.setdefault("routing_key", options.get("binding_key"))
+        if options["routing_key"] is None:
+            options["routing_key"] = name
+        try:
+            items.append(Queue.from_dict(str(name), **options))
+        except Exception as exc:  # noqa: BLE001 - options Celery could not declare are a problem, not a crash
+            _add(problems, "task_queues", f"queue {str(name)[:40]!r} cannot be built from its options: "
+                                          f"{type(exc).__name__}: {exc}")
+    return items
 
 
 def collect_config(app: Any, broker: Optional[BrokerTarget] = None) -> AppConfig:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .limits import TimeLimits
 
 # What happens to the message.
-ACKED_ON_RECEIPT = "acked on receipt"  # early ack: gone from the broker before the task ran
+ACKED_ON_RECEIPT = "acked when started"  # early ack (Request.on_accepted): gone from the broker once the task starts
 ACKED = "acked"  # removed from the broker
 REQUEUED = "requeued"  # rejected with requeue: delivered again
 REJECTED = "rejected"  # rejected without requeue: dropped (dead-lettered on RabbitMQ if the queue has a DLX)

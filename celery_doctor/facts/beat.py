@@ -5,6 +5,8 @@ import copy
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Optional
 
+from ..settings import human_seconds
+
 if TYPE_CHECKING:
     from ..parts.config import AppConfig, BeatEntry
 
@@ -73,3 +75,33 @@ def crontab_period(schedule: Any) -> Optional[float]:
 def beat_periods(config: "AppConfig") -> list[tuple["BeatEntry", Optional[float]]]:
     """Each beat entry with its period in seconds (computed by schedule_period when the config was collected)."""
     return [(entry, entry.interval_s) for entry in config.beat]
+
+
+def describe_period(entry: "BeatEntry") -> str:
+    """The entry's period in words, saying how a crontab's was found; '' when it is not known."""
+    if not entry.interval_s:
+        return ""
+    every = human_seconds(entry.interval_s)
+    if entry.schedule.startswith("<crontab"):
+        return f"runs at most every {every} (the smallest gap between two consecutive runs of {entry.schedule})"
+    return f"runs every {every}"
+
+
+def entry_expires(config: "AppConfig", entry: "BeatEntry") -> tuple[Any, str]:
+    """The `expires` beat's publishes of this entry carry, and where it comes from ('options', 'task', or '' for
+    none). Beat calls `task.apply_async(**entry.options)` (celery/beat.py, Scheduler.apply_async); without an
+    `expires` option, Celery.send_task takes the task's own `expires` attribute from its exec options
+    (celery/app/task.py extract_exec_options, merged in celery/app/base.py, Celery.send_task)."""
+    if entry.options.get("expires") is not None:
+        return entry.options["expires"], "options"
+    task = config.tasks.get(entry.task)
+    if task is not None and task.expires is not None:
+        return task.expires, "task"
+    return None, ""
+
+
+def runs_within(seconds: float, period: Optional[float]) -> Optional[int]:
+    """How many runs beat publishes in `seconds` at this period (None when the period is not known)."""
+    if not period or period <= 0:
+        return None
+    return int(seconds // period)

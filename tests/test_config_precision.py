@@ -1,0 +1,236 @@
+"""Precision of the config checks on real-project shapes: impacts follow the loss mechanism, beat findings follow
+the entry's period, findings are conditional outside production, and a default app gets only low advice."""
+from __future__ import annotations
+
+import datetime as dt
+
+from celery import Celery
+from celery.schedules import crontab
+from kombu import Queue
+
+from celery_doctor.model import Confidence, Impact
+from tests.conftest import by_id, findings_of, make_snapshot, run_cli, write_tree
+
+REDIS = "redis://127.0.0.1:6379/8"
+AMQP = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def make_app(broker=REDIS, tasks=None, **conf):
+    app = Celery("t", broker=broker, set_as_current=False)
+    app.conf.update(conf)
+    for name, options in (tasks or {"t.work": {}}).items():
+        def body(*args, **kwargs):
+            return None
+        app.task(name=name, shared=False, **options)(body)
+    return app
+
+
+def found(check_id, app, **kw):
+    return findings_of(by_id(check_id), make_snapshot(app, **kw))
+
+
+def config_findings(snapshot):
+    """Every finding of the checks that read the configuration (and maybe the source), by check id."""
+    from celery_doctor.registry import load_registry
+
+    out = {}
+    for check in load_registry().checks:
+        if "config" in check.needs and check.needs <= {"config", "source"}:
+            got = findings_of(check, snapshot)
+            if got:
+                out[check.id] = got
+    return out
+
+
+# ----- a default app: only low, justified advice ---------------------------------------------------------------
+
+# What a bare default app is told, and why each stays: both are real mechanisms, both are Celery's (kombu's)
+# defaults, so both are low and do not fail the default --fail-on.
+DEFAULT_APP_ADVICE = {
+    # early acks: a SIGKILL/OOM of a pool process loses the task it runs (Request.on_accepted acks at start)
+    "CD101": Impact.LOW,
+    # RabbitMQ only: without confirms a publish the broker refuses is never reported (amqp Channel._basic_publish)
+    "CD130": Impact.LOW,
+}
+
+
+def test_a_default_app_gets_only_low_advice(tree):
+    src = tree({"proj/__init__.py": "", "proj/celery.py": """
+        from celery import Celery
+        app = Celery()
+        @app.task
+        def work(x):
+            return x
+        """})
+    for app in (Celery(set_as_current=False), make_app(broker=REDIS), make_app(broker=AMQP)):
+        got = config_findings(make_snapshot(app, source_dir=str(src)))
+        assert {k: {f.impact for f in v} for k, v in got.items()} == {
+            k: {v} for k, v in DEFAULT_APP_ADVICE.items() if k in got}, got
+        assert set(got) <= set(DEFAULT_APP_ADVICE)
+        for findings in got.values():
+            assert any(e.startswith("impact low: ") for f in findings for e in f.evidence)
+
+
+def test_default_app_exits_0_with_the_default_fail_on(tmp_path):
+    write_tree(tmp_path, {"plainapp.py": """
+        from celery import Celery
+        app = Celery("plain", broker="amqp://guest:guest@127.0.0.1:5672//")
+        @app.task
+        def work(x):
+            return x
+        """})
+    result = run_cli("lint", "-A", "plainapp:app", "--color", "never", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CD101" in result.stdout and "impact low: Celery's default" in result.stdout
+    strict = run_cli("lint", "-A", "plainapp:app", "--fail-on", "low", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert strict.returncode == 1
+
+
+# ----- impacts follow the mechanism ----------------------------------------------------------------------------
+
+def test_early_acks_are_medium_only_with_project_evidence():
+    [default] = found("CD101", make_app())
+    assert default.impact is Impact.LOW
+    [mixed] = found("CD101", make_app(tasks={"t.a": {}, "t.b": {"acks_late": True}}))
+    assert mixed.impact is Impact.MEDIUM and any("acks some tasks late" in e for e in mixed.evidence)
+    [long] = found("CD101", make_app(tasks={"t.slow": {"time_limit": 1800}}))
+    assert long.impact is Impact.MEDIUM and any("t.slow" in e for e in long.evidence)
+    assert any("acked when they start" in e for e in default.evidence)
+
+
+def test_prefetch_is_latency_and_duplicates_not_loss():
+    [finding] = found("CD140", make_app(tasks={"t.slow": {"time_limit": 900}}, worker_prefetch_multiplier=4))
+    assert finding.impact is Impact.MEDIUM
+    text = " ".join(finding.evidence)
+    assert "loses" not in text and "delayed, not lost" in text and "runs twice" in text
+    assert "lost if the worker is killed" not in by_id("CD140").runbook.why
+    assert "Request.on_accepted" in by_id("CD140").runbook.why
+
+
+def test_confirms_off_is_low_unless_the_project_makes_refusals_likely():
+    [plain] = found("CD130", make_app(broker=AMQP))
+    assert plain.impact is Impact.LOW and plain.confidence is Confidence.INFERRED
+    [quorum] = found("CD130", make_app(broker=AMQP, task_default_queue_type="quorum"))
+    assert quorum.impact is Impact.MEDIUM
+    full = make_app(broker=AMQP, task_queues=[Queue("celery", queue_arguments={"x-max-length": 1000,
+                                                                             "x-overflow": "reject-publish"})])
+    [refusing] = found("CD130", full)
+    assert refusing.impact is Impact.HIGH and any("reject-publish" in e for e in refusing.evidence)
+
+
+def test_revokes_need_a_revoke_call_in_the_project(tree):
+    quiet = tree({"p/__init__.py": "", "p/views.py": "def f(t):\n    return t.delay(1)\n"})
+    assert found("CD147", make_app(), source_dir=str(quiet)) == []
+    assert found("CD147", make_app()) == []  # no source: no evidence
+    loud = tree({"q/__init__.py": "", "q/views.py": "def cancel(result):\n    result.revoke(terminate=True)\n"})
+    [finding] = found("CD147", make_app(), source_dir=str(loud))
+    assert finding.location.line == 2 and any("revokes tasks" in e for e in finding.evidence)
+    assert found("CD147", make_app(worker_state_db="/var/run/celery/%n.state"), source_dir=str(loud)) == []
+
+
+def test_time_limit_evidence_names_the_real_outcome():
+    [finding] = found("CD145", make_app(tasks={"t.a": {"soft_time_limit": 600, "time_limit": 300}}))
+    assert any("TimeLimitExceeded" in e for e in finding.evidence)
+    assert not any("WorkerLostError" in e for e in finding.evidence)
+
+
+def test_task_queues_as_a_dict_of_options_is_accepted_as_celery_accepts_it():
+    app = make_app(task_queues={"celery": {"exchange": "celery", "routing_key": "celery"},
+                                "low": {"exchange": "low", "exchange_type": "topic", "binding_key": "low.#"}})
+    assert found("CD148", app) == []
+    snapshot = make_snapshot(app)
+    declared = {q.name: (q.exchange, q.routing_key, q.exchange_type) for q in snapshot.config.queues}
+    assert declared == {n: (q.exchange.name, q.routing_key, q.exchange.type) for n, q in app.amqp.queues.items()}
+    assert [f.subject for f in found("CD148", make_app(task_queues="celery"))] == ["setting:task_queues"]
+
+
+# ----- beat: frequency-aware ----------------------------------------------------------------------------------
+
+def test_missing_expires_scales_with_the_period_crontabs_included():
+    app = make_app(tasks={"t.report": {}}, beat_schedule={
+        "minutely": {"task": "t.report", "schedule": 60.0},
+        "every-5-cron": {"task": "t.report", "schedule": crontab(minute="*/5")},
+        "hourly-cron": {"task": "t.report", "schedule": crontab(minute=0)},
+        "daily": {"task": "t.report", "schedule": crontab(minute=0, hour=3)},
+        "monthly": {"task": "t.report", "schedule": crontab(minute=0, hour=0, day_of_month=1)},
+    })
+    got = {f.subject: f for f in found("CD141", app)}
+    assert sorted(got) == ["beat:every-5-cron", "beat:hourly-cron", "beat:minutely"]
+    assert got["beat:minutely"].impact is Impact.MEDIUM and got["beat:every-5-cron"].impact is Impact.MEDIUM
+    assert got["beat:hourly-cron"].impact is Impact.LOW
+    assert any("runs at most every 5 min" in e and "crontab" in e for e in got["beat:every-5-cron"].evidence)
+    assert any(e.startswith("impact medium: an outage of 1 h queues 60 runs") for e in got["beat:minutely"].evidence)
+
+
+def test_a_task_level_expires_covers_its_beat_entries():
+    app = make_app(tasks={"t.report": {"expires": 50}}, beat_schedule={"m": {"task": "t.report", "schedule": 60.0}})
+    assert found("CD141", app) == []
+
+
+def test_expires_far_longer_than_the_period():
+    app = make_app(tasks={"t.report": {}}, beat_schedule={
+        "week-valid": {"task": "t.report", "schedule": 60.0, "options": {"expires": dt.timedelta(days=7)}},
+        "hour-valid": {"task": "t.report", "schedule": crontab(minute="*/5"), "options": {"expires": 3600}},
+        "fine": {"task": "t.report", "schedule": 300.0, "options": {"expires": 240}},
+    })
+    got = {f.subject: f for f in found("CD150", app)}
+    assert sorted(got) == ["beat:hour-valid", "beat:week-valid"]
+    assert got["beat:week-valid"].impact is Impact.MEDIUM
+    assert any("10,080 queued runs" in e for e in got["beat:week-valid"].evidence)
+    assert got["beat:hour-valid"].impact is Impact.LOW
+    assert found("CD141", app) == []
+
+
+# ----- context gates ------------------------------------------------------------------------------------------
+
+def test_eager_mode_makes_broker_and_ack_findings_conditional():
+    normal = found("CD102", make_app(task_acks_late=True))
+    eager = found("CD102", make_app(task_acks_late=True, task_always_eager=True))
+    assert normal[0].impact is Impact.HIGH and normal[0].confidence is Confidence.CONFIGURED
+    assert eager[0].impact is Impact.MEDIUM and eager[0].confidence is Confidence.INFERRED
+    assert any("task_always_eager=True" in e and "conditional" in e for e in eager[0].evidence)
+    # CD122: beat sends a name it does not know with send_task, which eager mode does not cover
+    beat = make_app(task_always_eager=True, beat_schedule={"x": {"task": "t.nope", "schedule": 60.0}})
+    assert found("CD122", beat)[0].impact is Impact.HIGH
+
+
+def test_test_settings_make_findings_conditional(tmp_path):
+    settings = write_tree(tmp_path, {"proj/settings/test.py": "task_acks_late = True\n"}) / "proj/settings/test.py"
+    app = make_app()
+    app.config_from_object({"task_acks_late": True})
+    snapshot = make_snapshot(app)
+    from dataclasses import replace
+
+    from celery_doctor.model import Part
+
+    config = replace(snapshot.config, config_origin=str(settings))
+    test_snapshot = snapshot.with_parts(config=Part.gathered(config))
+    [finding] = findings_of(by_id("CD102"), test_snapshot)
+    assert finding.impact is Impact.MEDIUM and any("test settings module" in e for e in finding.evidence)
+
+
+# ----- new causes ---------------------------------------------------------------------------------------------
+
+def test_broker_that_cannot_cross_processes():
+    assert [f.impact for f in found("CD151", make_app(broker="memory://"))] == [Impact.HIGH]
+    assert found("CD151", make_app(broker="memory://", task_always_eager=True)) == []
+    assert [f.impact for f in found("CD151", make_app(broker="sqla+sqlite://"))] == [Impact.HIGH]
+    [sqlite_file] = found("CD151", make_app(broker="sqla+sqlite:////var/lib/celery/broker.db"))
+    assert sqlite_file.impact is Impact.MEDIUM and any("database is locked" in e for e in sqlite_file.evidence)
+    assert found("CD151", make_app(broker="sqla+postgresql://u:p@db/celery")) == []
+    [split] = found("CD151", make_app(broker="filesystem://"))
+    assert split.impact is Impact.HIGH and any("'data_out'" in e for e in split.evidence)
+    shared = make_app(broker="filesystem://", broker_transport_options={"data_folder_in": "/srv/q",
+                                                                        "data_folder_out": "/srv/q"})
+    assert [f.impact for f in found("CD151", shared)] == [Impact.MEDIUM]
+    assert found("CD151", make_app()) == [] and found("CD151", make_app(broker=AMQP)) == []
+
+
+def test_connection_timeout_too_short():
+    assert [f.subject for f in found("CD152", make_app(broker_connection_timeout=0.1))] == [
+        "setting:broker_connection_timeout"]
+    assert found("CD152", make_app(broker_connection_timeout=1)) == []
+    [no_pool] = found("CD152", make_app(broker_connection_timeout=1, broker_pool_limit=0))
+    assert any("every publish opens a new connection" in e for e in no_pool.evidence)
+    assert found("CD152", make_app(broker_connection_timeout=3, broker_pool_limit=0)) == []
+    assert found("CD152", make_app()) == []
