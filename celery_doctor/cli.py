@@ -158,7 +158,9 @@ def exit_code(report, fail_on: FailOn) -> int:
     if fail_on is FailOn.never:
         return EXIT_OK
     threshold = {"high": 3, "medium": 2, "low": 1}[fail_on.value]
-    return EXIT_FINDINGS if any(r.finding.impact.order >= threshold for r in report.findings) else EXIT_OK
+    # security findings are no likely cause, but they fail a run by their own impact like any finding
+    counted = (*report.findings, *getattr(report, "security", ()))
+    return EXIT_FINDINGS if any(r.finding.impact.order >= threshold for r in counted) else EXIT_OK
 
 
 def _options(command_name: str, given: dict):

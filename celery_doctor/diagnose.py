@@ -18,7 +18,7 @@ from .deadline import Deadline
 from .masking import SECRETS, scrub
 from .model import Location, Part, PartStatus, Report, Snapshot, Target
 from .options import RunOptions, snapshot_options
-from .ranking import rank
+from .ranking import rank, rank_security
 from .registry import Registry, load_registry
 from .runner import run_checks
 from .sources import DATA_SOURCES, gather_live
@@ -241,6 +241,7 @@ def diagnose(options: RunOptions, registry: Optional[Registry] = None) -> tuple[
         not_checked=_not_checked(snapshot) + _static_not_checked(static),
         suppressed=result.suppressed,
         anchor=anchor,
+        security=rank_security(result.findings),
         **_logs_extras(snapshot),
         **({"inputs": describe(static)} if static is not None else {}),
     )

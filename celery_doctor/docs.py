@@ -16,7 +16,9 @@ def render_check_markdown(check: Check) -> str:
     lines = [
         f"# {check.id} {check.slug}: {check.title}",
         "",
-        f"- **Category:** {check.category.value} (impact on task loss: {CATEGORY_IMPACT[check.category].value})",
+        f"- **Category:** {check.category.value} " + (
+            f"(impact on task loss: {CATEGORY_IMPACT[check.category].value})" if check.category.is_loss
+            else "(not a cause of task loss: reported apart from the ranked causes)"),
         f"- **Default impact:** {check.impact.value}",
         f"- **Needs:** {needs}",
         f"- **Since:** {check.since}",

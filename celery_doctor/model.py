@@ -19,6 +19,12 @@ class Category(str, enum.Enum):
     WORKER = "worker"
     ROUTING = "routing"
     TASK_CODE = "task_code"
+    SECURITY = "security"  # not a cause of task loss: reported apart from the ranked causes
+
+    @property
+    def is_loss(self) -> bool:
+        """Whether findings of this category are ranked among the likely causes of lost tasks."""
+        return self in CATEGORY_IMPACT
 
 
 class Impact(str, enum.Enum):
@@ -37,7 +43,8 @@ class Confidence(str, enum.Enum):
     INFERRED = "inferred"  # heuristic
 
 
-# The impact table from DEVELOPERS.md: how much a category weighs as a cause of task loss.
+# The impact table (docs/ranking.md): how much a category weighs as a cause of task loss. SECURITY is not in it:
+# a security finding is no cause of loss, it is reported in its own section, and its check declares its impact.
 CATEGORY_IMPACT: Mapping[Category, Impact] = {
     Category.BROKER: Impact.HIGH,
     Category.WORKER: Impact.HIGH,
@@ -150,13 +157,16 @@ def check(
 ) -> Callable[[Callable[["Snapshot"], Iterable[Finding]]], Check]:
     """Decorator that turns a pure function into a Check (it does not register it anywhere)."""
 
+    if impact is None and category not in CATEGORY_IMPACT:
+        raise ValueError(f"check {id}: a {category.value} check declares its impact (it is not in the impact table)")
+
     def wrap(fn: Callable[["Snapshot"], Iterable[Finding]]) -> Check:
         return Check(
             id=id,
             slug=slug,
             title=title,
             category=category,
-            impact=impact or CATEGORY_IMPACT[category],
+            impact=impact or CATEGORY_IMPACT[category],  # checked above
             needs=frozenset(needs),
             runbook=runbook,
             run=fn,
@@ -306,7 +316,7 @@ class Report:
     mode: str
     started_at: str
     duration_s: float
-    findings: tuple[RankedFinding, ...]
+    findings: tuple[RankedFinding, ...]  # the likely causes of lost tasks, ranked (no security finding)
     checks: tuple[CheckResult, ...]
     not_checked: tuple[tuple[str, str], ...]  # (part, reason) for live parts that could not be gathered
     suppressed: int = 0  # findings silenced inline (# celery-doctor: ignore[...])
@@ -314,6 +324,7 @@ class Report:
     timeline: tuple[TimelineEvent, ...] = ()  # from logs (scan --logs, logs), in time order
     timeline_omitted: int = 0  # events left out of `timeline` to keep it short
     inputs: str = ""  # what was read besides the target, in words (e.g. "logs: 2 files, 120,345 lines")
+    security: tuple[RankedFinding, ...] = ()  # security findings: not causes of loss, ranked among themselves
 
     def summary(self) -> dict[str, int]:
         counts = {impact.value: 0 for impact in Impact}

@@ -1,4 +1,7 @@
-"""Ranking likely causes: the impact table, weighted by confidence and by messages at risk."""
+"""Ranking likely causes: the impact table, weighted by confidence and by messages at risk.
+
+Security findings (Category.SECURITY) are no cause of lost tasks: `rank` leaves them out, `rank_security` ranks
+them among themselves, by the same arithmetic (their check's impact, not the impact table's)."""
 from __future__ import annotations
 
 import math
@@ -23,8 +26,9 @@ def score(finding: Finding) -> tuple[float, str]:
     factor = CONFIDENCE_FACTOR[finding.confidence]
     risk = at_risk_points(finding.messages_at_risk)
     total = round(impact_points * factor + risk, 1)
-    table = CATEGORY_IMPACT[finding.category].value
-    why = (f"impact {finding.impact.value} ({finding.category.value}: {table} in the impact table) "
+    table = CATEGORY_IMPACT.get(finding.category)
+    where = f"{table.value} in the impact table" if table else "not a cause of task loss"
+    why = (f"impact {finding.impact.value} ({finding.category.value}: {where}) "
            f"{impact_points:g} x {finding.confidence.value} {factor:g}")
     if finding.messages_at_risk:
         why += f" + {finding.messages_at_risk:,} messages at risk {risk:.1f}"
@@ -32,6 +36,16 @@ def score(finding: Finding) -> tuple[float, str]:
 
 
 def rank(findings: Iterable[Finding]) -> tuple[RankedFinding, ...]:
+    """The likely causes of lost tasks, best first: every finding but the security ones."""
+    return _ranked(f for f in findings if f.category.is_loss)
+
+
+def rank_security(findings: Iterable[Finding]) -> tuple[RankedFinding, ...]:
+    """The security findings, ranked among themselves (their own ranks, from 1)."""
+    return _ranked(f for f in findings if not f.category.is_loss)
+
+
+def _ranked(findings: Iterable[Finding]) -> tuple[RankedFinding, ...]:
     scored = [(score(f), f) for f in findings]
     scored.sort(key=lambda item: (-item[0][0], -item[1].impact.order, item[1].sort_key()))
     return tuple(RankedFinding(rank=i, score=s, why=why, finding=f) for i, ((s, why), f) in enumerate(scored, 1))

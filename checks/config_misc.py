@@ -76,7 +76,7 @@ def prefetch(snapshot: Snapshot):
     id="CD142",
     slug="unsafe-serializer-accepted",
     title="pickle (or yaml) is accepted: anyone who can write to the broker can run code on workers",
-    category=Category.TASK_CODE,
+    category=Category.SECURITY,
     needs=("config",),
     impact=Impact.HIGH,
     runbook=Runbook(

@@ -23,7 +23,7 @@ def test_lint_example_ranks_causes_and_fails_on_high():
     result = run_cli("lint", *EXAMPLE, "--format", "json")
     assert result.returncode == 1, result.stderr
     data = json.loads(result.stdout)
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert data["tool"]["name"] == "celery-doctor"
     assert data["target"] == {"app": "examples.shop", "broker": "redis://127.0.0.1:6379/15", "transport": "redis"}
     ranks = [f["rank"] for f in data["findings"]]
@@ -103,7 +103,7 @@ def test_several_outputs_in_one_run(tmp_path):
     result = run_cli("lint", *EXAMPLE, "-o", str(tmp_path / "r.json"), "-o", str(tmp_path / "r.sarif"),
                      "-o", str(tmp_path / "r.md"), "--fail-on", "never")
     assert result.returncode == 0 and result.stdout == ""
-    assert json.loads((tmp_path / "r.json").read_text())["schema_version"] == 1
+    assert json.loads((tmp_path / "r.json").read_text())["schema_version"] == 2
     assert json.loads((tmp_path / "r.sarif").read_text())["version"] == "2.1.0"
     assert (tmp_path / "r.md").read_text().startswith("# celery-doctor")
 

@@ -1,4 +1,4 @@
-"""JSON report (schema_version 1): a pure function of the report.
+"""JSON report (schema_version 2, docs/formats.md): a pure function of the report.
 
 Values are exact (untrusted text is not altered); the encoder escapes them, and `ensure_ascii` writes every
 non-ASCII character (bidi controls, C1 controls, zero-width characters included) as `\\uXXXX`, so the file
@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from ..model import Finding, RankedFinding, Report, TimelineEvent
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: security findings in `security`, not in `findings`
 DOCS_BASE = "https://github.com/celery-doctor/celery-doctor/blob/main/docs/checks/"
 
 
@@ -56,6 +56,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         "started_at": report.started_at,
         "duration_s": report.duration_s,
         "findings": [ranked_dict(r) for r in report.findings],
+        "security": [ranked_dict(r) for r in report.security],
         "checks": [
             {"id": c.id, "slug": c.slug, "title": c.title, "category": c.category.value if c.category else None,
              "status": c.status.value, "reason": c.reason or None, "findings": c.findings}
@@ -65,7 +66,8 @@ def report_dict(report: Report) -> dict[str, Any]:
         "inputs": report.inputs or None,
         "timeline": [timeline_dict(e) for e in report.timeline],
         "timeline_omitted": report.timeline_omitted,
-        "summary": {**summary, "total": len(report.findings), "suppressed": report.suppressed, "checks": statuses},
+        "summary": {**summary, "total": len(report.findings), "security": len(report.security),
+                    "suppressed": report.suppressed, "checks": statuses},
     }
 
 

@@ -28,6 +28,23 @@ def _timeline(report: Report) -> list[str]:
     return [*lines, ""]
 
 
+def _security(report: Report) -> list[str]:
+    """Security findings, apart from the ranked causes: they are no cause of lost tasks."""
+    if not report.security:
+        return []
+    lines = ["## Security (not causes of lost tasks)", "",
+             "These count for `--fail-on` by their impact, but they are not among the likely causes above.", ""]
+    for ranked in report.security:
+        f = ranked.finding
+        lines += [f"### S{ranked.rank}. {md_text(f.check)} {md_text(f.slug)}: {md_text(f.title)}", ""]
+        lines.append(f"- **Subject:** {md_code(f.subject)}" + (f" at {md_code(f.location)}" if f.location else ""))
+        lines.append(f"- **Impact / confidence:** {f.impact.value} / {f.confidence.value}")
+        lines.append("- **Evidence:**")
+        lines += [f"  - {md_text(e)}" for e in f.evidence]
+        lines += [f"- **Fix:** {md_text(f.fix)}", f"- **Runbook:** {md_code(f'celery-doctor explain {f.check}')}", ""]
+    return lines
+
+
 def format_markdown(report: Report) -> str:
     from .. import __version__
 
@@ -67,6 +84,7 @@ def format_markdown(report: Report) -> str:
             lines += [f"- **Fix:** {md_text(f.fix)}", f"- **Runbook:** {md_code(f'celery-doctor explain {f.check}')}", ""]
     else:
         lines += ["No likely cause of task loss found by the checks that ran.", ""]
+    lines += _security(report)
     lines += ["## Not checked", ""]
     if report.not_checked:
         lines += [f"- **{md_text(part)}:** {md_text(reason)}" for part, reason in report.not_checked]

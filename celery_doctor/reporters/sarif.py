@@ -16,6 +16,10 @@ SECURITY_SEVERITY = {Impact.HIGH: "8.0", Impact.MEDIUM: "5.0", Impact.LOW: "2.0"
 def _rule(check: Check) -> dict[str, Any]:
     from ..docs import render_check_markdown
 
+    properties: dict[str, Any] = {"category": check.category.value, "tags": ["celery", check.category.value],
+                                  "problem.severity": LEVEL[check.impact]}
+    if not check.category.is_loss:  # GitHub code scanning files these under security alerts
+        properties["security-severity"] = SECURITY_SEVERITY[check.impact]
     return {
         "id": check.id,
         "name": check.slug,
@@ -24,8 +28,7 @@ def _rule(check: Check) -> dict[str, Any]:
         "helpUri": docs_url(check.id),
         "help": {"text": check.runbook.fix, "markdown": render_check_markdown(check)},
         "defaultConfiguration": {"level": LEVEL[check.impact]},
-        "properties": {"category": check.category.value, "tags": ["celery", check.category.value],
-                       "problem.severity": LEVEL[check.impact]},
+        "properties": properties,
     }
 
 
@@ -43,7 +46,7 @@ def format_sarif(report: Report, checks: Sequence[Check] = ()) -> str:
     rules = [_rule(c) for c in sorted(checks, key=lambda c: c.id)]
     index = {rule["id"]: i for i, rule in enumerate(rules)}
     results = []
-    for ranked in report.findings:
+    for ranked in (*report.findings, *report.security):  # security results keep their own rank (category says)
         f = ranked.finding
         message = f"{f.title} ({f.subject}). " + " ".join(f.evidence) + f" Fix: {f.fix}"
         fingerprint = hashlib.sha256(f"{f.check}|{f.subject}|{f.location}".encode()).hexdigest()[:32]

@@ -8,6 +8,7 @@ Layout (every line fits `width`, 40 columns and up; a terminal gets its own widt
 3. the ranked causes: titles first, the subject and check id as secondary labels; an aligned list from 100
    columns, one block per finding below that (never a table whose cells wrap mid-word);
 4. details of the top findings (subject shown whole, wrapped at separators, evidence, fix, ranking);
+   then the security findings, apart (they are no cause of lost tasks);
 5. "Not checked" (always: it says what the verdict does not cover); the per-check status lines only with
    `show_checks`; a summary line with the counts last.
 
@@ -129,6 +130,9 @@ def footer(report: Report) -> str:
             f"{counts.get('failed', 0)} failed, {counts.get('skipped', 0)} skipped, {counts.get('error', 0)} errors")
     if counts.get("ignored"):
         line += f", {counts['ignored']} ignored"
+    security = len(getattr(report, "security", ()))
+    if security:
+        line += f" · {security} security finding{'s' if security != 1 else ''} (not causes of loss)"
     if report.suppressed:
         line += f" · {report.suppressed} finding{'s' if report.suppressed != 1 else ''} suppressed inline"
     return line
@@ -143,6 +147,8 @@ def _verdict(out: _Writer, report: Report) -> None:
     findings = report.findings
     if not findings:
         out.line("Verdict: no likely cause of task loss found by the checks that ran.", style="bold green")
+        if report.security:
+            out.line(f"{len(report.security)} security finding(s) below: not causes of lost tasks.", indent=2)
         if report.not_checked:
             out.line(f"Not everything could be checked ({len(report.not_checked)} item(s) under Not checked "
                      "below): the verdict does not cover them.", indent=2)
@@ -227,6 +233,23 @@ def _details(out: _Writer, report: Report) -> None:
         out.line()
 
 
+def _security(out: _Writer, report: Report) -> None:
+    """Security findings: after the causes, apart from them (they are no cause of lost tasks)."""
+    if not report.security:
+        return
+    out.line("Security (not causes of lost tasks; they count for --fail-on by their impact)", style="bold")
+    for ranked in report.security:
+        f = ranked.finding
+        out.line(f.title, indent=0, hang=FIELD + HANG, first=f"S{ranked.rank}. {f.impact.value}: ",
+                 style=IMPACT_STYLE[f.impact.value])
+        out.line(f"{f.check} {f.slug} · {f.subject}" + (f" at {f.location}" if f.location else ""), indent=FIELD)
+        for evidence in f.evidence:
+            out.line(f"- {evidence}", indent=FIELD)
+        out.line(f"fix: {f.fix}", indent=FIELD)
+        out.line(f"runbook: celery-doctor explain {f.check}", indent=FIELD)
+    out.line()
+
+
 def _not_checked(out: _Writer, report: Report) -> None:
     if not report.not_checked:
         return
@@ -274,6 +297,7 @@ def format_text(report: Report, color: bool = False, width: int = PIPE_WIDTH, sh
     if report.findings:
         (_ranked_wide if width >= WIDE else _ranked_compact)(out, report)
         _details(out, report)
+    _security(out, report)
     _not_checked(out, report)
     _checks(out, report, only_errors=not show_checks)
     out.line(footer(report))
