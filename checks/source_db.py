@@ -162,36 +162,40 @@ def _is_atomic(expr: ast.AST) -> bool:
     return dotted_name(target).split(".")[-1] == "atomic"
 
 
-def _is_true(node: ast.AST) -> bool:
-    return isinstance(node, ast.Constant) and node.value is True
+def _is_true(proj: Project, module: Module, node: ast.AST) -> bool:
+    return proj.constant(module, node) is True
 
 
-def _atomic_requests_line(node: ast.AST) -> Optional[int]:
-    """The line of `'ATOMIC_REQUESTS': True`, `X['ATOMIC_REQUESTS'] = True`, `ATOMIC_REQUESTS = True` or
-    `dict(ATOMIC_REQUESTS=True)` when `node` is one of those."""
+def _atomic_requests_line(proj: Project, module: Module, node: ast.AST) -> Optional[int]:
+    """The line of `'ATOMIC_REQUESTS': True` (a database's dict), `X['ATOMIC_REQUESTS'] = True` or
+    `dict(ATOMIC_REQUESTS=True)` when `node` is one of those.
+
+    Django reads the setting only in a database's entry of DATABASES (django/db/utils.py
+    ConnectionHandler.configure_settings, django/core/handlers/base.py make_view_atomic): a top-level or class
+    attribute `ATOMIC_REQUESTS = True` does nothing and is not counted."""
     if isinstance(node, ast.Dict):
         return next((key.lineno for key, value in zip(node.keys, node.values)
-                     if isinstance(key, ast.Constant) and key.value == "ATOMIC_REQUESTS" and _is_true(value)), None)
-    if isinstance(node, ast.Assign) and _is_true(node.value):
+                     if isinstance(key, ast.Constant) and key.value == "ATOMIC_REQUESTS"
+                     and _is_true(proj, module, value)), None)
+    if isinstance(node, ast.Assign) and _is_true(proj, module, node.value):
         for target in node.targets:
-            if (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Constant)
-                    and target.slice.value == "ATOMIC_REQUESTS") or \
-                    (isinstance(target, ast.Name) and target.id == "ATOMIC_REQUESTS"):
+            if isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Constant) \
+                    and target.slice.value == "ATOMIC_REQUESTS":
                 return node.lineno
         return None
     if isinstance(node, ast.Call) and last_name(node) == "dict":
-        return next((kw.value.lineno for kw in node.keywords if kw.arg == "ATOMIC_REQUESTS" and _is_true(kw.value)),
-                    None)
+        return next((kw.value.lineno for kw in node.keywords
+                     if kw.arg == "ATOMIC_REQUESTS" and _is_true(proj, module, kw.value)), None)
     return None
 
 
 def _atomic_requests(proj: Project) -> Optional[tuple[Module, int]]:
-    """Where ATOMIC_REQUESTS=True is set (Django DATABASES setting), if anywhere in the tree."""
+    """Where ATOMIC_REQUESTS=True is set for a database (Django DATABASES setting), if anywhere in the tree."""
     for module in proj.modules:
         if "ATOMIC_REQUESTS" not in module.file.text:
             continue
         for node in ast.walk(module.tree):
-            line = _atomic_requests_line(node)
+            line = _atomic_requests_line(proj, module, node)
             if line is not None:
                 return module, line
     return None
@@ -217,9 +221,10 @@ def _is_view(func: ast.AST) -> bool:
     runbook=Runbook(
         symptom="Tasks fail with `Model.DoesNotExist` for rows that exist when you look later, or act on stale "
                 "values; it happens more under load (fast workers, slow requests).",
-        why="Inside `transaction.atomic` (a `with` block, the decorator, or every view with `ATOMIC_REQUESTS=True`) "
-            "the writes are invisible to other connections until the outermost block commits. `.delay()` publishes "
-            "at once, so the worker can run before the commit, or after a rollback of data that never existed.",
+        why="Inside `transaction.atomic` (a `with` block, the decorator, or every view when a database of `DATABASES` "
+            "has `ATOMIC_REQUESTS: True`; Django reads it nowhere else) the writes are invisible to other "
+            "connections until the outermost block commits. `.delay()` publishes at once, so the worker can run "
+            "before the commit, or after a rollback of data that never existed.",
         confirm="`celery-doctor lint --select CD511`; worker logs show `DoesNotExist` for ids created moments "
                 "before by a request.",
         fix="Publish on commit: `task.delay_on_commit(...)` (Celery 5.4+, on the Django task class) or "
