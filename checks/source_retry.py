@@ -71,11 +71,28 @@ def retry_delay(snapshot: Snapshot, proj: Project, task: Task) -> tuple[float, s
     return CELERY_DEFAULT_RETRY_DELAY, "default_retry_delay, Celery's default"
 
 
-def _retry_ways(task: Task, calls: list[ast.Call]) -> str:
+def _bounds_itself(node: Optional[ast.AST]) -> bool:
+    """A `self.retry(...)` call, or an autoretry `retry_kwargs={...}`, that sets its own max_retries (or may: `**kw`,
+    a retry_kwargs that is not a literal dict). Task.retry uses the task's max_retries only when the call's is None
+    (celery/app/task.py Task.retry), and autoretry passes retry_kwargs to it (celery/app/autoretry.py)."""
+    if node is None:
+        return False
+    if isinstance(node, ast.Call):
+        given = keyword(node, "max_retries")
+        return any(k.arg is None for k in node.keywords) or (
+            given is not None and not (isinstance(given, ast.Constant) and given.value is None))
+    if isinstance(node, ast.Dict):
+        return any(key is None or (isinstance(key, ast.Constant) and key.value == "max_retries"
+                                   and not (isinstance(value, ast.Constant) and value.value is None))
+                   for key, value in zip(node.keys, node.values))
+    return True  # retry_kwargs built elsewhere: not known to be unbounded
+
+
+def _retry_ways(task: Task, calls: list[ast.Call], auto: bool = True) -> str:
     ways = []
     if calls:
         ways.append(f"self.retry() at line {calls[0].lineno}")
-    auto = autoretry_names(task)
+    auto = auto and autoretry_names(task)
     if auto:
         ways.append(f"autoretry_for=({', '.join(auto)})")
     return " and ".join(ways)
@@ -105,15 +122,16 @@ def _retry_ways(task: Task, calls: list[ast.Call]) -> str:
 def unbounded_retries(snapshot: Snapshot):
     proj = project_of(snapshot)
     for task in proj.tasks:
-        calls = retry_calls(task)
-        if not calls and not autoretry_names(task):
+        calls = [c for c in retry_calls(task) if not _bounds_itself(c)]
+        auto = autoretry_names(task) and not _bounds_itself(task.option("retry_kwargs"))
+        if not calls and not auto:
             continue
         value, where = max_retries(snapshot, proj, task)
         if value is not None:
             continue
         yield unbounded_retries.finding(
             subject=task_subject(snapshot, task),
-            evidence=[f"max_retries=None ({where}) and the task retries ({_retry_ways(task, calls)})",
+            evidence=[f"max_retries=None ({where}) and the task retries ({_retry_ways(task, calls, bool(auto))})",
                       "a permanent error is retried forever: the task never ends FAILURE and each attempt re-runs "
                       "its side effects"],
             fix="Set `max_retries=` to a bound (5 to 10) with `retry_backoff=True`, and record the final failure.",

@@ -137,3 +137,33 @@ def test_retries_without_backoff(tmp_path):
         "countdown=30", "countdown=min(600, 10 * 2 ** self.request.retries)").replace(
         "raise self.retry(exc=exc)\n", "raise self.retry(exc=exc, countdown=backoff(self.request.retries))\n")
     assert findings("CD522", tmp_path / "good", {**APP, "proj/tasks.py": fixed}) == []
+
+
+PER_CALL = """
+    from celery import shared_task
+
+    @shared_task(bind=True, max_retries=None)
+    def bounded_per_call(self, url):
+        try:
+            return fetch(url)
+        except IOError as exc:
+            raise self.retry(exc=exc, max_retries=5, countdown=2 ** self.request.retries)
+
+    @shared_task(bind=True, max_retries=None, autoretry_for=(IOError,), retry_kwargs={"max_retries": 8})
+    def bounded_autoretry(self, url):
+        return fetch(url)
+
+    @shared_task(bind=True, max_retries=None)
+    def unbounded(self, url):
+        try:
+            return fetch(url)
+        except IOError as exc:
+            raise self.retry(exc=exc, max_retries=None)
+    """
+
+
+def test_a_per_call_max_retries_bounds_the_retry(tmp_path):
+    # Task.retry uses the task's max_retries only when the call passes None (celery/app/task.py Task.retry);
+    # autoretry passes retry_kwargs to it (celery/app/autoretry.py)
+    found = findings("CD520", tmp_path, {**APP, "proj/tasks.py": PER_CALL})
+    assert [f.subject for f in found] == ["task:proj.tasks.unbounded"]
