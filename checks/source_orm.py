@@ -145,12 +145,14 @@ TASK_CALLS = {"delay", "apply_async", "send_task", "s", "si", "signature"}
     category=Category.TASK_CODE,
     needs=("source",),
     runbook=Runbook(
-        symptom="`kombu.exceptions.EncodeError: Object of type Order is not JSON serializable` when publishing; or, "
-                "with pickle, tasks that overwrite newer data with old values.",
-        why="Task arguments are serialized into the message. With the default JSON serializer a model instance "
-            "cannot be encoded, so the publish raises and the task is never sent. With pickle the worker receives "
-            "a copy of the row as it was at publish time: by the time the task runs it may be stale, and saving it "
-            "overwrites newer changes (and accepting pickle lets anyone who can write to the broker run code).",
+        symptom="`kombu.exceptions.EncodeError: Object of type Order is not JSON serializable` when publishing; the "
+                "task never runs.",
+        why="Task arguments are serialized into the message (kombu/serialization.py `dumps` wraps the encoder's "
+            "error in EncodeError). With the json (default), msgpack or yaml serializer a model instance cannot be "
+            "encoded, so the publish raises and the task is never sent. Not reported when the publish cannot fail "
+            "that way: under pickle (the worker gets a copy of the row, which can be stale, but the task is sent), "
+            "a custom serializer, a model with `__json__` or registered with `kombu.utils.json.register_type`, or "
+            "a task class of the project that overrides `apply_async`/`delay`/`signature` (it may convert).",
         confirm="`celery-doctor lint --select CD514`; producer logs for `EncodeError ... is not JSON serializable`.",
         fix="Pass the primary key (`order.pk`) and load the row inside the task "
             "(`Order.objects.get(pk=order_id)` / `session.get(Order, order_id)`).",
@@ -160,9 +162,15 @@ TASK_CALLS = {"delay", "apply_async", "send_task", "s", "si", "signature"}
 )
 def orm_instance_argument(snapshot: Snapshot):
     proj = project_of(snapshot)
+    if proj.modules_mentioning("register_type(") and _registers_model_type(proj):
+        return  # kombu.utils.json.register_type(Model, ...): the json serializer encodes models itself
     orm = Orm(proj)
+    if _models_encode_themselves(proj, orm):
+        return  # a model with __json__: kombu's JSONEncoder.default calls it (kombu/utils/json.py)
     config = snapshot.config
-    serializer = str(config.value("task_serializer") or "json") if config is not None else "json"
+    serializer = (str(config.value("task_serializer") or "json"), "task_serializer") if config is not None \
+        else source_serializer(proj)
+    converting = _converting_classes(proj)
     for module in proj.modules_mentioning(".delay(", "apply_async", "send_task", ".s(", ".si(", "signature("):
         model_methods = _model_methods(module, orm)
         for scope in proj.scopes(module):
@@ -173,14 +181,112 @@ def orm_instance_argument(snapshot: Snapshot):
             instances = _instances(func, orm) if func is not None else {}
             params = _instance_parameters(func, model_methods)
             for call in calls:
+                used, converter = _call_serializer(proj, call, serializer, converting)
+                if converter or used[0] not in ENCODE_ERROR_SERIALIZERS:
+                    continue  # pickle sends a copy, a custom serializer or Task class may convert: no task lost
                 why = next(filter(None, (_passes_instance(module, value, instances, params, orm)
                                          for value in _task_arguments(call))), "")
                 if why:
                     yield orm_instance_argument.finding(
                         subject=publish_subject(proj, snapshot, module, call),
                         evidence=[f"`{code(module, call, 80)}` at line {call.lineno} passes {why}",
-                                  _serializer_effect(serializer)],
+                                  _serializer_effect(used)],
                         confidence=Confidence.INFERRED, location=loc(module, call))
+
+
+# kombu's json, msgpack and yaml (safe_dump) encoders raise on a model instance (kombu/serialization.py dumps ->
+# EncodeError); pickle encodes it, and a custom serializer may.
+ENCODE_ERROR_SERIALIZERS = ("json", "application/json", "msgpack", "yaml")
+SERIALIZER_SETTINGS = ("task_serializer", "CELERY_TASK_SERIALIZER", "CELERY_SERIALIZER")
+CONVERTING_METHODS = {"apply_async", "delay", "signature", "s", "si"}
+
+
+def _literal_string(proj: Project, module: Module, node: Optional[ast.AST]) -> Optional[str]:
+    value = proj.constant(module, node) if node is not None else None
+    return value if isinstance(value, str) else None
+
+
+def source_serializer(proj: Project) -> tuple[str, str]:
+    """The task serializer the source sets (Django `CELERY_TASK_SERIALIZER = ...`, `app.conf.task_serializer = ...`,
+    `conf.update(task_serializer=...)`, `Celery(task_serializer=...)`), and where; json (Celery's default) when it
+    sets none. A non-literal value (read from the environment) counts by its literal `default=` if it has one."""
+    found: list[tuple[str, str]] = []
+    for module in proj.modules_mentioning(*SERIALIZER_SETTINGS):
+        for node in ast.walk(module.tree):
+            pairs: list[tuple[str, ast.AST]] = []
+            if isinstance(node, ast.Assign):
+                pairs = [(dotted_name(t).split(".")[-1], node.value) for t in node.targets]
+            elif isinstance(node, ast.Call):
+                pairs = [(kw.arg, kw.value) for kw in node.keywords if kw.arg]
+            for name, value in pairs:
+                if name not in SERIALIZER_SETTINGS:
+                    continue
+                literal = _literal_string(proj, module, value)
+                if literal is None and isinstance(value, ast.Call):
+                    literal = _literal_string(proj, module, keyword(value, "default"))
+                if literal is not None:
+                    found.append((literal, f"{name} in {module.path}:{node.lineno}"))
+    other = next((f for f in found if f[0] not in ENCODE_ERROR_SERIALIZERS), None)
+    return other or (found[0] if found else ("json", "Celery's default task_serializer"))
+
+
+def _registers_model_type(proj: Project) -> bool:
+    """`register_type(<a model class or Model>, ...)` (kombu.utils.json): models are encoded by the serializer."""
+    for module in proj.modules_mentioning("register_type("):
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Call) and last_name(node) == "register_type" and node.args and \
+                    "model" in dotted_name(node.args[0]).lower():
+                return True
+    return False
+
+
+def _models_encode_themselves(proj: Project, orm: Orm) -> bool:
+    for module in proj.modules_mentioning("__json__"):
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.ClassDef) and node.name in orm.models and any(
+                    isinstance(s, FuncNode) and s.name == "__json__" for s in node.body):
+                return True
+    return False
+
+
+def _converting_classes(proj: Project) -> set[str]:
+    """Task classes of the tree that override apply_async/delay/signature: they may turn instances into ids."""
+    names = set()
+    for module in proj.modules:
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.ClassDef) and any(isinstance(s, FuncNode) and s.name in CONVERTING_METHODS
+                                                      for s in node.body):
+                names.add(node.name)
+    return names
+
+
+def _call_serializer(proj: Project, call: ast.Call, serializer: tuple[str, str],
+                     converting: set[str]) -> tuple[tuple[str, str], bool]:
+    """The serializer the publish uses (its serializer=, the task's serializer= option, else the app's), and
+    whether the published task's class overrides the publish (a converter)."""
+    task = _published_task(proj, call)
+    module = task.module if task is not None else None
+    given = _literal_string(proj, module, keyword(call, "serializer")) if module is not None else None
+    if given is None and isinstance(keyword(call, "serializer"), ast.Constant):
+        given = str(keyword(call, "serializer").value)
+    if given is not None:
+        return (given, "the call's serializer="), False
+    if task is None:
+        return serializer, False
+    base = task.option("base")
+    chain = proj.class_chain(task.cls.name if task.cls else dotted_name(base).split(".")[-1], task.module) \
+        if task.cls or base is not None else []
+    converter = any(cls.name in converting for _, cls in chain)
+    option = _literal_string(proj, task.module, task.option("serializer"))
+    return ((option, f"serializer= of task {task.name}") if option else serializer), converter
+
+
+def _published_task(proj: Project, call: ast.Call):
+    if not isinstance(call.func, ast.Attribute):
+        return None
+    target = dotted_name(call.func.value).split(".")[-1]
+    found = proj.tasks_named(target) if target else []
+    return found[0] if len(found) == 1 else None
 
 
 def _model_methods(module: Module, orm: Orm) -> set[int]:
@@ -219,11 +325,10 @@ def _passes_instance(module: Module, value: ast.expr, instances: dict[str, int],
     return ""
 
 
-def _serializer_effect(serializer: str) -> str:
-    if serializer == "json":
-        return "with the json serializer the publish raises EncodeError (not JSON serializable): the task is never sent"
-    return (f"with the {serializer} serializer the worker gets a copy of the row as it was at publish time: stale by "
-            "the time it runs, and saving it overwrites newer changes")
+def _serializer_effect(serializer: tuple[str, str]) -> str:
+    name, where = serializer
+    return (f"with the {name} serializer ({where}) the publish raises EncodeError (not serializable): the task is "
+            "never sent")
 
 
 CHECKS = [orm_instance_argument]
