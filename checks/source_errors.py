@@ -21,6 +21,7 @@ from celery_doctor.pyast import (
     reraises_or_retries,
     walk_scope,
 )
+from celery_doctor.pyast.scope import is_fallback
 
 from ._util import preview
 from .source_common import code, loc, project_of, task_subject
@@ -145,7 +146,8 @@ def swallowed_exception(snapshot: Snapshot):
     for task in proj.tasks:
         loops = _loop_tries(task.body)
         for node, handler in swallowing(task.body):
-            if swallowed_publish(node, handler) or (handler is not None and not only_logs(handler.body)):
+            if swallowed_publish(node, handler) or (handler is not None and (
+                    not only_logs(handler.body) or is_fallback(handler.body, _outside(task.body, handler)))):
                 continue
             where = handler or node
             evidence = [f"{_describe_except(handler)} at line {where.lineno} in task {task.name} "
@@ -215,8 +217,14 @@ def _swallowing_handlers(func: ast.AST):
     bodies = [func.body] + [n.body for n in ast.walk(func) if isinstance(n, FuncNode) and n is not func]
     for body in bodies:
         for node, handler in swallowing(body):
-            if handler is None or only_logs(handler.body):
+            if handler is None or (only_logs(handler.body) and not is_fallback(handler.body, _outside(body, handler))):
                 yield handler or node, handler
+
+
+def _outside(body: list, handler: ast.ExceptHandler) -> list[ast.AST]:
+    """The nodes of a scope that are not inside `handler`."""
+    inside = {id(n) for n in walk_scope(handler.body)}
+    return [n for n in walk_scope(body) if id(n) not in inside]
 
 
 @check(

@@ -331,3 +331,72 @@ def test_result_get_inside_task(tmp_path):
             return fetch_part.delay(day, 0).get(timeout=10)
         """})
     assert good == []
+
+
+HANDLERS = """
+    import logging
+
+    from celery import shared_task
+    from django.http import JsonResponse
+
+    from .locks import cache_lock
+    from .tasks_impl import fetch, import_feed
+
+    log = logging.getLogger(__name__)
+
+
+    @shared_task
+    def sync_feed(feed_id):
+        lock = cache_lock(feed_id)
+        try:
+            fetch(feed_id)
+        except Exception:
+            log.exception("sync failed")
+            lock.release()
+            return
+
+
+    @shared_task
+    def classify(item_id):
+        try:
+            result = fetch(item_id)
+        except Exception as exc:
+            note = f"classification failed: {exc}"
+        else:
+            note = str(result)
+        return note
+
+
+    @shared_task
+    def refresh(item_id):
+        try:
+            fetch(item_id)
+        except Exception:
+            log.warning("refresh failed, re-enqueued")
+            enqueue_refresh(item_id)
+
+
+    def start_import(request, url):
+        try:
+            import_feed.delay(url)
+        except Exception:
+            log.exception("could not queue the import")
+            return JsonResponse({"error": "try again"}, status=503)
+        return JsonResponse({"queued": True})
+
+
+    def start_import_quietly(request, url):
+        try:
+            import_feed.delay(url)
+        except Exception:
+            log.exception("could not queue the import")
+        return JsonResponse({"queued": True})
+    """
+
+
+def test_handlers_that_tell_the_caller_requeue_or_fall_back_are_not_swallowing(tmp_path):
+    files = {**APP, "proj/tasks.py": HANDLERS}
+    # logs, releases its lock and returns: the work is still lost
+    assert lines(findings("CD501", tmp_path / "a", files)) == [line_of(HANDLERS, "except Exception:", 1)]
+    # an error response tells the caller; only the quiet view drops the task
+    assert lines(findings("CD502", tmp_path / "b", files)) == [line_of(HANDLERS, "except Exception:", 4)]

@@ -66,16 +66,62 @@ def is_broad_handler(handler: ast.ExceptHandler, also: Iterable[str] = ()) -> bo
     return bool(names & ({"*"} | BROAD_EXCEPTIONS | set(also)))
 
 
+REQUEUE_WORDS = ("retry", "enqueue", "requeue", "reschedule")
+
+
 def reraises_or_retries(statements: Iterable[ast.AST]) -> bool:
-    """A handler body that raises, retries or re-publishes the work does not swallow it."""
+    """A handler body that raises, retries or re-publishes (re-enqueues) the work does not swallow it."""
     for node in walk_scope(list(statements)):
         if isinstance(node, ast.Raise):
             return True
         if isinstance(node, ast.Call):
             name = last_name(node)
-            if name in ("retry", "apply_async_on_commit", "delay_on_commit", "_exit", "exit") or is_publish(node):
+            if name in ("apply_async_on_commit", "delay_on_commit", "_exit", "exit", "lpush", "rpush") or \
+                    is_publish(node) or any(word in name.lower() for word in REQUEUE_WORDS):
                 return True
     return False
+
+
+ERROR_RESPONSE_WORDS = ("error", "badrequest", "notfound", "forbidden", "unavailable", "failure")
+
+
+def _error_status(node: Optional[ast.AST]) -> bool:
+    """A literal HTTP status >= 400, or a name like status.HTTP_503_SERVICE_UNAVAILABLE."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        return node.value >= 400
+    name = dotted_name(node).split(".")[-1] if node is not None else ""
+    return name.startswith(("HTTP_4", "HTTP_5"))
+
+
+def is_error_response(value: Optional[ast.AST]) -> bool:
+    """`return JsonResponse(..., status=400)`, `return HttpResponseServerError()`, `return Response(status=
+    status.HTTP_503_...)`, `return jsonify(...), 500`, `abort(500)`: the caller is told that the work failed."""
+    if isinstance(value, ast.Tuple) and len(value.elts) >= 2:
+        return _error_status(value.elts[1])
+    if not isinstance(value, ast.Call):
+        return False
+    name = last_name(value).lower()
+    if "response" in name or name in ("abort", "jsonify", "render"):
+        status = next((kw.value for kw in value.keywords if kw.arg in ("status", "status_code", "code")), None)
+        if status is None and name == "abort" and value.args:
+            status = value.args[0]
+        return _error_status(status) or ("response" in name and any(w in name for w in ERROR_RESPONSE_WORDS))
+    return False
+
+
+CLEANUP_CALLS = {"release", "close", "rollback", "unlock", "cleanup", "clean_up", "unlink", "remove", "rmtree",
+                 "delete", "delete_lock", "release_lock"}
+
+
+def _is_cleanup(call: ast.Call) -> bool:
+    """Releasing a lock, closing or rolling back, removing a temporary file: it does not save the lost work."""
+    name = last_name(call)
+    if name not in CLEANUP_CALLS:
+        return False
+    if name in ("delete", "remove"):
+        recv = receiver(call).lower()
+        return recv in ("os", "shutil") or any(word in recv for word in ("lock", "cache", "redis", "tmp", "temp"))
+    return True
 
 
 LOGGING_CALLS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "log", "print",
@@ -85,11 +131,14 @@ LOGGING_CALLS = {"debug", "info", "warning", "warn", "error", "exception", "crit
 def _is_logging_call(call: ast.Call) -> bool:
     name = call_name(call)
     head = name.split(".")[0].lower() if name else ""
+    if head == "messages":
+        return False  # django.contrib.messages.error(request, ...): the user is told
     return last_name(call) in LOGGING_CALLS or "log" in head or head in ("sentry_sdk", "sentry", "statsd", "metrics")
 
 
 def only_logs(statements: Iterable[ast.stmt]) -> bool:
-    """A handler that does nothing but log, count, pass, continue, return, or set local variables."""
+    """A handler that does nothing but log, count, pass, continue, return (not an error response), set local
+    variables or clean up (release a lock, close, roll back): the work is still lost."""
     for stmt in statements:
         if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
@@ -102,13 +151,34 @@ def only_logs(statements: Iterable[ast.stmt]) -> bool:
         if isinstance(stmt, (ast.Pass, ast.Continue, ast.Break)):
             continue
         if isinstance(stmt, ast.Return):
+            if is_error_response(stmt.value):
+                return False
             continue
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
             continue
-        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) and _is_logging_call(stmt.value):
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) and (
+                _is_logging_call(stmt.value) or _is_cleanup(stmt.value)):
             continue
         return False
     return True
+
+
+def is_fallback(statements: list[ast.stmt], later: Iterable[ast.AST]) -> bool:
+    """A handler that only sets local variables (no logging, no return) that code after it reads: the error is
+    handled by a fallback value (`except Exception: note = f"failed: {e}"`, then the note is recorded)."""
+    names: set[str] = set()
+    for stmt in statements:
+        if isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
+            continue
+        if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            if not all(isinstance(t, ast.Name) for t in targets):
+                return False
+            names |= {t.id for t in targets}
+            continue
+        return False
+    return bool(names) and any(isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in names
+                               for n in later)
 
 
 def assigned_from(func: ast.AST, predicate: Callable[[ast.expr], bool]) -> dict[str, int]:
