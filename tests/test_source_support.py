@@ -113,3 +113,55 @@ def test_periodic_task_locations_point_at_the_code(tmp_path):
     [(where, name, sig)] = pyast.periodic_task_locations(snapshot.source)
     assert where.path.endswith("proj/celery.py") and where.line == 6
     assert (name, sig) == ("ping", "ping.s()")
+
+
+def test_tasks_from_decorator_factory_functions_and_the_old_periodic_task_api(tmp_path):
+    snapshot = source_snapshot(tmp_path, {
+        "proj/__init__.py": "",
+        "proj/celery.py": "from celery import Celery\ncelery = Celery('proj')\n",
+        "proj/decorators.py": """
+            from celery import shared_task
+
+            def retrying_task(*args, **kwargs):
+                kwargs.setdefault("autoretry_for", (Exception,))
+                return shared_task(*args, acks_late=True, **kwargs)
+
+            def plain_helper(**kwargs):
+                return dict(**kwargs)
+            """,
+        "proj/tasks.py": """
+            from datetime import timedelta
+
+            from celery.task import periodic_task
+
+            from .celery import celery
+            from .decorators import plain_helper, retrying_task
+
+            @retrying_task(max_retries=None)
+            def sync(x):
+                return x
+
+            @retrying_task
+            def ping():
+                return 1
+
+            @celery.periodic_task(run_every=timedelta(minutes=5))
+            def sweep():
+                return 1
+
+            @periodic_task(run_every=timedelta(hours=1))
+            def report():
+                return 1
+
+            @plain_helper(a=1)
+            def not_a_task():
+                return 1
+            """,
+    })
+    tasks = {t.name: t for t in pyast.project(snapshot.source).tasks}
+    assert set(tasks) == {"proj.tasks.sync", "proj.tasks.ping", "proj.tasks.sweep", "proj.tasks.report"}
+    sync = tasks["proj.tasks.sync"]
+    assert set(sync.options) >= {"autoretry_for", "acks_late", "max_retries"}
+    assert sync.option_origin["autoretry_for"] == "decorator factory retrying_task"
+    assert sync.option_origin["max_retries"] == "decorator"
+    assert "run_every" in tasks["proj.tasks.sweep"].options

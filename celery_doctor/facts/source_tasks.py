@@ -6,8 +6,10 @@ A task is
   `@shared_task`, `@shared_task(...)` (any `*.task`/`task`/`shared_task`/`periodic_task`, unless the name comes
   from another task library such as invoke, prefect or huey);
 - a function decorated with the project's own decorator factory: a module-level `my_task = shared_task(acks_late=
-  True)` / `my_task = app.task(...)` / `my_task = functools.partial(app.task, ...)` / `my_task = app.task`, then
-  `@my_task` or `@my_task(...)`, here or imported from another module of the tree; the factory's options apply;
+  True)` / `my_task = app.task(...)` / `my_task = functools.partial(app.task, ...)` / `my_task = app.task`, or a
+  module-level function returning a task decorator made from its keyword arguments (`def my_task(*a, **kw):
+  kw.setdefault("acks_late", True); return shared_task(*a, **kw)`), then `@my_task` or `@my_task(...)`, here or
+  imported from another module of the tree; the factory's options apply;
 - the `run` method of a class deriving from Celery's Task (directly or through classes of the tree).
 
 Options are ast expressions, later ones winning: the base class's attributes (`base=`), then the factory's
@@ -110,15 +112,56 @@ def _factory_options(proj: "Project", module: Module, value: ast.expr) -> Option
     return None
 
 
+def _preset_keywords(func: ast.FunctionDef | ast.AsyncFunctionDef) -> dict:
+    """Options a factory function sets on its `**kwargs` before passing them on: `kwargs.setdefault("k", v)`,
+    `kwargs["k"] = v`, `kwargs.update(k=v)`."""
+    kwarg = func.args.kwarg.arg if func.args.kwarg else None
+    found: dict = {}
+    for node in ast.walk(func):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                dotted_name(node.func.value) == kwarg:
+            if node.func.attr == "setdefault" and len(node.args) == 2 and isinstance(node.args[0], ast.Constant):
+                found.setdefault(node.args[0].value, node.args[1])
+            elif node.func.attr == "update":
+                found.update({kw.arg: kw.value for kw in node.keywords if kw.arg})
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Subscript) \
+                and dotted_name(node.targets[0].value) == kwarg and isinstance(node.targets[0].slice, ast.Constant):
+            found[node.targets[0].slice.value] = node.value
+    return {k: v for k, v in found.items() if isinstance(k, str)}
+
+
+def _function_factory_options(proj: "Project", module: Module, func: ast.AST) -> Optional[dict]:
+    """The preset options if `func` is a decorator factory function: it returns a task decorator built from its
+    own arguments (`def my_task(*args, **kw): return shared_task(*args, **kw)`)."""
+    if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)) or func.args.kwarg is None:
+        return None
+    for stmt in ast.walk(func):
+        value = stmt.value if isinstance(stmt, ast.Return) else None
+        if not isinstance(value, ast.Call) or not is_celery_decorator_name(proj, module, dotted_name(value.func)):
+            continue
+        if any(kw.arg is None and dotted_name(kw.value) == func.args.kwarg.arg for kw in value.keywords):
+            options = _preset_keywords(func)
+            options.update({kw.arg: kw.value for kw in value.keywords if kw.arg})
+            return options
+    return None
+
+
 def decorator_factories(proj: "Project") -> dict[str, dict[str, Factory]]:
-    """Module path -> name -> the task decorator factories bound at module level."""
+    """Module path -> name -> the task decorator factories bound at module level (assigned, or functions that
+    return a task decorator made from their keyword arguments)."""
     found: dict[str, dict[str, Factory]] = {}
     for module in proj.modules:
         for stmt in module.tree.body:
             if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
                 options = _factory_options(proj, module, stmt.value)
-                if options is not None:
-                    found.setdefault(module.path, {})[stmt.targets[0].id] = Factory(stmt.targets[0].id, options)
+                name = stmt.targets[0].id
+            elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                options = _function_factory_options(proj, module, stmt)
+                name = stmt.name
+            else:
+                continue
+            if options is not None:
+                found.setdefault(module.path, {})[name] = Factory(name, options)
     return found
 
 
