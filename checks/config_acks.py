@@ -94,7 +94,8 @@ def _early_ack_exposure(config, early: list[str], some_late: bool) -> tuple[Impa
                 "`WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)` and no redelivery.",
         why="With `acks_late=True`, a WorkerLostError takes the `acks_on_failure` branch: the message is acknowledged "
             "unless `task_reject_on_worker_lost=True` (requeue) or, from Celery 5.7, `task_retry_on_worker_lost=True` "
-            "(resend as a retry bounded by max_retries). So acks_late alone does not protect against a killed child.",
+            "(resend as a retry bounded by max_retries). So acks_late alone does not protect against a killed child. Source: celery/worker/request.py, "
+            "Request.on_failure (`ack_flag = acks_on_failure`; requeue only with `reject_on_worker_lost and is_worker_lost`; `retry_on_worker_lost` resends first).",
         confirm="`celery -A proj inspect conf | grep -E 'reject_on_worker_lost|retry_on_worker_lost'`; kill a pool "
                 "child running a test task (`kill -9 <pid>`) on a staging worker and check that it is re-received.",
         fix="Set `task_reject_on_worker_lost = True` (or per task `reject_on_worker_lost=True`); on Celery 5.7+ prefer "
@@ -141,7 +142,9 @@ def acks_late_worker_lost(snapshot: Snapshot):
             "`acks_on_timeout` (Celery 5.7; both fall back to `task_acks_on_failure_or_timeout`). When the failure "
             "flag is False the message is rejected without requeue: dropped unless RabbitMQ dead-letters it. When "
             "the timeout flag is False the message is rejected *with* requeue: the task runs again, times out "
-            "again, without any bound.",
+            "again, without any bound. Source: celery/worker/request.py, Request.on_failure (`ack_flag = "
+            "acks_on_timeout if is_timeout else acks_on_failure`, else `reject(requeue=...)`) and Request.on_timeout "
+            "(`if not acks_on_timeout: reject(requeue=True)`).",
         confirm="`celery -A proj inspect conf | grep acks_on`; count `Hard time limit` lines per task id in worker "
                 "logs; on RabbitMQ look at the queue's `redeliver` rate in the management UI.",
         fix="Leave `task_acks_on_failure_or_timeout` (and 5.7's `task_acks_on_failure`/`task_acks_on_timeout`) at True "

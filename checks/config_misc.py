@@ -132,7 +132,10 @@ def _content_type(name: str) -> str:
                 "`ContentDisallowed: Refusing to deserialize untrusted content of type ...`.",
         why="A worker refuses any message whose content type is not in `accept_content` and rejects it without "
             "requeue: the task is gone. A producer using a `task_serializer` (or a per-task `serializer=`) outside "
-            "the accepted list sends only messages that workers will drop.",
+            "the accepted list sends only messages that workers will drop. Source: "
+            "celery/worker/consumer/consumer.py, Consumer.create_task_handler (ContentDisallowed -> on_invalid_task "
+            "-> `message.reject_log_error`) and Consumer.on_decode_error (`message.ack()`); kombu/serialization.py, "
+            "SerializerRegistry.loads (raises ContentDisallowed for a type not in `accept`).",
         confirm="`app.conf.task_serializer`, `app.conf.accept_content`; worker logs for `ContentDisallowed`.",
         fix="Make `accept_content` include the serializer producers use (prefer `json` everywhere).",
         risk="Accepting another serializer widens what workers deserialize: never add pickle (see CD142).",
@@ -322,7 +325,10 @@ def revokes(snapshot: Snapshot):
         why="Celery and kombu use most settings as they are, without converting them: a string where a boolean is "
             "expected is true whatever it says, a string `accept_content` is read letter by letter, a non-dict "
             "`broker_transport_options` breaks the connection, and `task_routes`/`task_queues` of the wrong shape "
-            "break routing. Values read from environment variables are strings unless converted.",
+            "break routing. Values read from environment variables are strings unless converted. Source: "
+            "kombu/serialization.py, prepare_accept_content (iterates the value: a string by letters); "
+            "celery/app/task.py, Task.bind (settings copied onto tasks as they are); celery/app/amqp.py, "
+            "Queues.__init__ (a list of Queue or a dict of Queue or of options: any other shape fails).",
         confirm="`celery -A proj inspect conf | grep <setting>` on a running worker, or "
                 "`python -c \"from proj.celery import app; print(repr(app.conf.<setting>))\"`.",
         fix="Give the setting a value of the right type (convert environment variables: `int(...)`, "

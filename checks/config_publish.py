@@ -131,7 +131,10 @@ def publish_retry(snapshot: Snapshot):
             "`broker_connection_max_retries` make a worker stop instead of waiting for the broker. Until someone "
             "restarts it, nothing consumes. (`broker_connection_retry_on_startup` defaults to None, which follows "
             "`broker_connection_retry`, whatever the docs say.) On Redis Sentinel failover, `READONLY` errors are "
-            "channel errors, retried only with `broker_channel_error_retry=True`.",
+            "channel errors, retried only with `broker_channel_error_retry=True`. Source: "
+            "celery/worker/consumer/consumer.py, Consumer.ensure_connected (`max_retries="
+            "broker_connection_max_retries`) and Consumer._get_connection_retry_type (the startup setting falls back "
+            "to broker_connection_retry).",
         confirm="`celery -A proj inspect conf | grep broker_connection`; worker logs around a broker restart.",
         fix="Keep `broker_connection_retry = True`, `broker_connection_retry_on_startup = True`, and "
             "`broker_connection_max_retries = None` (retry forever) or a large number, and run workers under a "
@@ -169,7 +172,9 @@ def connection_retry(snapshot: Snapshot):
         symptom="Every queued task disappeared after a RabbitMQ restart or node failure.",
         why="RabbitMQ keeps only persistent messages in durable queues across a restart. "
             "`task_default_delivery_mode='transient'` (or 1), a queue declared `durable=False`, or an `auto_delete` "
-            "queue (deleted when its last consumer goes) lose their messages.",
+            "queue (deleted when its last consumer goes) lose their messages. Source: kombu/entity.py, Queue "
+            "(durable=True, auto_delete=False by default) and the message's delivery_mode (celery/app/amqp.py, "
+            "AMQP._create_task_sender: task_default_delivery_mode).",
         confirm="`rabbitmqctl list_queues name durable auto_delete messages`; `app.conf.task_default_delivery_mode`.",
         fix="Keep `task_default_delivery_mode = 'persistent'` and declare task queues with `durable=True, "
             "auto_delete=False` (kombu's defaults).",
@@ -212,7 +217,11 @@ def transient(snapshot: Snapshot):
         why="RabbitMQ closes a channel whose delivery stays unacknowledged longer than `consumer_timeout` (30 min "
             "by default since 3.8.17). Celery holds a delivery unacked while an acks_late task runs, and for every "
             "ETA/countdown task until it is due. The channel close kills the worker's consumer; every unacked "
-            "message goes back to the queue: duplicates and a crash loop.",
+            "message goes back to the queue: duplicates and a crash loop. Reproduced with Celery 5.7 and "
+            "RabbitMQ 3.10: `Unrecoverable error: PreconditionFailed(406 ... delivery acknowledgement on channel 1 "
+            "timed out)` and the worker exited; the running acks_late task and an unstarted ETA task both went back "
+            "to `messages_ready`. The worker holds ETA messages unacked until due (celery/worker/strategy.py, "
+            "default: an `eta` task waits on the timer, and is acked only when a pool process starts it).",
         confirm="`rabbitmq-diagnostics environment | grep consumer_timeout`; queue argument `x-consumer-timeout` or "
                 "policy `consumer-timeout`; worker logs for `delivery acknowledgement on channel`.",
         fix="Raise `consumer_timeout` in rabbitmq.conf (or per queue with the `consumer-timeout` policy on RabbitMQ "

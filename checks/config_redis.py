@@ -4,7 +4,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from celery_doctor.facts.acks import all_task_acks
-from celery_doctor.facts.limits import task_time_limits
+from celery_doctor.facts.limits import global_time_limits, task_time_limits
 from celery_doctor.facts.routing import route_exchange, rule_exchange
 from celery_doctor.facts.timeouts import describe_visibility_timeout, redis_visibility_timeout
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
@@ -12,6 +12,7 @@ from celery_doctor.pyast import Delay, literal_delays
 from celery_doctor.settings import as_seconds, human_seconds
 
 from ._util import plural, preview, setting_location
+from .config_context import impact_line
 
 VT_SUBJECT = "setting:broker_transport_options.visibility_timeout"
 
@@ -36,7 +37,9 @@ def _is_redis(snapshot: Snapshot) -> bool:
         why="On Redis, a worker holds ETA/countdown tasks unacknowledged in memory until they are due. Kombu indexes "
             "unacked messages by delivery time, and any consumer restores those older than `visibility_timeout` "
             "to the queue. A delay longer than the visibility timeout therefore gets the message re-delivered, and "
-            "each copy is executed when its ETA arrives.",
+            "each copy is executed when its ETA arrives. Source: kombu/transport/redis.py, QoS.append (scores the "
+            "delivery tag with `time()` at delivery) and QoS.restore_visible (restores tags scored before `time() - "
+            "visibility_timeout`); reproduced: vt=10 s, countdown=30 s gave 3 executions of one task id.",
         confirm="`redis-cli -n <db> ZRANGE unacked_index 0 -1 WITHSCORES` (scores are delivery times); "
                 "`celery -A proj inspect scheduled` shows the same task id on several workers or several times; "
                 "compare with `broker_transport_options['visibility_timeout']`.",
@@ -92,7 +95,9 @@ def _delays_over(snapshot: Snapshot, vt: float) -> list[Delay]:
         symptom="Long acks_late tasks run twice in parallel on two workers, roughly visibility_timeout seconds apart.",
         why="An acks_late task stays in kombu's `unacked` hash until it finishes. When it has been unacked longer than "
             "`visibility_timeout`, any consumer's restore sweep puts it back on the queue, and another worker starts "
-            "it while the first is still running. A task without a hard time limit can run for any length of time.",
+            "it while the first is still running. A task without a hard time limit can run for any length of time. Source: kombu/transport/redis.py, "
+            "QoS.append and QoS.restore_visible (delivery time against the visibility timeout, running or not); the "
+            "ack comes after the run for acks_late (celery/worker/request.py, Request.on_success).",
         confirm="`celery -A proj inspect active` (look at `time_start` of acks_late tasks vs the visibility timeout); "
                 "`redis-cli -n <db> HLEN unacked`; the same task id in two workers' logs.",
         fix="Give acks_late tasks a hard `time_limit` below the visibility timeout, or raise the visibility timeout above "
@@ -108,15 +113,7 @@ def redis_vt_runtime(snapshot: Snapshot):
         return
     config = snapshot.config
     vt, vt_text = visibility_timeout(config)
-    unbounded, too_long = [], []
-    for acks in all_task_acks(config):
-        if not acks.acks_late:
-            continue
-        limit = task_time_limits(config, config.tasks[acks.task]).hard
-        if limit is None:
-            unbounded.append(acks.task)
-        elif limit > vt:
-            too_long.append(f"{acks.task} (time_limit {human_seconds(limit)})")
+    unbounded, too_long = _runs_against_vt(config, vt)
     if too_long:
         yield redis_vt_runtime.finding(
             subject=VT_SUBJECT,
@@ -128,12 +125,39 @@ def redis_vt_runtime(snapshot: Snapshot):
         yield redis_vt_runtime.finding(
             subject=VT_SUBJECT,
             confidence=Confidence.INFERRED,
+            impact=Impact.MEDIUM,
             evidence=[vt_text, "task_time_limit is not set" if config.value("task_time_limit") is None else
                       f"{config.setting('task_time_limit').describe()}: no limit",
-                      f"{plural(len(unbounded), 'acks_late task')} without a hard time limit: {preview(unbounded)}",
-                      "any run longer than the visibility timeout is redelivered and runs twice"],
+                      f"{plural(len(unbounded), 'acks_late task')} without a hard time limit: {preview(unbounded)}"
+                      if config.tasks else "no task is registered in the app as loaded: task_acks_late=True and "
+                      "the global limits decide for every task",
+                      "any run longer than the visibility timeout is redelivered and runs twice",
+                      impact_line(Impact.MEDIUM, "a duplicate, and only for runs longer than the visibility timeout; "
+                                                 "nothing in the configuration says runs are that long")],
             location=setting_location(config, "task_acks_late", "broker_transport_options"),
         )
+
+
+def _runs_against_vt(config, vt: float) -> tuple[list[str], list[str]]:
+    """acks_late tasks without a hard time limit, and those whose limit exceeds the visibility timeout. With no task
+    registered (the app as loaded imports none), the global settings stand for every task, as in CD101."""
+    if not config.tasks:
+        if not config.value("task_acks_late"):
+            return [], []
+        limit = global_time_limits(config).hard
+        if limit is None:
+            return ["every task (task_acks_late=True)"], []
+        return ([], [f"every task (task_time_limit {human_seconds(limit)})"]) if limit > vt else ([], [])
+    unbounded, too_long = [], []
+    for acks in all_task_acks(config):
+        if not acks.acks_late:
+            continue
+        limit = task_time_limits(config, config.tasks[acks.task]).hard
+        if limit is None:
+            unbounded.append(acks.task)
+        elif limit > vt:
+            too_long.append(f"{acks.task} (time_limit {human_seconds(limit)})")
+    return unbounded, too_long
 
 
 @check(
@@ -185,7 +209,9 @@ def redis_long_vt(snapshot: Snapshot):
             "`exchange` + `routing_key` is resolved by kombu through the binding set `_kombu.binding.<exchange>`, "
             "which exists only after some consumer declared a queue bound to it. If the set is missing (no worker "
             "started yet, Redis restarted without persistence, key evicted), the message is delivered to zero queues "
-            "and kombu (5.2+) raises nothing.",
+            "and kombu (5.2+) raises nothing. Source: kombu/transport/redis.py, Channel.get_table (a missing set "
+            "returns `[]`), and celery/app/amqp.py, AMQP.send_task_message (only a queue route becomes a direct "
+            "publish to that queue).",
         confirm="`redis-cli -n <db> SMEMBERS _kombu.binding.<exchange>`: empty or missing means messages routed "
                 "through that exchange go nowhere; `celery-doctor scan` checks it live.",
         fix="Route by queue: `task_routes = {'proj.tasks.x': {'queue': 'reports'}}` (optionally with `task_queues` "
@@ -233,7 +259,8 @@ def redis_exchange_route(snapshot: Snapshot):
                 "are never consumed.",
         why="kombu's Redis transport issues multi-key commands (BRPOP over the priority sub-queues, pipelines over "
             "unacked and the queue) that Redis Cluster rejects when the keys hash to different slots. There is no "
-            "cluster-aware transport in kombu.",
+            "cluster-aware transport in kombu. Source: kombu/transport/redis.py, Channel._brpop_start "
+            "(one BRPOP over every queue key) and QoS.append/restore_visible (pipelines over unacked and the queue).",
         confirm="`redis-cli -h <host> INFO cluster` shows `cluster_enabled:1`.",
         fix="Use a standalone Redis (with a replica and Sentinel for failover: `sentinel://` URLs) or RabbitMQ as the "
             "broker.",

@@ -1,6 +1,7 @@
 """Static routing checks: where the app's own router sends tasks, compared with what it declares."""
 from __future__ import annotations
 
+from celery_doctor.facts.context import test_settings_reason
 from celery_doctor.facts.routing import beat_queue, queue_declared, routed_queues
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 
@@ -20,7 +21,9 @@ from ._util import plural, preview, setting_line, setting_location
             "when `task_queues` is not set). A route to any other queue is auto-created by the producer while "
             "`task_create_missing_queues=True`, so publishing succeeds and the messages wait forever for a worker. "
             "With `task_create_missing_queues=False` the publish raises instead, and the task is lost if the caller "
-            "swallows the error.",
+            "swallows the error. Source: celery/app/amqp.py, Queues.__missing__ (creates a missing queue when "
+            "create_missing) and Queues.consume_from (`_default_consume_from`: the declared queues a worker without "
+            "-Q consumes).",
         confirm="`celery -A proj inspect active_queues` (which queues workers consume); `redis-cli -n <db> LLEN <queue>` "
                 "or `rabbitmqctl list_queues name messages consumers`.",
         fix="Declare the queue in `task_queues` (or start a worker with `-Q <queue>`), or route the task to a queue "
@@ -114,7 +117,9 @@ def route_matches_no_task(snapshot: Snapshot):
         symptom="A periodic task never runs; worker logs show `Received unregistered task of type '...'. The message "
                 "has been ignored and discarded.`",
         why="Beat publishes the task name as written in `beat_schedule`. A worker that does not have a task by that "
-            "name rejects the message without requeue and marks it failed (NotRegistered): every run is lost.",
+            "name rejects the message without requeue and marks it failed (NotRegistered): every run is lost. Source: "
+            "celery/worker/consumer/consumer.py, Consumer.on_unknown_task (`message.reject_log_error(...)`, then "
+            "`backend.mark_as_failure(...)`).",
         confirm="`celery -A proj inspect registered | grep <name>`; grep worker logs for `unregistered task`.",
         fix="Use the exact registered name (check `app.tasks.keys()`), or make sure the module defining the task is "
             "imported by workers (`imports`/`include`/`autodiscover_tasks`).",
@@ -145,14 +150,19 @@ def beat_unregistered(snapshot: Snapshot):
         symptom="No task ever shows up on the broker or in worker logs; work happens (or fails) inside web requests.",
         why="`task_always_eager=True` makes `.delay()`/`.apply_async()` execute the task locally and synchronously. "
             "It is meant for tests. In production nothing is queued, retries and time limits do not apply, and "
-            "unless `task_eager_propagates=True` exceptions are stored in an EagerResult that nobody reads.",
+            "unless `task_eager_propagates=True` exceptions are stored in an EagerResult that nobody reads. Source: "
+            "celery/app/task.py, Task.apply_async (`if app.conf.task_always_eager: return self.apply(...)`); "
+            "`app.send_task` ignores the setting and still publishes (Celery.send_task).",
         confirm="`python -c 'from proj.celery import app; print(app.conf.task_always_eager)'` in the production environment.",
-        fix="Set `task_always_eager = False` outside tests (set it only in the test settings).",
+        fix="Set `task_always_eager = False` outside tests (set it only in the test settings; the check is silent "
+            "for a settings module named as a test module: test.py, testing.py, test_settings.py, under tests/).",
         risk="Tasks start going through the broker: workers must be running and consuming the right queues.",
     ),
 )
 def always_eager(snapshot: Snapshot):
     config = snapshot.config
+    if test_settings_reason(config):
+        return  # eager mode is what test settings are for
     if config.value("task_always_eager"):
         yield always_eager.finding(
             subject="setting:task_always_eager",

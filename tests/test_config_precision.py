@@ -234,3 +234,26 @@ def test_connection_timeout_too_short():
     assert any("every publish opens a new connection" in e for e in no_pool.evidence)
     assert found("CD152", make_app(broker_connection_timeout=3, broker_pool_limit=0)) == []
     assert found("CD152", make_app()) == []
+
+
+def test_acks_late_without_time_limit_falls_back_to_global_settings_with_no_tasks():
+    app = Celery("t", broker=REDIS, set_as_current=False)
+    app.conf.update(task_acks_late=True)
+    [finding] = findings_of(by_id("CD111"), make_snapshot(app))
+    assert finding.impact is Impact.MEDIUM and any("no task is registered" in e for e in finding.evidence)
+    app.conf.update(task_time_limit=7200)
+    [longer] = findings_of(by_id("CD111"), make_snapshot(app))
+    assert any("every task (task_time_limit 2 h)" in e for e in longer.evidence)
+    app.conf.update(task_time_limit=600)
+    assert findings_of(by_id("CD111"), make_snapshot(app)) == []
+
+
+def test_always_eager_in_test_settings_is_not_reported(tmp_path):
+    from dataclasses import replace
+
+    from celery_doctor.model import Part
+
+    snapshot = make_snapshot(make_app(task_always_eager=True))
+    assert [f.subject for f in findings_of(by_id("CD123"), snapshot)] == ["setting:task_always_eager"]
+    config = replace(snapshot.config, config_origin=str(tmp_path / "proj" / "settings" / "testing.py"))
+    assert findings_of(by_id("CD123"), snapshot.with_parts(config=Part.gathered(config))) == []

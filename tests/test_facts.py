@@ -591,3 +591,98 @@ def test_time_limits_are_what_the_prefork_pool_enforces(task_options, conf):
         pool.join()
     limits = task_time_limits(config, config.tasks["facts.work"])
     assert applied == [(limits.soft, limits.hard)]
+
+
+# ------------------------------------------------------------------------------ beat expiry and context
+
+
+def _published(app, queue: str = "celery") -> list:
+    """The messages waiting in an in-process (memory://) queue, drained."""
+    out = []
+    with app.connection_for_read() as conn:
+        simple = conn.SimpleQueue(queue)
+        try:
+            while True:
+                try:
+                    message = simple.get(timeout=0.2)
+                except simple.Empty:
+                    return out
+                out.append(message)
+                message.ack()
+        finally:
+            simple.close()
+
+
+def test_entry_expires_is_the_expires_beats_publishes_carry():
+    from celery.beat import Scheduler
+
+    app = app_with(tasks={"facts.own": {"expires": 120}, "facts.plain": {}}, beat_schedule={
+        "given": {"task": "facts.plain", "schedule": 60.0, "options": {"expires": 50}},
+        "inherited": {"task": "facts.own", "schedule": 60.0},
+        "none": {"task": "facts.plain", "schedule": 60.0},
+    }, task_default_queue="facts-beat-expires")  # memory:// queues are per process: one of its own
+    config = collect_config(app)
+    told = {e.name: beat.entry_expires(config, e) for e in config.beat}
+    assert told == {"given": (50, "options"), "inherited": (120, "task"), "none": (None, "")}
+    scheduler = Scheduler(app, lazy=True)
+    scheduler.update_from_dict(app.conf.beat_schedule)
+    for name in ("given", "inherited", "none"):
+        scheduler.apply_async(scheduler.schedule[name])
+        [message] = _published(app, "facts-beat-expires")
+        assert (message.headers.get("expires") is not None) == (told[name][0] is not None), name
+
+
+def test_describe_period_and_runs_within():
+    app = app_with(beat_schedule={"cron": {"task": "facts.work", "schedule": crontab(minute="*/5")},
+                                  "plain": {"task": "facts.work", "schedule": 90.0}})
+    cron, plain = collect_config(app).beat
+    assert beat.describe_period(cron).startswith("runs at most every 5 min (the smallest gap")
+    assert beat.describe_period(plain) == "runs every 90 s"
+    assert beat.runs_within(3600, 60) == 60 and beat.runs_within(3600, None) is None
+
+
+def test_eager_reason_matches_what_celery_does_in_eager_mode():
+    from celery_doctor.facts import context
+
+    app = app_with(task_always_eager=True, task_default_queue="facts-eager")
+    config = collect_config(app)
+    assert context.eager_reason(config) and context.not_production_reason(config)
+    result = app.tasks["facts.work"].delay(1)
+    assert type(result).__name__ == "EagerResult" and _published(app, "facts-eager") == []  # nothing went through the broker
+    with pytest.warns(Warning, match="task_always_eager has no effect on send_task"):
+        app.send_task("facts.work")
+    assert len(_published(app, "facts-eager")) == 1  # send_task publishes all the same, as the reason says
+    assert context.eager_reason(collect_config(app_with())) is None
+
+
+@pytest.mark.parametrize("path, test", [
+    ("/srv/proj/settings/test.py", True), ("/srv/proj/settings/testing.py", True),
+    ("/srv/proj/test_settings.py", True), ("/srv/proj/settings_test.py", True), ("/srv/proj/tests/celeryconfig.py", True),
+    ("/srv/proj/settings/production.py", False), ("/srv/proj/celeryconfig.py", False), ("/srv/contest/settings.py", False),
+    ("/srv/proj/latest.py", False), (None, False),
+])
+def test_test_settings_reason_by_module_name(path, test):
+    from dataclasses import replace
+
+    from celery_doctor.facts import context
+
+    config = replace(config_part.example(), config_origin=path)
+    assert bool(context.test_settings_reason(config)) is test
+
+
+def test_revoke_calls_are_found_in_the_source(tmp_path):
+    from celery_doctor.collectors.source import collect_source
+    from celery_doctor.facts import context
+    from tests.conftest import write_tree
+
+    root = write_tree(tmp_path, {"proj/__init__.py": "", "proj/views.py": """
+        from proj.celery import app
+        def cancel(result, task_id, proc):
+            result.revoke()
+            app.control.revoke(task_id, terminate=True)
+            app.control.terminate(task_id)
+            proc.terminate()
+        """})
+    found = context.revoke_calls(collect_source([str(root / "proj")]))
+    assert [loc.line for loc in found] == [3, 4, 5]
+    assert context.revoke_calls(None) == []
