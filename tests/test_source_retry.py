@@ -167,3 +167,35 @@ def test_a_per_call_max_retries_bounds_the_retry(tmp_path):
     # autoretry passes retry_kwargs to it (celery/app/autoretry.py)
     found = findings("CD520", tmp_path, {**APP, "proj/tasks.py": PER_CALL})
     assert [f.subject for f in found] == ["task:proj.tasks.unbounded"]
+
+
+SPLAT = """
+    from celery import shared_task
+    from requests import RequestException
+
+    from . import app_settings
+
+    LITERAL_OPTIONS = dict(max_retries=5)
+
+
+    @shared_task(bind=True, autoretry_for=(RequestException,), **app_settings.API_TASK_RETRY_OPTIONS)
+    def options_from_settings(self, device_pk):
+        return device_pk
+
+
+    @shared_task(bind=True, autoretry_for=(RequestException,), **LITERAL_OPTIONS)
+    def literal_options(self, device_pk):
+        return device_pk
+    """
+
+
+def test_options_passed_as_double_star_are_read_or_treated_as_unknown(tmp_path):
+    # openwisp-controller: **API_TASK_RETRY_OPTIONS comes from get_setting(..., dict(retry_backoff=True, ...)):
+    # the options cannot be read, so nothing may be assumed about them (no default_retry_delay finding)
+    settings = {"proj/app_settings.py": """
+        API_TASK_RETRY_OPTIONS = get_setting("API_TASK_RETRY_OPTIONS", dict(max_retries=5, retry_backoff=True))
+        """}
+    found = findings("CD522", tmp_path, {**APP, **settings, "proj/tasks.py": SPLAT})
+    assert [(f.subject, f.location.line) for f in found] == [("task:proj.tasks.literal_options",
+                                                               line_of(SPLAT, "autoretry_for", 2))]
+    assert "max_retries=5" in found[0].evidence[1]

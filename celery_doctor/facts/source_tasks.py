@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 TASK_DECORATORS = {"task", "shared_task", "periodic_task"}
 PARTIALS = {"partial", "functools.partial"}
+# What Task.option gives for an option that may be hidden in unreadable `**options`: an expression no check can
+# evaluate (not a literal, not a name), so it counts as set to something unknown.
+UNKNOWN_OPTION = ast.Name(id="<options passed as **kwargs>", ctx=ast.Load())
+OPEN = "**"  # key of an unreadable `**expr` among a decorator's or factory's keywords
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class Task:
     options: dict  # option name -> ast.expr: decorator keywords over factory keywords over base-class attributes
     option_origin: dict  # option name -> "decorator", "decorator factory <name>" or the base class name
     name: str  # the registered name: explicit name=, or module.function as Celery derives it
+    # options passed as `**expr` that could not be read (`@shared_task(**RETRY_OPTIONS)` from a settings
+    # call): any option may be set there, so option() of an unset name is an unknown expression, not None
+    open_options: bool = False
 
     @property
     def file(self) -> SourceFile:
@@ -60,7 +67,10 @@ class Task:
         return min(lines)
 
     def option(self, name: str) -> Optional[ast.expr]:
-        return self.options.get(name)
+        found = self.options.get(name)
+        if found is None and self.open_options:
+            return UNKNOWN_OPTION
+        return found
 
     @property
     def body(self) -> list[ast.stmt]:
@@ -85,6 +95,25 @@ class Factory:
     options: dict  # keyword -> ast.expr
 
 
+def keyword_options(proj: "Project", module: Module, keywords: list[ast.keyword]) -> dict:
+    """A call's keywords as options; `**{...}`, `**dict(...)` or `**NAME` bound to one of those are read, any other
+    `**expr` is kept under OPEN (unknown options)."""
+    found: dict = {}
+    for kw in keywords:
+        if kw.arg:
+            found[kw.arg] = kw.value
+            continue
+        value = proj.resolve(module, kw.value)
+        if isinstance(value, ast.Dict) and all(isinstance(k, ast.Constant) for k in value.keys):
+            found.update({k.value: v for k, v in zip(value.keys, value.values) if isinstance(k.value, str)})
+        elif isinstance(value, ast.Call) and dotted_name(value.func) == "dict" and not value.args and \
+                all(k.arg for k in value.keywords):
+            found.update({k.arg: k.value for k in value.keywords})
+        else:
+            found[OPEN] = kw.value
+    return found
+
+
 def _imported_from(proj: "Project", module: Module, name: str) -> Optional[tuple[str, str]]:
     return proj.imported_names.get(module.path, {}).get(name)
 
@@ -106,9 +135,9 @@ def _factory_options(proj: "Project", module: Module, value: ast.expr) -> Option
         return None
     name = dotted_name(value.func)
     if name in PARTIALS and value.args and is_celery_decorator_name(proj, module, dotted_name(value.args[0])):
-        return {kw.arg: kw.value for kw in value.keywords if kw.arg}
+        return keyword_options(proj, module, value.keywords)
     if not value.args and is_celery_decorator_name(proj, module, name):  # with a positional argument it is a task
-        return {kw.arg: kw.value for kw in value.keywords if kw.arg}
+        return keyword_options(proj, module, value.keywords)
     return None
 
 
@@ -141,7 +170,9 @@ def _function_factory_options(proj: "Project", module: Module, func: ast.AST) ->
             continue
         if any(kw.arg is None and dotted_name(kw.value) == func.args.kwarg.arg for kw in value.keywords):
             options = _preset_keywords(func)
-            options.update({kw.arg: kw.value for kw in value.keywords if kw.arg})
+            passed_on = [kw for kw in value.keywords if not (kw.arg is None and dotted_name(kw.value) ==
+                                                             func.args.kwarg.arg)]
+            options.update(keyword_options(proj, module, passed_on))
             return options
     return None
 
@@ -213,15 +244,17 @@ class _Discovery:
             for key, value in factory.options.items():
                 given[key], given_origin[key] = value, f"decorator factory {factory.name}"
         if isinstance(decorator, ast.Call):
-            for kw in decorator.keywords:
-                if kw.arg:
-                    given[kw.arg], given_origin[kw.arg] = kw.value, "decorator"
+            for key, value in keyword_options(self.proj, module, decorator.keywords).items():
+                given[key], given_origin[key] = value, "decorator"
+        open_options = given.pop(OPEN, None) is not None
+        given_origin.pop(OPEN, None)
         base = given.get("base")
         base_name = dotted_name(base).split(".")[-1] if base is not None else ""
         options, origin = self.class_options(base_name, module, "base class {}") if base_name else ({}, {})
         options.update(given)
         origin.update(given_origin)
-        return Task(module, node, decorator, None, options, origin, self.task_name(module, node.name, options.get("name")))
+        return Task(module, node, decorator, None, options, origin, self.task_name(module, node.name, options.get("name")),
+                    open_options)
 
     def class_options(self, name: str, module: Module, label: str) -> tuple[dict, dict]:
         """Attributes of a class and of its bases in the tree (the most derived wins), and where each comes from."""
