@@ -10,6 +10,7 @@ from kombu import Queue
 
 from celery_doctor.model import Confidence, Impact
 from tests.conftest import by_id, findings_of, make_snapshot, run_cli, write_tree
+from tests.workerproc import worker_factory  # noqa: F401 (fixture)
 
 REDIS = "redis://127.0.0.1:6379/8"
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
@@ -257,3 +258,89 @@ def test_always_eager_in_test_settings_is_not_reported(tmp_path):
     assert [f.subject for f in findings_of(by_id("CD123"), snapshot)] == ["setting:task_always_eager"]
     config = replace(snapshot.config, config_origin=str(tmp_path / "proj" / "settings" / "testing.py"))
     assert findings_of(by_id("CD123"), snapshot.with_parts(config=Part.gathered(config))) == []
+
+
+# ----- the mechanism behind CD101/CD140, with a real worker and Redis (db 8) -----------------------------------
+
+PREFETCH_APP = """
+    import os
+    import time
+
+    import redis
+    from celery import Celery
+
+    PREFIX = os.environ["CD_PRECISION_PREFIX"]
+    app = Celery("precisionapp", broker="redis://127.0.0.1:6379/8", set_as_current=False)
+    app.conf.update(
+        broker_transport_options={"visibility_timeout": 4, "unacked_restore_interval": 1,
+                                  "unacked_restore_throttle": 1, "global_keyprefix": PREFIX},
+        worker_prefetch_multiplier=4, task_default_queue=PREFIX + "q", task_ignore_result=True,
+        broker_connection_retry_on_startup=True)
+    marks = redis.Redis(db=8)
+
+    @app.task(name="precision.block")
+    def block():
+        marks.incr(PREFIX + "ran:block")
+        time.sleep(60)
+
+    @app.task(name="precision.mark")
+    def mark(i):
+        marks.incr(PREFIX + f"ran:mark:{i}")
+    """
+
+
+def _wait(predicate, timeout: float) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_a_killed_worker_loses_its_running_early_acked_task_not_its_prefetched_ones(tmp_path, worker_factory):
+    """Early acks happen when a pool process starts the task (Request.on_accepted), not at prefetch: SIGKILL the
+    worker while one task runs and three wait in its prefetch; the running one is gone, the three come back."""
+    import importlib.util
+    import os
+    import uuid
+
+    import pytest
+    import redis
+
+    from tests.test_trust_support import redis_available
+
+    if not redis_available():
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    prefix = f"cd-precision-{uuid.uuid4().hex[:8]}:"
+    write_tree(tmp_path, {"precisionapp.py": PREFETCH_APP})
+    env = {"CD_PRECISION_PREFIX": prefix}
+    os.environ["CD_PRECISION_PREFIX"] = prefix
+    client = redis.Redis(db=8)
+    try:
+        spec = importlib.util.spec_from_file_location(f"precisionapp_{prefix[13:21]}", tmp_path / "precisionapp.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        first = worker_factory("precisionapp", cwd=tmp_path, pool="prefork", concurrency=1, env=env,
+                               queues=[prefix + "q"])
+        module.block.delay()
+        assert _wait(lambda: client.get(prefix + "ran:block") == b"1", 20), first.tail()
+        for i in range(3):
+            module.mark.delay(i)
+        unacked = prefix + "unacked"
+        assert _wait(lambda: client.hlen(unacked) == 3 and client.llen(prefix + "q") == 0, 20), first.tail()
+        first.kill()  # SIGKILL the worker and its pool process: no warm shutdown, nothing restored
+        assert client.hlen(unacked) == 3  # the prefetched tasks are still unacknowledged on the broker
+        worker_factory("precisionapp", cwd=tmp_path, pool="prefork", concurrency=1, env=env, queues=[prefix + "q"])
+        ran = [prefix + f"ran:mark:{i}" for i in range(3)]
+        assert _wait(lambda: all(client.get(k) == b"1" for k in ran), 40)  # restored after the visibility timeout
+        assert _wait(lambda: client.hlen(unacked) == 0, 10)
+        assert client.get(prefix + "ran:block") == b"1" and client.llen(prefix + "q") == 0  # the running one: lost
+    finally:
+        os.environ.pop("CD_PRECISION_PREFIX", None)
+        keys = list(client.scan_iter(match=prefix + "*", count=500))
+        if keys:
+            client.delete(*keys)
+        client.close()
