@@ -129,8 +129,9 @@ SWALLOW_FIX = ("Catch only the exceptions the task can really handle. For the re
                 "happened; only a log line (if any) tells that it failed.",
         why="A bare `except:`, `except Exception:` or `except BaseException:` in the task body, or in a decorator "
             "or base class wrapped around the task, that neither re-raises nor retries makes the task return "
-            "normally. Celery records SUCCESS and acknowledges the message, so nothing retries it and no failure "
-            "is reported. Celery's own `Retry`, `Reject` and `Ignore` subclass Exception, so such a handler also "
+            "normally. Celery records SUCCESS and acknowledges the message (celery/app/trace.py build_tracer: "
+            "mark_as_done on a normal return; celery/worker/request.py Request.on_success acks an acks_late "
+            "message), so nothing retries it and no failure is reported. Celery's own `Retry`, `Reject` and `Ignore` subclass Exception, so such a handler also "
             "swallows `self.retry()`.",
         confirm="`celery-doctor lint --select CD501` lists the lines. Grep the worker logs for the handler's message "
                 "next to `succeeded in` for the same task id.",
@@ -237,7 +238,9 @@ def _outside(body: list, handler: ast.ExceptHandler) -> list[ast.AST]:
         symptom="During a broker blip or restart, some tasks are simply never executed; the only trace is an "
                 "`OperationalError` (or `Error 111 connecting`) in the web or producer logs.",
         why="When the broker is unreachable, `apply_async`/`delay` retries under `task_publish_retry_policy` (about "
-            "0.7 s by default) and then raises `kombu.exceptions.OperationalError`. A surrounding `except Exception:` "
+            "0.7 s by default) and then raises `kombu.exceptions.OperationalError` (celery/app/amqp.py "
+            "send_task_message -> producer.publish(retry=..., retry_policy=...); kombu/connection.py "
+            "Connection.ensure re-raises once the retries are spent, as OperationalError). A surrounding `except Exception:` "
             "that only logs (or passes) drops that task: it was never queued and nothing will send it again.",
         confirm="`celery-doctor lint --select CD502` lists the lines; grep producer logs for the handler's message "
                 "and `OperationalError`.",
@@ -305,7 +308,8 @@ def _is_result(expr: ast.AST) -> bool:
                 "`disable_sync_subtasks=False`) workers stop making progress: every pool slot waits for a subtask "
                 "that no free slot can run.",
         why="Waiting on an AsyncResult inside a task blocks a pool process until the subtask finishes. Under prefork "
-            "Celery refuses by default and raises RuntimeError, so the task fails every time. With "
+            "Celery refuses by default and raises RuntimeError, so the task fails every time (celery/result.py "
+            "AsyncResult.get -> assert_will_not_block, even for a result that is already ready). With "
             "`disable_sync_subtasks=False` or `allow_join_result()` it waits instead: once all slots wait, the "
             "subtasks they wait for can never run (deadlock), and their messages sit reserved until a restart.",
         confirm="`celery -A proj inspect active` shows every slot busy in the waiting task; grep worker logs for "

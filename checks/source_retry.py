@@ -107,7 +107,9 @@ def _retry_ways(task: Task, calls: list[ast.Call], auto: bool = True) -> str:
     runbook=Runbook(
         symptom="The same task id keeps coming back in the worker logs (`Retry in 180s`) for days; queues fill with "
                 "retries of a few poisoned tasks; the task never ends FAILURE, so no alert fires.",
-        why="With `max_retries=None` Celery never raises MaxRetriesExceededError. A permanent error (bad input, a "
+        why="With `max_retries=None` Celery never raises MaxRetriesExceededError (celery/app/task.py Task.retry: "
+            "`if max_retries is not None and retries > max_retries`; a call's own `max_retries=N` bounds it, and is "
+            "not reported). A permanent error (bad input, a "
             "deleted row, revoked credentials) is retried for ever: each attempt publishes a new message and re-runs "
             "the task's side effects, and the work never reaches a final state anyone looks at.",
         confirm="`celery -A proj inspect scheduled` shows the same task names again and again with growing "
