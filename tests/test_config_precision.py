@@ -344,3 +344,81 @@ def test_a_killed_worker_loses_its_running_early_acked_task_not_its_prefetched_o
         if keys:
             client.delete(*keys)
         client.close()
+
+
+class _SlowLink:
+    """A local TCP proxy to RabbitMQ that delays every chunk: a slow network between producer and broker."""
+
+    def __init__(self, delay: float):
+        import socket
+        import threading
+
+        self.delay = delay
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.sockets: list = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", 5672))
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    def _pipe(self, src, dst):
+        import time
+
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self):
+        for sock in self.sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+def test_a_short_connection_timeout_makes_publishes_fail_on_a_slow_link():
+    """CD152's mechanism with a real RabbitMQ: kombu bounds each (re)connect, retries included, by
+    broker_connection_timeout; with no pool every publish connects. 50 ms per hop: 0.1 s fails, the default works."""
+    import pytest
+    from kombu.exceptions import OperationalError
+
+    from tests.test_trust_support import rabbit_available
+
+    if not rabbit_available():
+        pytest.skip("no RabbitMQ on 127.0.0.1:5672")
+    # one link per publish: kombu's global producer pools are keyed by the broker URL, not by the timeout
+    links = {0.1: _SlowLink(0.05), 4.0: _SlowLink(0.05)}
+    try:
+        def publish(timeout):
+            port = links[timeout].port
+            app = Celery("slow", broker=f"amqp://guest:guest@127.0.0.1:{port}//", set_as_current=False)
+            app.conf.update(broker_connection_timeout=timeout, broker_pool_limit=0)
+            # default exchange, a routing key no queue has: RabbitMQ drops it, nothing is left behind
+            return app.send_task("precision.nothing", exchange="", routing_key="cd-precision-no-such-queue")
+
+        with pytest.raises(OperationalError, match="timed out"):
+            publish(0.1)
+        assert publish(4.0).id
+        assert [f.subject for f in found("CD152", make_app(broker=AMQP, broker_connection_timeout=0.1))] == [
+            "setting:broker_connection_timeout"]
+    finally:
+        for link in links.values():
+            link.close()
