@@ -82,7 +82,13 @@ def _nothing(name: str) -> Any:
 
 
 def register(app: Any, tasks: list[StandIn]) -> dict[str, Location]:
-    """Register the stand-ins on `app` (not shared with other apps); their locations by task name."""
+    """Register the stand-ins on `app` (not shared with other apps); their locations by task name.
+
+    Finalizing the app first gives it Celery's built-in tasks, and the shared tasks of every module this process
+    imported (connect_on_app_finalize): those are not the project's and are dropped."""
+    app.finalize(auto=True)
+    for name in [n for n in app.tasks if not str(n).startswith("celery.")]:
+        app.tasks.unregister(name)
     locations = {}
     for stand_in in tasks:
         def run(*args: Any, **kwargs: Any) -> None:
