@@ -13,7 +13,7 @@ from typing import Callable, List, Optional
 import typer
 
 from .masking import scrub
-from .options import FailOn, Format, UsageError, command
+from .options import FailOn, Format, UsageError, command, parameters
 from .safe_text import printable, printable_block
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -31,7 +31,7 @@ log = logging.getLogger("celery_doctor")
 
 
 EXTENSIONS = {".json": Format.json, ".sarif": Format.sarif, ".md": Format.markdown, ".markdown": Format.markdown,
-              ".txt": Format.text}
+              ".txt": Format.text, ".prom": Format.openmetrics}
 
 
 class OutputError(Exception):
@@ -137,7 +137,11 @@ def use_color(stream, choice=None) -> bool:
     return decide(stream, str(getattr(choice, "value", choice) or "auto"))
 
 
-def _render(fmt: Format, report, registry, color: bool, show_checks: bool = False) -> str:
+def _render(fmt: Format, report, registry, color: bool, show_checks: bool = False, snapshot=None) -> str:
+    if fmt is Format.openmetrics:
+        from .reporters.openmetrics import format_openmetrics
+
+        return format_openmetrics(report, snapshot)
     from .reporters.json import format_json
     from .reporters.markdown import format_markdown
     from .reporters.sarif import format_sarif
@@ -178,23 +182,25 @@ def _run(mode: str, given: dict) -> int:
     _setup_logging(given["verbose"])
     opts = _options(mode, given)
     options = run_options(opts, mode, progress=sys.stderr.isatty())
-    report, registry = diagnose(options)
-    write_report(report, registry, opts)
+    snapshots: list = []
+    report, registry = diagnose(options, snapshots=snapshots)
+    write_report(report, registry, opts, snapshot=snapshots[0] if snapshots else None)
     return exit_code(report, opts.fail_on)
 
 
-def write_report(report, registry, opts) -> None:
+def write_report(report, registry, opts, snapshot=None) -> None:
     """The report on stdout, or in each --output file (its format from its extension, else --format); the text
     report lists every check with --show-checks or -v, and always in a file."""
     show_checks = bool(getattr(opts, "show_checks", False) or getattr(opts, "verbose", False))
     color = getattr(opts, "color", None)
     if not opts.output:
-        emit(_render(opts.format, report, registry, color=use_color(sys.stdout, color), show_checks=show_checks))
+        emit(_render(opts.format, report, registry, color=use_color(sys.stdout, color), show_checks=show_checks,
+                     snapshot=snapshot))
     for path in opts.output:
         chosen = EXTENSIONS.get(os.path.splitext(path)[1].lower(), opts.format)
         try:
             with open(path, "w", encoding="utf-8") as handle:
-                handle.write(_render(chosen, report, registry, color=False, show_checks=True))
+                handle.write(_render(chosen, report, registry, color=False, show_checks=True, snapshot=snapshot))
         except OSError as exc:
             raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
         log.info("wrote %s report to %s", chosen.value, path)
@@ -223,6 +229,8 @@ def list_checks(**given) -> None:
         from .registry import load_registry
 
         fmt = resolve("checks", given).format
+        if fmt is Format.openmetrics:
+            raise UsageError("checks lists checks in text or json; openmetrics is for lint, scan and serve")
         registry = load_registry()
         if fmt is Format.json:
             data = [{"id": c.id, "slug": c.slug, "title": c.title, "category": c.category.value,
@@ -279,15 +287,16 @@ def trace(task_id: str, **given) -> None:
         _setup_logging(given["verbose"])
         if not task_id.strip() or len(task_id) > 255 or any(c.isspace() or not c.isprintable() for c in task_id):
             raise UsageError("TASK_ID must be a non-empty id without spaces (at most 255 characters)")
-        if given.get("format") is Format.sarif:
+        if given.get("format") in (Format.sarif, Format.openmetrics):
             raise UsageError(TRACE_NO_SARIF)
         opts = _options("trace", given)
         # an options file's `format` is for lint and scan too: its sarif leaves a trace in text
-        chosen = Format.text if opts.format is Format.sarif else opts.format
+        chosen = Format.text if opts.format in (Format.sarif, Format.openmetrics) else opts.format
         outputs = opts.output
         kinds = [EXTENSIONS.get(os.path.splitext(path)[1].lower(), chosen) for path in outputs]
-        if Format.sarif in kinds:
-            raise UsageError(f"{outputs[kinds.index(Format.sarif)]}: {TRACE_NO_SARIF}")
+        wrong = [path for path, kind in zip(outputs, kinds) if kind in (Format.sarif, Format.openmetrics)]
+        if wrong:
+            raise UsageError(f"{wrong[0]}: {TRACE_NO_SARIF}")
         options = run_options(opts, "scan")
         result = run_trace(options, task_id)
         renderers = {Format.json: format_trace_json, Format.markdown: format_trace_markdown, Format.text: format_trace_text}
@@ -305,7 +314,8 @@ def trace(task_id: str, **given) -> None:
     guarded(body)
 
 
-TRACE_NO_SARIF = "trace has no SARIF format (it locates one task, it has no code-scanning results): use text, json or markdown"
+TRACE_NO_SARIF = ("trace has no SARIF or openmetrics format (it locates one task, it has no code-scanning results "
+                  "or metrics): use text, json or markdown")
 
 
 @command(app, "watch")
@@ -333,6 +343,27 @@ def logs(paths: Optional[List[str]], **given) -> None:
 
         _setup_logging(given["verbose"])
         return run(list(paths or ()), _options("logs", given))
+
+    guarded(body)
+
+
+# serve takes scan's options except those of a report's output (and --peek and --logs: not for a loop)
+SERVE_SKIPS = ("format", "output", "fail_on", "show_checks", "color", "logs", "peek")
+
+
+@command(app, "serve", *[p for p in parameters("scan") if p.name not in SERVE_SKIPS])
+def serve(**given) -> None:
+    """Prometheus exporter: scan every --interval seconds (read-only, each within --timeout) and serve the last scan's findings, queues and workers on /metrics (OpenMetrics). One per broker."""
+
+    def body() -> int:
+        from .options import resolve, run_options
+        from .serve import run
+
+        _setup_logging(given["verbose"])
+        own = resolve("serve", given)
+        options = run_options(_options("scan", given), "scan")
+        return run(options, own.host, own.port, own.interval, say=lambda text: typer.echo(f"celery-doctor: {text}",
+                                                                                             err=True))
 
     guarded(body)
 

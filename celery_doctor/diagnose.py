@@ -211,7 +211,10 @@ def partly_checked(name: str, data: Any) -> list[tuple[str, str]]:
     return out
 
 
-def diagnose(options: RunOptions, registry: Optional[Registry] = None) -> tuple[Report, Registry]:
+def diagnose(options: RunOptions, registry: Optional[Registry] = None,
+             snapshots: Optional[list] = None) -> tuple[Report, Registry]:
+    """One run. `snapshots`, when given, receives the run's snapshot (openmetrics reads the broker's queues and
+    the workers from it)."""
     started = time.time()
     deadline = Deadline(options.timeout)
     registry = registry or load_registry()
@@ -222,6 +225,8 @@ def diagnose(options: RunOptions, registry: Optional[Registry] = None) -> tuple[
         static, tree, roots = static_target(options)
         app, broker = load_static_target(options, static, roots)
     snapshot, _ = build_snapshot(options, deadline, app, broker, static=static, tree=tree)
+    if snapshots is not None:
+        snapshots.append(snapshot)
     result = run_checks(registry, snapshot, options.select, options.ignore)
     log.debug("ran %d checks in %s mode: %d findings, %d suppressed inline", len(result.results), options.mode,
               len(result.findings), result.suppressed)

@@ -79,6 +79,13 @@ def _log_paths(values: list) -> list:
     return values
 
 
+def _port(value: Any) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be 0 (any free port) to 65535, not {value!r}")
+    return port
+
+
 def _upper(values: list) -> list:
     return [value.upper() for value in values]
 
@@ -133,7 +140,7 @@ class Option:
         return value
 
 
-FORMATS = ("text", "json", "sarif", "markdown")
+FORMATS = ("text", "json", "sarif", "markdown", "openmetrics")
 IMPACTS = ("high", "medium", "low", "never")
 
 OPTIONS: tuple[Option, ...] = (
@@ -213,6 +220,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_open", ("--max-open",), int, 10000,
            "Open tasks the ledger keeps at most; the oldest are dropped and counted (default {default}).",
            ("watch",), check=_at_least_one),
+    # serve only (celery_doctor/serve.py); serve also takes scan's options but those of the report's output
+    Option("port", ("--port",), int, 9808,
+           "Port to serve /metrics on (default {default}; 0: any free port, said on stderr).", ("serve",),
+           check=_port),
+    Option("host", ("--host",), str, "127.0.0.1",
+           "Address to listen on (default {default}; 0.0.0.0 for every interface, e.g. in a container).",
+           ("serve",)),
+    Option("interval", ("--interval",), float, 60.0,
+           "Seconds between the end of a scan and the start of the next (default {default}); each scan is "
+           "bounded by --timeout.", ("serve",), check=_positive("--interval")),
 )
 
 BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}

@@ -166,3 +166,210 @@ def test_action_yml_runs_the_script_with_its_inputs_as_environment():
     action = yaml.safe_load(text)
     assert action["runs"]["using"] == "composite"
     assert {s.get("id") for s in action["runs"]["steps"]} >= {"lint"}
+
+
+# --------------------------------------------------------------------------- Prometheus / OpenMetrics
+
+
+def parse_metrics(text: str) -> dict:
+    """{(sample name, frozenset(labels)): value}, parsed by prometheus_client's own OpenMetrics parser (which also
+    rejects a malformed exposition)."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_openmetrics_of_a_rabbitmq_snapshot_has_queues_workers_and_parts():
+    from celery import Celery
+
+    from celery_doctor.model import Part
+    from celery_doctor.parts import rabbitmq, workers
+    from celery_doctor.reporters.openmetrics import format_openmetrics
+    from tests.conftest import make_snapshot
+
+    app = Celery("om", broker="amqp://guest:guest@127.0.0.1:5672//", set_as_current=False)
+    queues = {"celery": rabbitmq.example_queue(ready=4, messages_unacknowledged=2, consumers=0),
+              "bulk": rabbitmq.example_queue("bulk", ready=0)}
+    state = workers.example(workers=(workers.example_worker(), workers.example_worker("celery@w2", answered=())))
+    snapshot = make_snapshot(app, mode="scan", rabbitmq=Part.gathered(rabbitmq.example(queues=queues)),
+                             workers=Part.gathered(state), redis=Part.not_applicable("the broker is rabbitmq"))
+    report = run_lint_report()
+    metrics = parse_metrics(format_openmetrics(report, snapshot))
+    assert metrics[("celery_doctor_queue_depth", frozenset({("queue", "celery")}))] == 4
+    assert metrics[("celery_doctor_queue_unacked", frozenset({("queue", "celery")}))] == 2
+    assert metrics[("celery_doctor_queue_consumers", frozenset({("queue", "celery")}))] == 0
+    assert metrics[("celery_doctor_queue_consumers", frozenset({("queue", "bulk")}))] == 2
+    assert metrics[("celery_doctor_unacked", frozenset())] == 2
+    assert metrics[("celery_doctor_workers", frozenset({("state", "answered")}))] == 1
+    assert metrics[("celery_doctor_workers", frozenset({("state", "silent")}))] == 1
+    assert metrics[("celery_doctor_part", frozenset({("part", "redis"), ("status", "not_applicable")}))] == 1
+
+
+def run_lint_report():
+    from celery_doctor.diagnose import diagnose
+    from celery_doctor.options import resolve, run_options
+
+    options = run_options(resolve("lint", {"app": "examples.shop"}), "lint")
+    options.cwd = str(ROOT)
+    return diagnose(options)[0]
+
+
+def test_openmetrics_format_of_lint_counts_findings_by_check_impact_category_subject(tmp_path):
+    result = run_cli("lint", "--app", "examples.shop", "--format", "openmetrics", "-o", str(tmp_path / "r.json"),
+                     "-o", str(tmp_path / "r.prom"), "--fail-on", "never")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    metrics = parse_metrics((tmp_path / "r.prom").read_text())
+    findings = {k: v for k, v in metrics.items() if k[0] == "celery_doctor_findings"}
+    assert sum(findings.values()) == len(report["findings"]) + len(report.get("security", []))
+    first = report["findings"][0]
+    labels = dict(next(iter(k[1] for k in findings if dict(k[1])["check"] == first["check"])))
+    assert labels["impact"] == first["impact"] and labels["category"] == first["category"]
+    assert metrics[("celery_doctor_not_checked", frozenset({("part", "redis")}))] == 1  # lint reads no broker
+    assert metrics[("celery_doctor_scan_duration_seconds", frozenset())] >= 0
+    info = [dict(k[1]) for k in metrics if k[0] == "celery_doctor_run_info"]
+    assert info == [{"version": report["tool"]["version"], "app": "examples.shop",
+                     "broker": "redis://127.0.0.1:6379/15", "transport": "redis", "mode": "lint"}]
+
+
+def test_trace_and_checks_have_no_openmetrics():
+    traced = run_cli("trace", "abc", "--broker", REDIS_DB2, "--format", "openmetrics")
+    assert traced.returncode == 2 and "no SARIF or openmetrics" in traced.stderr
+    listed = run_cli("checks", "--format", "openmetrics")
+    assert listed.returncode == 2 and "text or json" in listed.stderr
+
+
+@pytest.fixture
+def redis_db2():
+    import redis
+
+    client = redis.Redis.from_url(REDIS_DB2)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def publish(queue: str, count: int) -> None:
+    from celery import Celery
+
+    app = Celery("om-publisher", broker=REDIS_DB2, set_as_current=False)
+    for i in range(count):
+        app.send_task("om.unknown_task", args=(i,), queue=queue)
+
+
+class Served:
+    """`celery-doctor serve` as a subprocess on a free port."""
+
+    def __init__(self, *args: str) -> None:
+        env = dict(os.environ, COLUMNS="200")
+        env.pop("CELERY_BROKER_URL", None)
+        self.process = subprocess.Popen([str(Path(sys.executable).with_name("celery-doctor")), "serve", "--port", "0",
+                                         *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        first = self.process.stderr.readline()
+        import re
+
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", first)
+        assert match, first + self.process.stderr.read()
+        self.url = f"http://127.0.0.1:{match.group(1)}/metrics"
+
+    def get(self, accept: str = "application/openmetrics-text") -> tuple[str, str]:
+        import urllib.request
+
+        request = urllib.request.Request(self.url, headers={"Accept": accept})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.headers["Content-Type"], response.read().decode()
+
+    def scraped_after_scans(self, scans: int, deadline_s: float = 30) -> str:
+        import time
+
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            _, text = self.get()
+            if parse_metrics(text).get(("celery_doctor_scans_total", frozenset()), 0) >= scans:
+                return text
+            time.sleep(0.2)
+        raise AssertionError(f"fewer than {scans} scans in {deadline_s} s")
+
+    def stop(self, signum) -> tuple[int, str, float]:
+        import time
+
+        started = time.monotonic()
+        self.process.send_signal(signum)
+        rest = self.process.communicate(timeout=20)[1]
+        return self.process.returncode, rest, time.monotonic() - started
+
+
+def test_serve_exposes_a_real_redis_and_stops_on_sigterm(redis_db2):
+    import signal
+
+    queue = "cd_om_q\x1bcolor"
+    publish(queue, 7)
+    served = Served("--broker", "redis://:hunter2-s3cret@127.0.0.1:6379/2", "--interval", "0.5", "--timeout", "8")
+    try:
+        text = served.scraped_after_scans(1)
+        metrics = parse_metrics(text)
+        assert metrics[("celery_doctor_queue_depth", frozenset({("queue", "cd_om_q\\x1bcolor")}))] == 7
+        assert metrics[("celery_doctor_scan_success", frozenset())] == 1
+        assert metrics[("celery_doctor_unacked", frozenset())] == 0
+        assert metrics[("celery_doctor_findings", frozenset({
+            ("check", "CD206"), ("slug", "redis-backlog-no-consumer"), ("impact", "high"), ("category", "routing"),
+            ("subject", "queue:cd_om_q\\x1bcolor")}))] == 1
+        assert metrics[("celery_doctor_scan_duration_seconds", frozenset())] > 0
+        # secrets and control characters: never in the exposition
+        assert "hunter2" not in text and "s3cret" not in text and "\x1b" not in text
+        assert 'broker="redis://:***@127.0.0.1:6379/2"' in text
+        # a new reading each interval: the depth follows the broker
+        publish(queue, 3)
+        text = served.scraped_after_scans(3)
+        assert parse_metrics(text)[("celery_doctor_queue_depth", frozenset({("queue", "cd_om_q\\x1bcolor")}))] == 10
+        content_type, plain = served.get(accept="text/plain")
+        assert content_type.startswith("text/plain") and "# EOF" not in plain and "celery_doctor_queue_depth" in plain
+    finally:
+        code, stderr, took = served.stop(signal.SIGTERM)
+    assert code == 0, stderr
+    assert took < 10 and "stopped after" in stderr and "Traceback" not in stderr
+    assert "hunter2" not in stderr
+    # read-only: the queue holds what was published, nothing else was written
+    assert redis_db2.llen(queue) == 10
+    assert {k.decode() for k in redis_db2.scan_iter()} == {queue, f"_kombu.binding.{queue}",
+                                                           f"_kombu.binding_permanent.{queue}"}
+
+
+def test_serve_reports_a_failed_scan_and_keeps_serving_then_stops_on_ctrl_c():
+    import signal
+
+    served = Served("--app", "no_such_module_for_serve", "--interval", "0.3", "--timeout", "5")
+    try:
+        metrics = parse_metrics(served.scraped_after_scans(2))
+        assert metrics[("celery_doctor_scan_success", frozenset())] == 0
+        assert metrics[("celery_doctor_scan_failures_total", frozenset())] >= 2
+        assert not [k for k in metrics if k[0] == "celery_doctor_findings"]  # no stale or empty findings
+    finally:
+        code, stderr, _ = served.stop(signal.SIGINT)
+    assert code == 130 and "could not load app" in stderr and "Traceback" not in stderr
+
+
+def test_serve_refuses_a_bad_port():
+    result = run_cli("serve", "--broker", REDIS_DB2, "--port", "70000")
+    assert result.returncode == 2 and "--port must be" in result.stderr
+
+
+def test_the_example_alerts_use_metrics_and_checks_that_exist():
+    import re
+
+    from celery_doctor.registry import load_registry
+
+    sources = (ROOT / "celery_doctor" / "reporters" / "openmetrics.py").read_text() + (
+        ROOT / "celery_doctor" / "serve.py").read_text()
+    served = {f"celery_doctor_{n}" for n in re.findall(r'_gauge\("(\w+)"', sources)}
+    served |= {f"celery_doctor_{n}" for n in re.findall(r'f"\{PREFIX\}_(\w+)"', sources)}
+    served |= {f"{n}_total" for n in served} | {f"{n}_info" for n in served}
+    alerts = (ROOT / "docs" / "alerts.yml").read_text()
+    used = set(re.findall(r"\bcelery_doctor_\w+", alerts))
+    assert used and not used - served, sorted(used - served)
+    registry = load_registry()
+    for check_id, slug in re.findall(r"(CD\d{3}) ([a-z-]+):", alerts):
+        assert registry.get(check_id).slug == slug
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed here")
+    assert len(yaml.safe_load(alerts)["groups"][0]["rules"]) >= 5

@@ -110,7 +110,7 @@ def test_bad_values_are_usage_errors_for_every_command(command, values, message)
     ('timeout = "x"', "timeout must be a number, not str"),
     ("deep = 1", "deep must be a bool, not int"),
     ("max-messages = true", "max-messages must be a int, not bool"),
-    ('format = "xml"', "format must be one of text, json, sarif, markdown, not 'xml'"),
+    ('format = "xml"', "format must be one of text, json, sarif, markdown, openmetrics, not 'xml'"),
     ("ignore = [1]", "ignore must be a list of strings, not of int"),
 ])
 def test_the_options_file_is_checked_against_the_table(tmp_path, text, message):
