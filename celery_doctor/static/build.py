@@ -190,7 +190,8 @@ class _Builder:
             if django and not key.isupper():
                 continue
             setting = setting_name(key, prefix)
-            location = Location(source.path, source.lines.get(key)) if source.path else self.where(0)
+            path, line = source.lines.get(key, (source.path, None))
+            location = Location(path, line) if path else self.where(0)
             if isinstance(value, Unresolved):
                 if setting is not None:
                     self.result.not_checked.append((f"{key} ({location})", f"not read statically: {value}"))

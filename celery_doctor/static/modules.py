@@ -38,6 +38,7 @@ class Binding:
     line: int
     env: dict = field(default_factory=dict)  # environment variables read for it -> the default used
     key_lines: dict = field(default_factory=dict)  # for a dict literal: key -> the line of that key
+    path: Optional[str] = None  # the file it is written in, when not the module's own (a star import)
 
 
 @dataclass
@@ -59,7 +60,8 @@ class ModuleNames:
 
     def as_namespace(self) -> Namespace:
         return Namespace(f"module {self.name}", {k: b.value for k, b in self.names.items()}, self.path,
-                         {k: b.line for k, b in self.names.items()}, {k: b.env for k, b in self.names.items() if b.env})
+                         {k: (b.path or self.path, b.line) for k, b in self.names.items()},
+                         {k: b.env for k, b in self.names.items() if b.env})
 
 
 class Modules:
@@ -153,7 +155,7 @@ class _Reader:
             value: Any = evaluate(node)
         except Unresolved as exc:
             value = exc
-        self.names.names[name] = Binding(value, line, dict(evaluate.env), _key_lines(node))
+        self.names.names[name] = Binding(value, line, dict(evaluate.env), _key_lines(node), self.names.path)
 
     def run(self, body: list) -> None:
         for stmt in body:
@@ -248,7 +250,7 @@ class _Reader:
         reader.lookup = lookup  # type: ignore[method-assign]
         reader.run(stmt.body)
         value = Namespace(f"class {stmt.name}", {k: b.value for k, b in inner.names.items()}, self.names.path,
-                          {k: b.line for k, b in inner.names.items()},
+                          {k: (b.path or self.names.path, b.line) for k, b in inner.names.items()},
                           {k: b.env for k, b in inner.names.items() if b.env})
         self.names.names[stmt.name] = Binding(value, stmt.lineno)
 

@@ -41,7 +41,7 @@ class Namespace:
         self.label = label
         self.values = values
         self.path = path  # the file it is written in, as shown in reports
-        self.lines = lines or {}  # name -> line
+        self.lines = lines or {}  # name -> (path, line)
         self.env = env or {}  # name -> {environment variable: the default used}
 
     def __repr__(self) -> str:

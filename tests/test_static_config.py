@@ -1,0 +1,176 @@
+"""Reading the Celery configuration statically (celery_doctor.static): values, configuration styles, what is not
+checked, and that nothing of the project runs."""
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import json
+
+import pytest
+
+from celery_doctor.collectors.source import collect_source
+from celery_doctor.static import read_static_config
+from celery_doctor.static.collect import collect_static_config
+from celery_doctor.static.values import Evaluator, Unresolved
+from tests.conftest import run_cli, write_tree
+
+
+def evaluate(text: str, names: dict | None = None):
+    names = names or {}
+
+    def lookup(name):
+        if name in names:
+            return names[name]
+        raise Unresolved(f"{name} is unknown")
+
+    evaluator = Evaluator(lookup)
+    return evaluator(ast.parse(text, mode="eval").body), evaluator.env
+
+
+@pytest.mark.parametrize("text, value, env", [
+    ("60 * 60 * 2", 7200, {}),
+    ("{'a': [1, 2], **{'b': (3,)}}", {"a": [1, 2], "b": (3,)}, {}),
+    ("f'redis://{HOST}:6379/0'", "redis://cache:6379/0", {}),
+    ("os.environ.get('X_URL', 'redis://a/1')", "redis://a/1", {"X_URL": "redis://a/1"}),
+    ("os.getenv('X_URL')", None, {"X_URL": None}),
+    ("int(os.getenv('N', '4'))", 4, {"N": "4"}),
+    ("os.environ.get('A') or 'fallback'", "fallback", {"A": None}),
+    ("env.int('WORKERS', default=8)", 8, {"WORKERS": 8}),
+    ("env('BROKER', default='amqp://x//')", "amqp://x//", {"BROKER": "amqp://x//"}),
+    ("config('ACKS', default='true', cast=bool)", True, {"ACKS": True}),
+    ("config('LIMIT', default='30', cast=int)", 30, {"LIMIT": 30}),
+    ("timedelta(hours=1, minutes=30)", dt.timedelta(hours=1, minutes=30), {}),
+    ("'a' if HOST == 'cache' else 'b'", "a", {}),
+    ("'{}/{}'.format('redis://h', 3)", "redis://h/3", {}),
+])
+def test_values(text, value, env):
+    got, used = evaluate(text, {"HOST": "cache"})
+    assert got == value and used == env
+
+
+def test_celery_and_kombu_objects_are_built_by_our_code():
+    crontab, _ = evaluate("crontab(minute='*/5')")
+    queue, _ = evaluate("Queue('mail', Exchange('mail', type='topic'), routing_key='mail.#')")
+    assert crontab.__class__.__name__ == "crontab" and queue.name == "mail" and queue.exchange.type == "topic"
+
+
+@pytest.mark.parametrize("text, why", [
+    ("os.environ['SECRET_URL']", "SECRET_URL"),
+    ("config('X')", "no default"),
+    ("get_url()", "a call to get_url()"),
+    ("UNKNOWN + 1", "UNKNOWN"),
+    ("'x' * 10 ** 9", "too large"),
+])
+def test_what_cannot_be_known_says_why(text, why):
+    with pytest.raises(Unresolved, match=why):
+        evaluate(text)
+
+
+def static_config(tmp_path, files: dict):
+    write_tree(tmp_path, files)
+    tree = collect_source([str(tmp_path)])
+    static = read_static_config(tree, str(tmp_path))
+    return static, collect_static_config(static)
+
+
+def test_old_names_class_config_and_star_imports(tmp_path):
+    _, config = static_config(tmp_path, {
+        "proj/__init__.py": "",
+        "proj/base.py": "BROKER_URL = 'redis://127.0.0.1:6379/3'\nCELERY_ACKS_LATE = True\n",
+        "proj/celeryconfig.py": "from .base import *\nCELERYD_PREFETCH_MULTIPLIER = 1\n",
+        "proj/celery.py": """
+            from celery import Celery
+            app = Celery("proj")
+            app.config_from_object("proj.celeryconfig")
+
+            class Overrides:
+                task_time_limit = 300
+        """,
+    })
+    assert config.value("broker_url") == "redis://127.0.0.1:6379/3"
+    assert config.setting("task_acks_late").explicit and config.value("task_acks_late") is True
+    assert config.setting("task_acks_late").set_as == "CELERY_ACKS_LATE"
+    assert config.value("worker_prefetch_multiplier") == 1
+    assert str(config.located("task_acks_late")).endswith("proj/base.py:2")  # where it is written, across the import
+
+
+def test_class_object_and_conf_statements(tmp_path):
+    _, config = static_config(tmp_path, {
+        "app.py": """
+            from datetime import timedelta
+            from celery import Celery
+
+            class Config:
+                broker_url = "redis://127.0.0.1:6379/3"
+                task_default_queue = "work"
+
+            app = Celery("app")
+            app.config_from_object(Config)
+            app.conf.beat_schedule = {}
+            app.conf.beat_schedule["tick"] = {"task": "app.tick", "schedule": timedelta(minutes=1)}
+            app.conf["task_time_limit"] = 120
+
+            @app.task(queue="other", acks_late=True)
+            def tick():
+                pass
+        """,
+    })
+    assert config.default_queue == "work" and config.value("task_time_limit") == 120
+    assert [(b.name, b.interval_s) for b in config.beat] == [("tick", 60.0)]
+    task = config.tasks["app.tick"]
+    assert task.queue == "other" and task.acks_late is True and str(task.location).endswith("app.py:14")  # the first decorator's line, as --app
+
+
+def test_what_is_not_read_is_listed_with_its_place(tmp_path):
+    static, config = static_config(tmp_path, {
+        "proj.py": """
+            import os
+            from celery import Celery
+            from somewhere import make_url
+            app = Celery("proj", broker=make_url())
+            app.conf.result_backend = os.environ["RESULT_URL"]
+
+            @app.task(time_limit=compute())
+            def work():
+                pass
+        """,
+    })
+    notes = dict(static.not_checked)
+    assert any("Celery(broker=...)" in what and "proj.py:4" in what for what in notes), notes
+    assert any("conf.result_backend" in what and "proj.py:5" in what for what in notes), notes
+    assert any("time_limit" in what and "proj.py:7" in what for what in notes), notes
+    assert config.tasks["proj.work"].time_limit is None
+
+
+def test_nothing_of_the_project_runs(tmp_path):
+    marker = tmp_path / "ran"
+    write_tree(tmp_path, {"proj/__init__.py": f"open({str(marker)!r}, 'w').write('x')\n",
+                          "proj/celery.py": f"""
+        open({str(marker)!r}, "w").write("x")
+        from celery import Celery
+        app = Celery("proj", broker="redis://127.0.0.1:6379/3")
+        app.config_from_object("proj.settings")
+    """, "proj/settings.py": f"open({str(marker)!r}, 'w').write('x')\ntask_acks_late = True\n",
+        "proj/tasks.py": f"""
+        from celery import shared_task
+        open({str(marker)!r}, "w").write("x")
+
+        @shared_task
+        def charge(order):
+            return order
+    """})
+    result = run_cli("lint", "--format", "json", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert not marker.exists()
+    data = json.loads(result.stdout)
+    assert data["target"]["app"] == "proj.celery:app"
+    assert "CD102" in {f["check"] for f in data["findings"]}  # acks late without reject_on_worker_lost
+
+
+def test_several_apps_one_is_read_the_others_are_named(tmp_path):
+    static, _ = static_config(tmp_path, {
+        "a.py": "from celery import Celery\napp = Celery('a')\napp.conf.task_acks_late = True\n",
+        "b.py": "from celery import Celery\nother = Celery('b')\n",
+    })
+    assert static.found.variable == "app"
+    assert any("other" in what and "b.py:2" in what for what, _ in static.not_checked)
