@@ -144,12 +144,14 @@ FORMATS = ("text", "json", "sarif", "markdown", "openmetrics")
 IMPACTS = ("high", "medium", "low", "never")
 
 OPTIONS: tuple[Option, ...] = (
-    Option("app", ("--app", "-A"), str, None, "Celery app as for `celery -A`: MODULE[:ATTR].",
+    Option("app", ("--app", "-A"), str, None, "Celery app as for `celery -A`: MODULE[:ATTR] (imported; `lint` "
+           "without it reads the app's configuration statically from the source, importing nothing).",
            RUN_COMMANDS, key="app", scope=("run",)),
     Option("broker", ("--broker", "-b"), str, None, "Broker URL (default: the app's, or $CELERY_BROKER_URL).",
            RUN_COMMANDS, key="broker", scope=("run",)),
     Option("sources", ("--source",), list, (),
-           "Python source to analyse (repeatable; default: the app's top-level package).",
+           "Python source to analyse (repeatable; default: the app's top-level package; for `lint` without --app, "
+           "the current directory, where the Celery configuration is read statically).",
            REPORT_COMMANDS, key="source", scope=("run",)),
     Option("select", ("--select",), list, (), "Run only checks whose id starts with this (repeatable).",
            (*REPORT_COMMANDS, "watch", "logs"), key="select", scope=("run",), check=_upper),
