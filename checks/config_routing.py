@@ -6,6 +6,7 @@ from celery_doctor.facts.routing import beat_queue, queue_declared, routed_queue
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
 
 from ._util import plural, preview, setting_line, setting_location
+from .config_context import impact_line
 
 
 @check(
@@ -119,7 +120,9 @@ def route_matches_no_task(snapshot: Snapshot):
         why="Beat publishes the task name as written in `beat_schedule`. A worker that does not have a task by that "
             "name rejects the message without requeue and marks it failed (NotRegistered): every run is lost. Source: "
             "celery/worker/consumer/consumer.py, Consumer.on_unknown_task (`message.reject_log_error(...)`, then "
-            "`backend.mark_as_failure(...)`).",
+            "`backend.mark_as_failure(...)`). When the app as loaded registers no task of its own, its task "
+            "modules were not imported where celery-doctor loaded it, and every name looks unregistered: the "
+            "findings are then low and inferred.",
         confirm="`celery -A proj inspect registered | grep <name>`; grep worker logs for `unregistered task`.",
         fix="Use the exact registered name (check `app.tasks.keys()`), or make sure the module defining the task is "
             "imported by workers (`imports`/`include`/`autodiscover_tasks`).",
@@ -128,14 +131,23 @@ def route_matches_no_task(snapshot: Snapshot):
 )
 def beat_unregistered(snapshot: Snapshot):
     config = snapshot.config
+    # An app that registers no task of its own was loaded without its task modules (Django not set up, tasks
+    # imported by the worker's own entry point): every name then looks unregistered, which says nothing.
+    nothing_loaded = not config.tasks
     for entry in config.beat:
         if entry.task and entry.task not in config.registered:
+            evidence = [f"beat_schedule[{entry.name!r}] task={entry.task!r} (schedule {entry.schedule})",
+                        f"{entry.task!r} is not among the {plural(len(config.registered), 'task')} registered by the "
+                        "app as loaded (imports, include, autodiscover)",
+                        "workers reject it as unregistered: every scheduled run is lost"]
+            if nothing_loaded:
+                evidence.append(impact_line(Impact.LOW, "the app as loaded registers no task of its own, so its task "
+                                                        "modules were not imported here and no name can be checked; "
+                                                        "lint the module the workers load"))
             yield beat_unregistered.finding(
-                subject=f"beat:{entry.name}",
-                evidence=[f"beat_schedule[{entry.name!r}] task={entry.task!r} (schedule {entry.schedule})",
-                          f"{entry.task!r} is not among the {plural(len(config.registered), 'task')} registered by the app "
-                          "as loaded (imports, include, autodiscover)",
-                          "workers reject it as unregistered: every scheduled run is lost"],
+                subject=f"beat:{entry.name}", evidence=evidence,
+                impact=Impact.LOW if nothing_loaded else None,
+                confidence=Confidence.INFERRED if nothing_loaded else Confidence.CONFIGURED,
                 location=setting_location(config, "beat_schedule"),
             )
 

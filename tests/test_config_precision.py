@@ -303,8 +303,6 @@ def _wait(predicate, timeout: float) -> bool:
 def test_a_killed_worker_loses_its_running_early_acked_task_not_its_prefetched_ones(tmp_path, worker_factory):
     """Early acks happen when a pool process starts the task (Request.on_accepted), not at prefetch: SIGKILL the
     worker while one task runs and three wait in its prefetch; the running one is gone, the three come back."""
-    import importlib.util
-    import os
     import uuid
 
     import pytest
@@ -317,18 +315,18 @@ def test_a_killed_worker_loses_its_running_early_acked_task_not_its_prefetched_o
     prefix = f"cd-precision-{uuid.uuid4().hex[:8]}:"
     write_tree(tmp_path, {"precisionapp.py": PREFETCH_APP})
     env = {"CD_PRECISION_PREFIX": prefix}
-    os.environ["CD_PRECISION_PREFIX"] = prefix
     client = redis.Redis(db=8)
+    # The producer sends by name: importing the worker's module here would register its (shared) tasks on every
+    # app this test process finalizes later.
+    producer = Celery("precision-producer", broker="redis://127.0.0.1:6379/8", set_as_current=False)
+    producer.conf.update(broker_transport_options={"global_keyprefix": prefix}, task_default_queue=prefix + "q")
     try:
-        spec = importlib.util.spec_from_file_location(f"precisionapp_{prefix[13:21]}", tmp_path / "precisionapp.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
         first = worker_factory("precisionapp", cwd=tmp_path, pool="prefork", concurrency=1, env=env,
                                queues=[prefix + "q"])
-        module.block.delay()
+        producer.send_task("precision.block")
         assert _wait(lambda: client.get(prefix + "ran:block") == b"1", 20), first.tail()
         for i in range(3):
-            module.mark.delay(i)
+            producer.send_task("precision.mark", (i,))
         unacked = prefix + "unacked"
         assert _wait(lambda: client.hlen(unacked) == 3 and client.llen(prefix + "q") == 0, 20), first.tail()
         first.kill()  # SIGKILL the worker and its pool process: no warm shutdown, nothing restored
@@ -339,7 +337,7 @@ def test_a_killed_worker_loses_its_running_early_acked_task_not_its_prefetched_o
         assert _wait(lambda: client.hlen(unacked) == 0, 10)
         assert client.get(prefix + "ran:block") == b"1" and client.llen(prefix + "q") == 0  # the running one: lost
     finally:
-        os.environ.pop("CD_PRECISION_PREFIX", None)
+        producer.close()
         keys = list(client.scan_iter(match=prefix + "*", count=500))
         if keys:
             client.delete(*keys)
@@ -422,3 +420,18 @@ def test_a_short_connection_timeout_makes_publishes_fail_on_a_slow_link():
     finally:
         for link in links.values():
             link.close()
+
+
+def test_beat_names_cannot_be_checked_when_the_app_registers_no_task():
+    app = Celery("t", broker=REDIS, set_as_current=False)
+    app.conf.beat_schedule = {"a": {"task": "proj.tasks.a", "schedule": 60.0}, "b": {"task": "proj.tasks.b",
+                                                                                    "schedule": 60.0}}
+    got = findings_of(by_id("CD122"), make_snapshot(app))
+    assert [(f.subject, f.impact, f.confidence) for f in got] == [
+        ("beat:a", Impact.LOW, Confidence.INFERRED), ("beat:b", Impact.LOW, Confidence.INFERRED)]
+    assert all(any("registers no task of its own" in e for e in f.evidence) for f in got)
+    def a():
+        return None
+    app.task(name="proj.tasks.a", shared=False)(a)
+    [real] = findings_of(by_id("CD122"), make_snapshot(app))
+    assert (real.subject, real.impact) == ("beat:b", Impact.HIGH)
