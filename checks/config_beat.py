@@ -85,8 +85,8 @@ def _missing_expires_grade(period: float | None) -> tuple[Impact, Confidence, st
         return Impact.MEDIUM, Confidence.CONFIGURED, f"an outage of {human_seconds(OUTAGE_S)} queues {runs} runs"
     if period < DAY_S:
         return (Impact.LOW, Confidence.CONFIGURED,
-                f"an outage of a day queues {runs_within(DAY_S, period)} runs, one of {human_seconds(OUTAGE_S)} "
-                f"at most {max(runs or 0, 1)}")
+                f"runs every {human_seconds(period)}: an outage of a day queues {runs_within(DAY_S, period)} runs, "
+                "a pile-up only after long outages")
     return None  # daily or rarer: an outage of a day queues at most one extra run
 
 

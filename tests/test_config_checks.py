@@ -262,7 +262,7 @@ def test_every_config_check_is_quiet_on_a_careful_redis_app():
         tasks={"t.a": {"time_limit": 300, "soft_time_limit": 240}},
         task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True, worker_state_db="/var/run/celery/%n.state",
-        task_queues=[Queue("celery")], beat_schedule={"a": {"task": "t.a", "schedule": 60.0, "options": {"expires": 50}}},
+        task_queues=[Queue("celery")], beat_schedule={"a": {"task": "t.a", "schedule": 600.0, "options": {"expires": 500}}},
     )
     snapshot = make_snapshot(app)
     from celery_doctor.registry import load_registry
