@@ -7,7 +7,7 @@ import ast
 from typing import Optional
 
 from celery_doctor.model import Category, Confidence, Runbook, Snapshot, check
-from celery_doctor.pyast import Module, Project, dotted_name, is_publish, last_name, publishes, receiver
+from celery_doctor.pyast import Module, Project, dotted_name, is_publish, keyword, last_name, publishes, receiver
 
 from .source_common import code, loc, project_of, task_subject
 
@@ -157,9 +157,21 @@ def _publishes_after_writes(snapshot: Snapshot, proj: Project, module: Module, s
                 location=loc(module, call))
 
 
+REPLICA_WORDS = ("replica", "read_only", "readonly", "reader", "slave")
+
+
 def _is_atomic(expr: ast.AST) -> bool:
+    """`transaction.atomic` / `atomic(...)`, unless on a read replica (`using=settings.DATABASE_REPLICA`): a
+    transaction that writes nothing has no commit a worker could run ahead of (saleor's generate_deferred_payloads)."""
     target = expr.func if isinstance(expr, ast.Call) else expr
-    return dotted_name(target).split(".")[-1] == "atomic"
+    if dotted_name(target).split(".")[-1] != "atomic":
+        return False
+    using = keyword(expr, "using") if isinstance(expr, ast.Call) else None
+    if using is None and isinstance(expr, ast.Call) and expr.args:
+        using = expr.args[0]
+    text = (dotted_name(using) or (str(using.value) if isinstance(using, ast.Constant) else "")).lower() \
+        if using is not None else ""
+    return not any(word in text for word in REPLICA_WORDS)
 
 
 def _is_true(proj: Project, module: Module, node: ast.AST) -> bool:

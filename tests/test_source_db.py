@@ -152,6 +152,24 @@ def test_publish_inside_django_atomic(tmp_path):
     assert findings("CD511", tmp_path / "good", {**APP, **TASKS, "proj/views.py": DJANGO_FIXED}) == []
 
 
+def test_atomic_on_a_read_replica_is_not_a_write_transaction(tmp_path):
+    # saleor's generate_deferred_payloads: atomic(using=replica) to read one snapshot; nothing to commit
+    views = """
+        from django.conf import settings
+        from django.db import transaction
+        from .tasks import process_order
+
+
+        def replay(order_id):
+            with transaction.atomic(using=settings.DATABASE_CONNECTION_REPLICA_NAME, savepoint=False):
+                process_order.delay(order_id)
+            with transaction.atomic(using="default"):
+                process_order.delay(order_id)
+        """
+    found = findings("CD511", tmp_path, {**APP, **TASKS, "proj/views.py": views})
+    assert lines(found) == [line_of(views, "process_order.delay", 2)]
+
+
 def test_publish_in_a_view_with_atomic_requests(tmp_path):
     settings = {"proj/settings.py": """
         DATABASES = {
