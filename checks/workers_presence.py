@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery_doctor.model import Category, Confidence, Impact, Runbook, Snapshot, check
+from celery_doctor.parts.workers import CONNECTED, GONE, UNTOLD
 
 from ._util import plural, preview
 from .workers_common import INSPECT, NEEDS, discovery_text, queue_depths, waiting_text
@@ -71,8 +72,11 @@ def no_worker(snapshot: Snapshot):
             "a prefork main process stuck in a blocking call, a deadlock or a broker connection it lost silently "
             "does not answer either. Its prefetched messages stay unacknowledged meanwhile. On Redis a worker "
             "killed with SIGKILL or OOM also leaves its mailbox binding behind; the scan tells it from a busy one "
-            "by CLIENT LIST (a killed worker's connections are closed at once, a busy one keeps its mailbox "
-            "subscription), and says when fewer connections are missing than workers are silent.",
+            "by its connections (a killed worker's are closed at once, a busy one keeps its mailbox "
+            "subscription): it counts the clients its own ping reached (PUBLISH says how many) against the workers "
+            "that answered: when no subscription is left for the silent workers they were killed; when all still "
+            "hold one they are connected (busy or blocked); in between, Redis does not say whose a subscription "
+            "is, and the report says how many of each, not which.",
         confirm=f"`{INSPECT} ping -d <name> --timeout 30`; on the host: `ps`/`py-spy dump --pid <pid>` on the "
                 "worker; its log (the last `Task ... received` without `succeeded`); on RabbitMQ `rabbitmqctl "
                 "list_consumers` for its pidbox queue.",
@@ -97,10 +101,10 @@ def silent_worker(snapshot: Snapshot):
                     f"it answered none of the {len(state.commands)} control commands within {state.wait_s:g} s "
                     f"(scan timeout {snapshot.options.timeout} s): it is busy (e.g. a solo pool "
                     "running a long task), blocked or hung, not absent"]
-        killed = False
+        verdict = None
         if state.transport == "redis":
-            lines, killed = _mailbox_connections(snapshot, state)
-            if killed:  # not busy after all: keep what it did not answer, drop the reading of it
+            lines, verdict = _redis_mailbox(snapshot, state, worker)
+            if verdict in (GONE, UNTOLD):  # not (surely) busy: keep what it did not answer, drop the reading of it
                 evidence[1] = evidence[1].split("): it is busy")[0] + ")"
             evidence.extend(lines)
         else:
@@ -115,10 +119,44 @@ def silent_worker(snapshot: Snapshot):
             subject=f"worker:{worker.name}",
             evidence=evidence,
             confidence=Confidence.OBSERVED,
-            impact=Impact.HIGH if killed else None,
-            title=("A worker's mailbox is still bound but no connection listens: it was killed, not busy"
-                   if killed else None),
+            impact=Impact.HIGH if verdict == GONE else None,
+            title=_TITLES.get(verdict),
         )
+
+
+_TITLES = {
+    GONE: "A worker's mailbox is still bound but no connection listens: it was killed, not busy",
+    CONNECTED: "A running worker did not answer but is still connected: busy (solo pool in a long task) or blocked",
+    UNTOLD: "A worker did not answer: busy, blocked or killed (the broker shows some silent workers killed, "
+            "not which)",
+}
+
+
+def _redis_mailbox(snapshot: Snapshot, state, worker) -> tuple[list[str], "str | None"]:
+    """Redis: what the receivers of the scan's own ping say of this worker's mailbox (collectors/workers.py); the
+    CLIENT LIST count when the collector could not count them. (evidence lines, CONNECTED / GONE / UNTOLD / None)"""
+    if worker.mailbox is None or state.mailbox_listeners is None:
+        lines, killed = _mailbox_connections(snapshot, state)
+        return lines, GONE if killed else None
+    silent = [w for w in state.silent if w.known]
+    held = max(0, state.mailbox_listeners - len(state.answered))
+    where = (f"the scan's ping reached {plural(state.mailbox_listeners, 'mailbox subscription')} (the PUBLISH reply) "
+             f"and {len(state.answered)} worker(s) answered")
+    if worker.mailbox == GONE:
+        return [where + (": no subscription is left for the silent worker" if len(silent) == 1 else
+                         f": none is left for the {len(silent)} silent workers")
+                + ": its connections are gone, so it was killed without a clean shutdown (SIGKILL, the OOM killer) "
+                  "or cut off from Redis, not busy; its mailbox binding stayed behind"], GONE
+    if worker.mailbox == CONNECTED:
+        return [where + (": the silent worker still holds its subscription" if len(silent) == 1 else
+                         f": the {len(silent)} silent workers still hold theirs")
+                + ": connected but not answering, so busy (a solo pool runs a task in its only loop) or blocked, "
+                  "not killed (a killed process's connections close at once; a lost host's may linger until TCP "
+                  "keepalive ends them, and another client listening on the mailbox channel would count too)"], CONNECTED
+    return [where + f": {held} of the {len(silent)} silent workers still hold a subscription (busy or blocked) and "
+                    f"{len(silent) - held} hold none (killed without a clean shutdown, or cut off from Redis); Redis "
+                    "does not say whose a subscription is, so which of them is which cannot be told here: check "
+                    "the processes"], UNTOLD
 
 
 def _mailbox_connections(snapshot: Snapshot, state) -> tuple[list[str], bool]:

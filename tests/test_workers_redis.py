@@ -344,3 +344,85 @@ def test_a_silent_broker_is_a_bounded_reason(scheme):
         assert not part.ok and "did not answer within" in part.reason and "s3cret" not in part.reason
     finally:
         silent.close()
+
+
+def test_mailbox_counts_single_out_a_worker_only_when_they_leave_no_choice():
+    """Receivers of the ping against answering workers: none left for the silent ones = killed, all of them hold
+    one = connected, in between = untold (Redis does not say whose a subscription is)."""
+    from celery_doctor.collectors.workers import _mailboxes, _Round, _worker
+    from celery_doctor.parts.workers import COMMANDS, CONNECTED, GONE, UNTOLD
+
+    workers = [_worker("a@h", True, {key: {"ok": "pong"} for key in COMMANDS}), _worker("b@h", True, {}),
+               _worker("c@h", True, {})]
+
+    def verdict(listeners, addressed=True):
+        return _mailboxes(_Round(known=["a@h", "b@h", "c@h"], discovery="", discovered=True, addressed=addressed,
+                                 listeners=listeners), workers)
+
+    assert verdict([1, 1]) == (1, {"b@h": GONE, "c@h": GONE})
+    assert verdict([2, 1]) == (2, {"b@h": UNTOLD, "c@h": UNTOLD})  # the largest count: never too few
+    assert verdict([3]) == (3, {"b@h": CONNECTED, "c@h": CONNECTED})
+    assert verdict([5]) == (5, {"b@h": CONNECTED, "c@h": CONNECTED})
+    assert verdict(None) == (None, {}) and verdict([3], addressed=False) == (None, {})
+
+
+def test_busy_and_killed_workers_are_told_apart_when_the_broker_can(tmp_path, worker_factory):
+    """Real solo workers on one Redis db: one idle, one busy in a long task, one SIGKILLed. Busy alone: connected;
+    killed alone: gone; both at once: the counts say one of each, and the report says it cannot tell which."""
+    db = 10
+    client = redis.Redis(db=db)
+    client.flushdb()
+    uid = uuid.uuid4().hex[:8]
+    module = write_app(tmp_path, f"cdmix_{uid}", uid, db)
+    from celery_doctor.parts.workers import CONNECTED, GONE, UNTOLD
+    from celery_doctor.target import load_app
+
+    try:
+        idle, busy, doomed = worker_factory.start_many([
+            dict(app=module, cwd=tmp_path, pool="solo", queues=[f"def-{uid}"]),
+            dict(app=module, cwd=tmp_path, pool="solo", queues=[f"slow-{uid}"]),
+            dict(app=module, cwd=tmp_path, pool="solo", queues=[f"long-{uid}"]),
+        ])
+        app = load_app(module, str(tmp_path))
+        app.send_task("cdt.slow", args=(20,), queue=f"slow-{uid}")
+        assert busy.wait_for_log("cdt.slow[", timeout=10)
+
+        def states(timeout=3.0):
+            part = collect(app, timeout=timeout)
+            assert part.ok, part.reason
+            data = part.data
+            return data, {w.name: (bool(w.answered), w.mailbox) for w in data.workers}
+
+        data, seen = states()
+        assert seen == {idle.nodename: (True, None), busy.nodename: (False, CONNECTED),
+                        doomed.nodename: (True, None)}, seen
+        assert data.mailbox_listeners == 3
+
+        doomed.kill()
+        time.sleep(0.3)
+        data, seen = states()
+        assert seen == {idle.nodename: (True, None), busy.nodename: (False, UNTOLD),
+                        doomed.nodename: (False, UNTOLD)}, seen
+        assert data.mailbox_listeners == 2
+        report = scan(module, tmp_path, timeout=3.0)
+        # one finding per worker (a report may show findings of one cause as one row with its occurrences)
+        silent = {f.subject: f for found in findings(report, "CD410") for f in getattr(found, "occurrences", ()) or (found,)}
+        assert set(silent) == {f"worker:{busy.nodename}", f"worker:{doomed.nodename}"}, (
+            [(r.finding.check, r.finding.subject) for r in report.findings], report.not_checked)
+        for finding in silent.values():
+            text = " ".join(finding.evidence)
+            assert "1 of the 2 silent workers still hold a subscription" in text and "cannot be told" in text, text
+            assert "killed" in finding.title
+
+        assert busy.wait_for_log("succeeded in", timeout=25)
+        data, seen = states()
+        assert seen == {idle.nodename: (True, None), busy.nodename: (True, None),
+                        doomed.nodename: (False, GONE)}, seen
+        report = scan(module, tmp_path, timeout=3.0)
+        gone = findings(report, "CD410")
+        assert [f.subject for f in gone] == [f"worker:{doomed.nodename}"]
+        assert gone[0].impact.value == "high" and "killed without a clean shutdown" in " ".join(gone[0].evidence)
+        assert reply_keys(client) == []
+    finally:
+        worker_factory.stop_all()
+        client.flushdb()

@@ -27,13 +27,13 @@ import re
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Optional
 from urllib.parse import quote
 
 from ..masking import scrub
 from ..model import Part
-from ..parts.workers import COMMANDS, TaskRef, WorkerInfo, WorkerQueue, WorkersState
+from ..parts.workers import COMMANDS, CONNECTED, GONE, UNTOLD, TaskRef, WorkerInfo, WorkerQueue, WorkersState
 
 COMMAND_ARGS: Mapping[str, Mapping[str, Any]] = {"conf": {"with_defaults": True}, "active": {"safe": True}}
 
@@ -340,6 +340,7 @@ class _Round:
     addressed: bool = False
     broadcast_sent: bool = False
     cleanup: str = ""
+    listeners: Optional[list] = None  # Redis: clients each PUBLISH of the round reached
 
 
 def _wait_for(ctx, round_: _Round) -> float:
@@ -363,6 +364,44 @@ def _send_all(producer, exchange: str, serializer: str, destination, reply_to, t
 
 
 # -- Redis ------------------------------------------------------------------------------------------
+
+def _counting_fanout(chan: Any, counts: list) -> Any:
+    """Have the channel publish fanout messages as kombu's `Channel._put_fanout` does (one PUBLISH per topic, the
+    same JSON), but keep what each PUBLISH returns: how many clients received it. For the mailbox channel that
+    is the number of mailbox subscriptions open right now (workers PSUBSCRIBE it, so PUBSUB NUMSUB says 0).
+    Returns the original method, to be put back; None when this kombu has no such method (nothing is changed)."""
+    original = getattr(chan, "_put_fanout", None)
+    topics_of = getattr(chan, "_get_publish_topics", None)
+    if topics_of is None and hasattr(chan, "_get_publish_topic"):
+        def topics_of(exchange, routing_key):
+            return [chan._get_publish_topic(exchange, routing_key)]
+    if original is None or topics_of is None:
+        return None
+    from kombu.utils.json import dumps
+
+    def put_fanout(exchange, message, routing_key, **kwargs):
+        if kwargs.get("_publish_batch") is not None:
+            return original(exchange, message, routing_key, **kwargs)
+        payload = dumps(message)
+        with chan.conn_or_acquire() as client:
+            counts.append(sum(int(client.publish(topic, payload) or 0) for topic in topics_of(exchange, routing_key)))
+        return None
+
+    chan._put_fanout = put_fanout
+    return original
+
+
+def _send_counted(chan: Any, send: Any) -> Optional[list]:
+    """Run `send` with the channel's fanout publishes counted (`_counting_fanout`); the counts, or None."""
+    counts: list = []
+    original = _counting_fanout(chan, counts)
+    try:
+        send()
+    finally:
+        if original is not None:
+            chan._put_fanout = original
+    return counts or None
+
 
 def _redis_round(ctx, namespace: str) -> _Round:
     import redis as redis_lib
@@ -425,8 +464,9 @@ def _redis_round(ctx, namespace: str) -> _Round:
             producer = Producer(chan, auto_declare=False)
             destination = round_.known or None
             round_.addressed = destination is not None
-            _send_all(producer, exchange, _serializer(app), destination,
-                      {"exchange": reply_exchange, "routing_key": oid}, tickets, wait_s)
+            round_.listeners = _send_counted(chan, lambda: _send_all(
+                producer, exchange, _serializer(app), destination, {"exchange": reply_exchange, "routing_key": oid},
+                tickets, wait_s))
             round_.broadcast_sent = True
 
             # 4. read replies with BRPOP on our list only, until all known workers answered or the wait ends
@@ -621,6 +661,9 @@ def _state(transport: str, namespace: str, round_: _Round, elapsed: float) -> Wo
                 # Every silent worker's ping is accounted for by a reply the doctor would not load.
                 got = {cmd: None for cmd in COMMANDS if collector.undecoded.get(cmd)}
         workers.append(_worker(name, name in round_.known, got, undecoded))
+    listeners, mailboxes = _mailboxes(round_, workers)
+    if mailboxes:
+        workers = [replace(w, mailbox=mailboxes.get(w.name)) for w in workers]
     return WorkersState(
         transport=transport,
         namespace=namespace,
@@ -633,4 +676,23 @@ def _state(transport: str, namespace: str, round_: _Round, elapsed: float) -> Wo
         addressed=round_.addressed,
         broadcast_sent=round_.broadcast_sent,
         cleanup=round_.cleanup,
+        mailbox_listeners=listeners,
     )
+
+
+def _mailboxes(round_: _Round, workers: list[WorkerInfo]) -> tuple[Optional[int], dict[str, str]]:
+    """Redis: (clients the ping reached, silent known worker -> CONNECTED / GONE / UNTOLD).
+
+    Every worker that answered received the broadcast through its own mailbox subscription, so the receivers
+    beyond the answering workers are the subscriptions of silent ones (or of another client listening on that
+    channel: never fewer). A killed worker's subscription closes with its process. The largest count of the
+    round is used: a count that could only be too high never turns a connected worker into a killed one."""
+    if not round_.listeners or not round_.addressed:
+        return None, {}
+    listeners = max(round_.listeners)
+    silent = [w.name for w in workers if w.known and not w.answered]
+    held = listeners - sum(1 for w in workers if w.answered)
+    if not silent:
+        return listeners, {}
+    state = GONE if held <= 0 else CONNECTED if held >= len(silent) else UNTOLD
+    return listeners, dict.fromkeys(silent, state)

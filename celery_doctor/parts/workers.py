@@ -11,12 +11,19 @@ from typing import Any, Mapping, Optional
 
 from ..settings import as_seconds
 
-__all__ = ["COMMANDS", "TaskRef", "WorkerInfo", "WorkerQueue", "WorkersState", "example", "example_task",
+__all__ = ["COMMANDS", "CONNECTED", "GONE", "UNTOLD", "TaskRef", "WorkerInfo", "WorkerQueue", "WorkersState", "example", "example_task",
            "example_worker"]
 
 # The control commands one round sends to every worker (celery inspect's names).
 COMMANDS: tuple[str, ...] = ("ping", "active_queues", "registered", "stats", "conf", "active", "reserved",
                              "scheduled", "revoked", "report")
+
+# Redis: what the broker shows of a silent worker's mailbox (`WorkerInfo.mailbox`), from how many clients received
+# the scan's own ping (the PUBLISH reply) against how many workers answered. Redis does not say whose a
+# subscription is, so a worker is singled out only when the count leaves no choice.
+CONNECTED = "connected"  # every silent worker still has its mailbox subscription: connected, not answering
+GONE = "gone"  # no subscription is left for any silent worker: killed (or cut off from Redis)
+UNTOLD = "untold"  # some silent workers hold one and some do not: which is which cannot be told
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class WorkerInfo:
     celery_version: Optional[str] = None
     kombu_version: Optional[str] = None
     python_version: Optional[str] = None
+    mailbox: Optional[str] = None  # Redis, silent workers: CONNECTED, GONE or UNTOLD; None when not read
 
     @property
     def responded(self) -> bool:
@@ -110,6 +118,7 @@ class WorkersState:
     addressed: bool = False  # commands went to the known workers by name
     broadcast_sent: bool = True
     cleanup: str = ""
+    mailbox_listeners: Optional[int] = None  # Redis: clients that received the scan's ping (PUBLISH's reply)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {w.name: w for w in self.workers})
