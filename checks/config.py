@@ -2,7 +2,16 @@
 
 Findings about the broker, acknowledgements, limits and beat are conditional when the configuration is not a
 production one (task_always_eager, test settings): see config_context.gated."""
-from . import config_acks, config_beat, config_broker, config_misc, config_publish, config_redis, config_routing
+from . import (
+    config_acks,
+    config_beat,
+    config_broker,
+    config_misc,
+    config_publish,
+    config_redis,
+    config_routing,
+    config_static,
+)
 from .config_context import gated
 
 # Checks whose findings hold only where tasks go through a broker and workers (not under task_always_eager).
@@ -15,4 +24,5 @@ CONDITIONAL = frozenset({"CD101", "CD102", "CD103", "CD104", "CD110", "CD111", "
 
 CHECKS = [gated(c) if c.id in CONDITIONAL else c
           for c in (*config_acks.CHECKS, *config_redis.CHECKS, *config_routing.CHECKS, *config_publish.CHECKS,
-                    *config_misc.CHECKS, *config_beat.CHECKS, *config_broker.CHECKS)]
+                    *config_misc.CHECKS, *config_beat.CHECKS, *config_broker.CHECKS,
+                    *config_static.CHECKS)]

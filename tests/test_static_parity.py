@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -189,32 +188,34 @@ def test_cli_fixture_apps(tmp_path, name):
 
 
 def test_wrong_typed_settings(tmp_path):
-    """Every wrong-typed setting of test_trust_badinput, one app each (`app.conf[setting] = value`)."""
+    """Every wrong-typed setting of test_trust_badinput (`app.conf[setting] = value`), a few per app (each app
+    sets a setting once)."""
     from tests.test_trust_badinput import WRONG_TYPES
 
-    fixtures = []
-    for index, (setting, value, _) in enumerate(WRONG_TYPES):
+    groups: list[list] = []
+    for setting, value, _ in WRONG_TYPES:
         if setting == "include":
             continue  # importing it fails: a usage error at load time in import mode
+        group = next((g for g in groups if len(g) < 6 and all(s != setting for s, _ in g)), None)
+        if group is None:
+            groups.append(group := [])
+        group.append((setting, value))
+    fixtures = []
+    for index, group in enumerate(groups):
         directory = tmp_path / f"w{index}"
         directory.mkdir()
         module = f"cdstatic_types_{index}_{uid()}"
-        (directory / f"{module}.py").write_text(textwrap.dedent(f"""
-            from celery import Celery
-            app = Celery(__name__, broker={REDIS!r})
-            app.conf[{setting!r}] = {value!r}
-
-            @app.task(name="t.add")
-            def add(x, y):
-                return x + y
-        """))
-        fixtures.append((directory, module, (setting, value)))
+        lines = "\n".join(f"app.conf[{setting!r}] = {value!r}" for setting, value in group)
+        (directory / f"{module}.py").write_text(
+            f"from celery import Celery\napp = Celery(__name__, broker={REDIS!r})\n{lines}\n\n"
+            "@app.task(name='t.add')\ndef add(x, y):\n    return x + y\n")
+        fixtures.append((directory, module, group))
     with ThreadPoolExecutor(3) as pool:
         imported = list(pool.map(lambda f: imported_findings(f[0], f[1]), fixtures))
     for (directory, _, label), expected in zip(fixtures, imported):
         static, _ = diagnose(RunOptions(mode="lint", cwd=str(directory), sources=[str(directory)], timeout=30))
         assert_same(expected, findings(static), label=label)
-    assert len(fixtures) == len(WRONG_TYPES) - 1
+    assert sum(len(g) for g in groups) == len(WRONG_TYPES) - 1
 
 
 def test_django_project(tmp_path):
