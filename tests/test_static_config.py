@@ -174,3 +174,20 @@ def test_several_apps_one_is_read_the_others_are_named(tmp_path):
     })
     assert static.found.variable == "app"
     assert any("other" in what and "b.py:2" in what for what, _ in static.not_checked)
+
+
+def test_a_settings_file_read_but_not_parsed_by_the_source_collector_is_parsed_here(tmp_path):
+    """The source collector may keep a file unparsed when nothing in it concerns the source checks (a settings
+    module): the static reader parses it itself."""
+    import dataclasses
+
+    write_tree(tmp_path, {"proj/__init__.py": "", "proj/settings.py": "task_acks_late = True\n",
+                          "proj/celery.py": "from celery import Celery\napp = Celery('proj')\n"
+                                            "app.config_from_object('proj.settings')\n"})
+    tree = collect_source([str(tmp_path)])
+    files = tuple(dataclasses.replace(f, tree=None) if f.path.endswith("settings.py") else f for f in tree.files)
+    unparsed = dataclasses.replace(tree, files=files)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config = collect_static_config(read_static_config(unparsed, str(elsewhere)))  # not found under the cwd
+    assert config.value("task_acks_late") is True

@@ -49,9 +49,12 @@ def _is_celery_call(node: ast.AST) -> bool:
 
 
 def find_apps(tree: Optional[SourceTree]) -> list[FoundApp]:
+    from .modules import parsed
+
     found = []
-    for source in (tree.parsed() if tree else ()):
-        if "Celery" not in source.text:
+    for listed in (tree.files if tree else ()):
+        source = parsed(tree, listed) if "Celery" in listed.text else None
+        if source is None:
             continue
         for stmt in source.tree.body:
             if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) \

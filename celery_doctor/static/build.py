@@ -15,7 +15,7 @@ from typing import Any, Optional
 from ..model import Location
 from ..parts.source import SourceTree
 from .apps import FoundApp, Step, choose, find_apps, steps_of, task_calls
-from .modules import Modules, module_name
+from .modules import Modules, module_name, parsed
 from .tasks import register, stand_ins
 from .values import Evaluator, Namespace, Unresolved
 
@@ -283,8 +283,9 @@ def read_static_config(tree: Optional[SourceTree], cwd: Optional[str] = None) ->
     elsewhere = frozenset(o.variable for o in others if o.path == found.path)
     tasks, notes = stand_ins(tree, modules, elsewhere)
     result.not_checked += notes
-    for source in (tree.parsed() if tree else ()):
-        if ".task(" in source.text or "shared_task(" in source.text:
+    for listed in (tree.files if tree else ()):
+        source = parsed(tree, listed) if ".task(" in listed.text or "shared_task(" in listed.text else None
+        if source is not None:
             result.not_checked += [(f"a task registered by calling the decorator ({source.path}:{call.lineno})",
                                     "not read statically: only decorated functions are read as tasks")
                                    for call in task_calls(source.tree)]

@@ -64,21 +64,40 @@ class ModuleNames:
                          {k: b.env for k, b in self.names.items() if b.env})
 
 
+def parsed(tree: Optional[SourceTree], source: SourceFile) -> Optional[SourceFile]:
+    """The file with its syntax tree: a file the source collector read without parsing it (nothing in it for the
+    source checks) is parsed now, by the tree when it can (SourceTree.load keeps it), else here."""
+    if source.tree is not None:
+        return source
+    load = getattr(tree, "load", None)
+    if load is not None:
+        return load(source.path)
+    if source.error:
+        return None
+    from ..parts.source import parse_source
+
+    again = parse_source(source.path, source.text)
+    return again if again.tree is not None else None
+
+
 class Modules:
     """The project's modules by dotted name, evaluated on first use (cycles are cut, not followed)."""
 
     def __init__(self, tree: Optional[SourceTree], cwd: str) -> None:
         self.cwd = cwd
+        self.tree = tree
         self.files: dict[str, SourceFile] = {}
-        for source in (tree.parsed() if tree else ()):
+        for source in (tree.files if tree else ()):
             self.files.setdefault(module_name(source.path), source)
         self.loaded: dict[str, ModuleNames] = {}
         self.loading: set[str] = set()
 
     def find(self, name: str) -> Optional[SourceFile]:
         found = self.files.get(name)
-        if found is not None or not name:
-            return found
+        if found is not None:
+            return parsed(self.tree, found)
+        if not name:
+            return None
         base = os.path.join(self.cwd, *name.split("."))
         for path in (base + ".py", os.path.join(base, "__init__.py")):
             if os.path.isfile(path) and os.path.getsize(path) <= MAX_FILE_BYTES:
