@@ -91,9 +91,30 @@ class Finding:
     messages_at_risk: Optional[int] = None
     location: Optional[Location] = None
     slug: str = ""
+    # What makes two findings of a check one cause (ranking.group): by default the title (the check's
+    # conclusion); a check whose title names the place declares a key of its own with `cause=`.
+    cause: str = ""
+    # A ranked row that stands for the same cause in several places: every place's own finding (each with no
+    # occurrences of its own). Empty for a finding seen in one place. See ranking.group.
+    occurrences: tuple["Finding", ...] = ()
 
     def sort_key(self) -> tuple:
         return (self.check, self.subject, str(self.location or ""), self.evidence)
+
+    @property
+    def places(self) -> tuple["Finding", ...]:
+        """The findings this row stands for: its occurrences, or itself."""
+        return self.occurrences or (self,)
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """Every subject of the cause, in order, each once."""
+        return tuple(dict.fromkeys(f.subject for f in self.places))
+
+    @property
+    def locations(self) -> tuple[Location, ...]:
+        """Every location of the cause, in order, each once (findings without one add none)."""
+        return tuple(dict.fromkeys(f.location for f in self.places if f.location is not None))
 
 
 @dataclass(frozen=True)
@@ -128,6 +149,7 @@ class Check:
         location: Optional[Location] = None,
         impact: Optional[Impact] = None,
         title: Optional[str] = None,
+        cause: str = "",
     ) -> Finding:
         if isinstance(evidence, str):
             evidence = (evidence,)
@@ -143,6 +165,7 @@ class Check:
             fix=fix or self.runbook.fix,
             messages_at_risk=messages_at_risk,
             location=location,
+            cause=cause,
         )
 
 

@@ -30,17 +30,17 @@ def snap(**parts):
 
 
 def test_ranking_orders_by_impact_confidence_and_messages():
-    c = make("CD900")
-    observed = c.finding("queue:a", "e", confidence=Confidence.OBSERVED, messages_at_risk=1000)
-    configured = c.finding("setting:b", "e", confidence=Confidence.CONFIGURED)
-    inferred = c.finding("setting:c", "e", confidence=Confidence.INFERRED)
-    medium_observed = c.finding("queue:d", "e", confidence=Confidence.OBSERVED, impact=Impact.MEDIUM)
+    c = make("CD900")  # four conclusions (titles) of one check: four causes, four rows
+    observed = c.finding("queue:a", "e", confidence=Confidence.OBSERVED, messages_at_risk=1000, title="a")
+    configured = c.finding("setting:b", "e", confidence=Confidence.CONFIGURED, title="b")
+    inferred = c.finding("setting:c", "e", confidence=Confidence.INFERRED, title="c")
+    medium_observed = c.finding("queue:d", "e", confidence=Confidence.OBSERVED, impact=Impact.MEDIUM, title="d")
     ranked = rank([inferred, medium_observed, configured, observed])
     # an inferred high (60 x 0.5) ties with an observed medium (30 x 1.0): the higher impact goes first
     assert [r.finding.subject for r in ranked] == ["queue:a", "setting:b", "setting:c", "queue:d"]
     assert ranked[0].score == pytest.approx(60 + 5 * 3.0004, abs=0.1)
     assert "1,000 messages at risk" in ranked[0].why and ranked[0].rank == 1
-    more = c.finding("queue:z", "e", confidence=Confidence.OBSERVED, messages_at_risk=50000)
+    more = c.finding("queue:z", "e", confidence=Confidence.OBSERVED, messages_at_risk=50000, title="z")
     assert rank([observed, more])[0].finding.subject == "queue:z"
     assert at_risk_points(None) == 0 and at_risk_points(10**9) == 20
 

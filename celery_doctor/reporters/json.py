@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from ..model import Finding, RankedFinding, Report, TimelineEvent
 
-SCHEMA_VERSION = 2  # 2: security findings in `security`, not in `findings`
+SCHEMA_VERSION = 2  # 2: security findings in `security`, not in `findings`; one row per cause (`occurrences`)
 DOCS_BASE = "https://github.com/celery-doctor/celery-doctor/blob/main/docs/checks/"
 
 
@@ -20,7 +20,12 @@ def docs_url(check_id: str) -> str:
     return f"{DOCS_BASE}{check_id}.md"
 
 
+def _location(location) -> Optional[dict[str, Any]]:
+    return {"path": location.path, "line": location.line} if location else None
+
+
 def finding_dict(finding: Finding) -> dict[str, Any]:
+    """A ranked row: one cause, with every place it was seen (`subjects`, `locations`, `occurrences`)."""
     return {
         "check": finding.check,
         "slug": finding.slug,
@@ -33,7 +38,13 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
         "messages_at_risk": finding.messages_at_risk,
         "fix": finding.fix,
         "docs": docs_url(finding.check),
-        "location": {"path": finding.location.path, "line": finding.location.line} if finding.location else None,
+        "location": _location(finding.location),
+        "subjects": list(finding.subjects),
+        "locations": [_location(location) for location in finding.locations],
+        "occurrences": [{"subject": place.subject, "location": _location(place.location),
+                         "evidence": list(place.evidence), "messages_at_risk": place.messages_at_risk,
+                         "impact": place.impact.value, "confidence": place.confidence.value, "fix": place.fix}
+                        for place in finding.places],
     }
 
 

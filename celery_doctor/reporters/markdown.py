@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..model import CheckStatus, Report
 from ..safe_text import md_code, md_text, sanitized
-from .text import _target_line, footer
+from .text import _target_line, footer, own_evidence
 
 
 def _timeline(report: Report) -> list[str]:
@@ -28,6 +28,26 @@ def _timeline(report: Report) -> list[str]:
     return [*lines, ""]
 
 
+PLACES_LISTED = 50  # places of one cause listed in the ticket (the JSON report lists every one)
+
+
+def _place(place) -> str:
+    return md_code(place.subject) + (f" at {md_code(place.location)}" if place.location else "")
+
+
+def _places(f) -> list[str]:
+    """The subject of a cause, or every place it was seen (at most PLACES_LISTED)."""
+    if len(f.places) == 1:
+        return [f"- **Subject:** {_place(f)}"]
+    lines = [f"- **Places ({len(f.places)}):**"]
+    for place in f.places[:PLACES_LISTED]:
+        lines.append(f"  - {_place(place)}")
+        lines += [f"    - {md_text(line)}" for line in own_evidence(f, place)]
+    if len(f.places) > PLACES_LISTED:
+        lines.append(f"  - ... and {len(f.places) - PLACES_LISTED} more (the JSON report lists every one)")
+    return lines
+
+
 def _security(report: Report) -> list[str]:
     """Security findings, apart from the ranked causes: they are no cause of lost tasks."""
     if not report.security:
@@ -37,7 +57,7 @@ def _security(report: Report) -> list[str]:
     for ranked in report.security:
         f = ranked.finding
         lines += [f"### S{ranked.rank}. {md_text(f.check)} {md_text(f.slug)}: {md_text(f.title)}", ""]
-        lines.append(f"- **Subject:** {md_code(f.subject)}" + (f" at {md_code(f.location)}" if f.location else ""))
+        lines += _places(f)
         lines.append(f"- **Impact / confidence:** {f.impact.value} / {f.confidence.value}")
         lines.append("- **Evidence:**")
         lines += [f"  - {md_text(e)}" for e in f.evidence]
@@ -68,13 +88,14 @@ def format_markdown(report: Report) -> str:
         for ranked in report.findings:
             f = ranked.finding
             at_risk = f"{f.messages_at_risk:,}" if f.messages_at_risk is not None else "-"
+            more = f" and {len(f.places) - 1} more" if len(f.places) > 1 else ""
             lines.append(f"| {ranked.rank} | {f.impact.value} | {f.confidence.value} | {md_text(f.check)} | "
-                         f"{md_code(f.subject, table=True)} | {md_text(f.title)} | {at_risk} |")
+                         f"{md_code(f.subject, table=True)}{more} | {md_text(f.title)} | {at_risk} |")
         lines.append("")
         for ranked in report.findings:
             f = ranked.finding
             lines += [f"### {ranked.rank}. {md_text(f.check)} {md_text(f.slug)}: {md_text(f.title)}", ""]
-            lines.append(f"- **Subject:** {md_code(f.subject)}" + (f" at {md_code(f.location)}" if f.location else ""))
+            lines += _places(f)
             lines.append(f"- **Impact / confidence:** {f.impact.value} / {f.confidence.value} "
                          f"(score {ranked.score:g}: {md_text(ranked.why)})")
             if f.messages_at_risk is not None:

@@ -47,22 +47,23 @@ def format_sarif(report: Report, checks: Sequence[Check] = ()) -> str:
     index = {rule["id"]: i for i, rule in enumerate(rules)}
     results = []
     for ranked in (*report.findings, *report.security):  # security results keep their own rank (category says)
-        f = ranked.finding
-        message = f"{f.title} ({f.subject}). " + " ".join(f.evidence) + f" Fix: {f.fix}"
-        fingerprint = hashlib.sha256(f"{f.check}|{f.subject}|{f.location}".encode()).hexdigest()[:32]
-        result: dict[str, Any] = {
-            "ruleId": f.check,
-            "level": LEVEL[f.impact],
-            "message": {"text": message},
-            "locations": [_location(f.location, report.anchor)],
-            "partialFingerprints": {"celeryDoctor/v1": fingerprint},
-            "properties": {"rank": ranked.rank, "score": ranked.score, "confidence": f.confidence.value,
-                           "category": f.category.value, "subject": f.subject,
-                           "messages_at_risk": f.messages_at_risk},
-        }
-        if f.check in index:
-            result["ruleIndex"] = index[f.check]
-        results.append(result)
+        row = ranked.finding
+        for f in row.places:  # one result per place of the cause, all with the row's rank
+            message = f"{f.title} ({f.subject}). " + " ".join(f.evidence) + f" Fix: {f.fix}"
+            fingerprint = hashlib.sha256(f"{f.check}|{f.subject}|{f.location}".encode()).hexdigest()[:32]
+            result: dict[str, Any] = {
+                "ruleId": f.check,
+                "level": LEVEL[f.impact],
+                "message": {"text": message},
+                "locations": [_location(f.location, report.anchor)],
+                "partialFingerprints": {"celeryDoctor/v1": fingerprint},
+                "properties": {"rank": ranked.rank, "score": ranked.score, "confidence": f.confidence.value,
+                               "category": f.category.value, "subject": f.subject,
+                               "messages_at_risk": f.messages_at_risk, "places": len(row.places)},
+            }
+            if f.check in index:
+                result["ruleIndex"] = index[f.check]
+            results.append(result)
     sarif = {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",

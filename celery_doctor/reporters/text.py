@@ -29,6 +29,7 @@ from ..model import CheckStatus, RankedFinding, Report
 from ..safe_text import sanitized
 
 DETAILED = 5  # findings shown in detail
+PLACES_SHOWN = 5  # places listed for a cause seen in several
 VERDICT = 3  # causes named in the verdict
 WIDE = 100  # from this width the ranked causes are an aligned list; below, one block per finding
 PIPE_WIDTH = 120  # output that is not a terminal: a stable layout, whatever COLUMNS says
@@ -138,6 +139,28 @@ def footer(report: Report) -> str:
     return line
 
 
+def subject_label(finding) -> str:
+    """The subject of a ranked row: its one subject, or the first and how many places the cause has."""
+    count, others = len(finding.places), len(finding.subjects) - 1
+    if count == 1:
+        return finding.subject
+    return f"{finding.subject}{f' and {others} more' if others else ''} ({count} places)"
+
+
+def place_lines(finding, limit: int = PLACES_SHOWN) -> list[str]:
+    """`subject at location` for the first `limit` places of a row, then how many are left out."""
+    places = finding.places
+    lines = [place.subject + (f" at {place.location}" if place.location else "") for place in places[:limit]]
+    if len(places) > limit:
+        lines.append(f"... and {len(places) - limit} more (--format json or markdown lists every one)")
+    return lines
+
+
+def own_evidence(row, place) -> list[str]:
+    """The evidence of one place of a row that the row's own evidence does not already say."""
+    return [line for line in place.evidence if line not in row.evidence]
+
+
 def _at_risk(ranked: RankedFinding) -> str:
     count = ranked.finding.messages_at_risk
     return "-" if count is None else f"{count:,}"
@@ -168,6 +191,7 @@ def _verdict(out: _Writer, report: Report) -> None:
         named.add(f.check)
         shown += 1
         risk = f"; {f.messages_at_risk:,} message(s) at risk" if f.messages_at_risk else ""
+        risk += f"; {len(f.places)} places" if len(f.places) > 1 else ""
         out.line(f"{f.title} ({f.impact.value}{risk})", indent=2, hang=3, first=f"{shown}. ",
                  style=IMPACT_STYLE[f.impact.value])
         out.line(f"fix: {f.fix}", indent=5, hang=HANG)
@@ -190,7 +214,7 @@ def _ranked_wide(out: _Writer, report: Report) -> None:
         out.console.print(text, soft_wrap=True)
         for piece in lines[1:]:
             out.console.print(Text(" " * title_at + piece), soft_wrap=True)
-        for piece in wrap(f"{f.subject} · {f.check}", out.width - title_at):
+        for piece in wrap(f"{subject_label(f)} · {f.check}", out.width - title_at):
             out.console.print(Text(" " * title_at + piece, style="dim"), soft_wrap=True)
     out.line()
 
@@ -202,7 +226,7 @@ def _ranked_compact(out: _Writer, report: Report) -> None:
         out.line(f" · {_at_risk(ranked)} at risk · {f.check}", indent=0, hang=FIELD + HANG,
                  first=f"{ranked.rank}. {f.impact.value}", style=IMPACT_STYLE[f.impact.value])
         out.line(f.title, indent=FIELD)
-        out.line(f.subject, indent=FIELD, style="dim")
+        out.line(subject_label(f), indent=FIELD, style="dim")
     out.line()
 
 
@@ -215,9 +239,16 @@ def _details(out: _Writer, report: Report) -> None:
         f = ranked.finding
         out.line(f.title, indent=0, hang=FIELD + HANG, first=f"{ranked.rank}. ", style="bold")
         out.line(f"{f.check} {f.slug} · impact {f.impact.value} · {f.confidence.value}", indent=FIELD)
-        out.line(f"subject: {f.subject}", indent=FIELD)
-        if f.location:
-            out.line(f"location: {f.location}", indent=FIELD)
+        if len(f.places) > 1:
+            out.line(f"{len(f.places)} places:", indent=FIELD)
+            for number, line in enumerate(place_lines(f)):
+                out.line(f"- {line}", indent=FIELD + 2)
+                for evidence in own_evidence(f, f.places[number]) if number < PLACES_SHOWN else ():
+                    out.line(evidence, indent=FIELD + 4)
+        else:
+            out.line(f"subject: {f.subject}", indent=FIELD)
+            if f.location:
+                out.line(f"location: {f.location}", indent=FIELD)
         for evidence in f.evidence:
             out.line(f"- {evidence}", indent=FIELD)
         if f.messages_at_risk is not None:
@@ -242,7 +273,7 @@ def _security(out: _Writer, report: Report) -> None:
         f = ranked.finding
         out.line(f.title, indent=0, hang=FIELD + HANG, first=f"S{ranked.rank}. {f.impact.value}: ",
                  style=IMPACT_STYLE[f.impact.value])
-        out.line(f"{f.check} {f.slug} · {f.subject}" + (f" at {f.location}" if f.location else ""), indent=FIELD)
+        out.line(f"{f.check} {f.slug} · " + "; ".join(place_lines(f, limit=3)), indent=FIELD)
         for evidence in f.evidence:
             out.line(f"- {evidence}", indent=FIELD)
         out.line(f"fix: {f.fix}", indent=FIELD)
