@@ -203,16 +203,19 @@ class EnvelopeStats:
         if -1 in anchors or not all(map(bytes.startswith, items, repeat(_START))):
             return False
         name_start = list(map(add, anchors, repeat(len(_TASK_ANCHOR))))
-        name_end = list(map(find, items, repeat(b'"'), name_start))
+        # The name ends where `", "id": "` follows it: no quote may come before (the id is then a JSON string right
+        # after the task name, else the slow path judges it), nor an escape in it.
+        name_end = list(map(find, items, repeat(_ID_ANCHOR), name_start))
+        if -1 in name_end:
+            return False
         names = list(map(get, items, map(slice, name_start, name_end)))
-        if b"\\" in b"".join(names):
+        joined = b"".join(names)
+        if b"\\" in joined or b'"' in joined:
             return False
         args_at = list(map(find, items, repeat(_ARGS_ANCHOR), name_end))
         origin_at = list(map(find, items, repeat(_ORIGIN_ANCHOR), args_at))
-        if -1 in args_at or -1 in origin_at or -1 in name_end:
+        if -1 in args_at or -1 in origin_at:
             return False
-        if not all(map(bytes.startswith, items, repeat(_ID_ANCHOR), name_end)):
-            return False  # the id is not a JSON string right after the task name: the slow path judges it
         args = list(map(get, items, map(slice, map(add, args_at, repeat(len(_ARGS_ANCHOR))), origin_at)))
         timed = _timed_fields(items, names, name_end, args_at)
         if timed is False:
@@ -336,6 +339,45 @@ class EnvelopeStats:
             self._dups = {h: c for h, c in counts.items() if c > 1}
             self.duplicates_approximate = True
 
+    # -- merging (the helper process's share, see SplitStats) -----------------------------------------------
+    _SUMS = ("analysed", "fast_path", "malformed", "eta_count", "eta_beyond_vt", "expires_count", "expired",
+             "protocol1")
+
+    def state(self) -> dict:
+        """What `merge` needs of this summariser (picklable: counts, small tables, the duplicate table)."""
+        return {name: value for name, value in self.__dict__.items() if name not in ("now", "vt")}
+
+    def merge(self, other: dict) -> None:
+        """Add another summariser's `state()` (the same `now` and `vt`, and the same process's `hash`: a forked
+        child) to this one: counts add up, the duplicate tables join (and are bounded as while streaming). A call
+        seen once on each side counts as duplicated, but neither side kept its text (only repeated calls' are
+        kept): it can be missing from the listed `duplicates` examples, never from the counts."""
+        for name in self._SUMS:
+            setattr(self, name, getattr(self, name) + other[name])
+        for reason, count in other["malformed_reasons"].items():
+            if len(self.malformed_reasons) < 20 or reason in self.malformed_reasons:
+                self.malformed_reasons[reason] += count
+        self.unsafe.update(other["unsafe"])
+        for content_type, count in other["content_types"].items():
+            if len(self.content_types) < 20 or content_type in self.content_types:
+                self.content_types[content_type] += count
+        for name, count in other["_tasks"].items():
+            self._tasks[name] = self._tasks.get(name, 0) + count
+        self._count_tasks([])
+        if other["eta_max"] is not None and (self.eta_max is None or other["eta_max"] > self.eta_max):
+            self.eta_max = other["eta_max"]
+        self.eta_examples = (self.eta_examples + other["eta_examples"])[:EXAMPLES]
+        self.expired_examples = (self.expired_examples + other["expired_examples"])[:EXAMPLES]
+        counts = self._dups
+        for digest, count in other["_dups"].items():
+            counts[digest] = counts.get(digest, 0) + count
+        for digest, key in other["_dup_keys"].items():
+            self._dup_keys.setdefault(digest, key)
+        self.duplicates_approximate = self.duplicates_approximate or other["duplicates_approximate"]
+        if len(counts) > DUPLICATE_TABLE:
+            self._dups = {h: c for h, c in counts.items() if c > 1}
+            self.duplicates_approximate = True
+
     # -- result --------------------------------------------------------------------------------------
     def summary(self) -> MessageSummary:
         groups = []
@@ -379,3 +421,117 @@ class EnvelopeStats:
             vt=self.vt,
             now=self.now,
         )
+
+
+# -- two cores: a forked helper summarises every other chunk ------------------------------------------------
+HELPER_MIN_MESSAGES = 20_000  # below this a helper process costs more than it saves
+
+
+def helper_available() -> bool:
+    """A forked helper is used on Linux with more than one CPU (fork keeps `hash`, so duplicate tables merge)."""
+    import multiprocessing
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2:
+        return False
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _helper_main(conn: Any, now: float, vt: Optional[float]) -> None:
+    """The helper: chunks in (lengths, then the joined bytes) until an empty one, then its state out."""
+    from array import array
+    from itertools import accumulate
+
+    stats = EnvelopeStats(now, vt)
+    while True:
+        lengths = array("Q")
+        lengths.frombytes(conn.recv_bytes())
+        if not lengths:
+            break
+        blob = conn.recv_bytes()
+        ends = list(accumulate(lengths))
+        stats.add_raw_chunk(list(map(blob.__getitem__, map(slice, [0, *ends[:-1]], ends))))
+    conn.send(stats.state())
+    conn.close()
+
+
+class SplitStats:
+    """Feeds an `EnvelopeStats` on two cores: every other chunk is summarised by a forked helper process (the
+    parent reads, summarises its half and sends the other), and `finish` merges the helper's counts.
+
+    The helper only summarises bytes it is sent: it opens no connection and reads nothing itself. Should it
+    fail or not answer in time, its share is simply not counted (`lost` says how many messages): the summary's
+    `analysed` then falls short of the queue's length and the read is reported incomplete, as any cut read."""
+
+    def __init__(self, stats: EnvelopeStats, seconds: float) -> None:
+        """`seconds`: the helper is killed after this long whatever it is doing (a write to a helper that stopped
+        reading would otherwise block): the scan's deadline holds."""
+        import multiprocessing
+        import threading
+
+        from dateutil import parser as _preload  # noqa: F401 - imported before the fork, never inside the child
+
+        self.stats = stats
+        self.sent = 0  # messages handed to the helper
+        self.lost = 0
+        self.error: Optional[str] = None
+        self._turn = False
+        context = multiprocessing.get_context("fork")
+        self._conn, child = context.Pipe(duplex=True)
+        self._process = context.Process(target=_helper_main, args=(child, stats.now, stats.vt),
+                                        name="celery-doctor-summary", daemon=True)
+        self._process.start()
+        child.close()
+        self._watchdog = threading.Timer(max(0.1, seconds), self._process.kill)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def add_raw_chunk(self, items: list) -> None:
+        self._turn = not self._turn
+        if not self._turn or self._conn is None or not items:
+            self.stats.add_raw_chunk(items)
+            return
+        from array import array
+
+        try:
+            self._conn.send_bytes(array("Q", map(len, items)).tobytes())
+            self._conn.send_bytes(b"".join(items))
+            self.sent += len(items)
+        except (OSError, ValueError) as exc:
+            self._fail(f"the helper process stopped ({type(exc).__name__})")
+            self.stats.add_raw_chunk(items)
+
+    def _fail(self, reason: str) -> None:
+        self.error = self.error or reason
+        self.lost = self.sent
+        self.close()
+
+    def finish(self, seconds: float) -> EnvelopeStats:
+        """Merge the helper's share (waiting at most `seconds` for it) and stop it."""
+        conn = self._conn
+        if conn is None:
+            return self.stats
+        try:
+            conn.send_bytes(b"")
+            if not conn.poll(max(0.05, seconds)):
+                self._fail(f"the helper process did not hand in its share within {max(0.05, seconds):.1f} s")
+                return self.stats
+            state = conn.recv()
+        except (OSError, EOFError, ValueError) as exc:
+            self._fail(f"the helper process stopped ({type(exc).__name__})")
+            return self.stats
+        self.stats.merge(state)
+        self.close()
+        return self.stats
+
+    def close(self) -> None:
+        self._watchdog.cancel()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        process = self._process
+        process.join(0.5)
+        if process.is_alive():
+            process.kill()  # our own child, by its handle
+            process.join(0.5)

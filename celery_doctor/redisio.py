@@ -315,6 +315,20 @@ class BulkArrayReader:
         return got
 
 
+def element_sizes(items: list) -> tuple[list[int], int]:
+    """(the size of every LRANGE element, an `Oversized` placeholder's declared one; how many were drained), in
+    C-level passes when nothing was drained (the deep scan's common case: no Python step per message)."""
+    sizes = list(map(len, items))
+    if Oversized not in set(map(type, items)):
+        return sizes, 0
+    drained = 0
+    for index, item in enumerate(items):
+        if isinstance(item, Oversized):
+            sizes[index] = item.size
+            drained += 1
+    return sizes, drained
+
+
 MAX_PARSED_REPLY = 128 << 20  # any reply redis-py parses for us (INFO, CLIENT LIST, HMGET ...) is far smaller
 
 
@@ -695,8 +709,8 @@ class Reader:
             else:
                 items = list(connection.read_response() or ())
                 wire = sum(len(i) for i in items) + 16 * len(items)
-            sizes = [i.size if isinstance(i, Oversized) else len(i) for i in items]
-            self.guard.observe(wire, max(sizes, default=0), sum(1 for i in items if isinstance(i, Oversized)))
+            sizes, drained = element_sizes(items)
+            self.guard.observe(wire, max(sizes, default=0), drained)
             return items
         except redis.ResponseError:
             raise  # the whole error line was read: the connection is still in step
@@ -917,14 +931,14 @@ class ListStream:
             else:
                 want = ahead[2] - position + 1
             items = reader.lrange_receive()
-            sizes.learn([i.size if isinstance(i, Oversized) else len(i) for i in items])
+            sizes.learn(element_sizes(items)[0])
             new = self._resync(items, last)
             position = position + len(items) - (0 if last is None else 1)
             if not new:
                 return
             last = new[-1]
             self.read += len(new)
-            self.oversized += sum(1 for i in new if isinstance(i, Oversized))
+            self.oversized += element_sizes(new)[1]
             # Ask for the next chunk now: the server prepares it while the caller works on this one.
             if (len(items) >= want and not stop.is_set() and reader.deadline.remaining() >= self.reserve
                     and self._send(reader, sizes, position - 1, position) > 0):

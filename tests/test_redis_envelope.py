@@ -127,3 +127,43 @@ def test_iso_to_epoch():
     assert E.iso_to_epoch("1970-01-01T01:01:00+01:00") == 60.0
     assert E.iso_to_epoch("1970-01-01T00:01:00Z") == 60.0
     assert E.iso_to_epoch("soon") is None and E.iso_to_epoch(None) is None
+
+
+@pytest.mark.skipif(not S.helper_available(), reason="no forked helper on this platform")
+def test_the_helper_process_gives_the_same_summary(published):
+    """Every other chunk summarised by the forked helper, merged back: the same summary as one process (each
+    duplicated call is repeated on both sides, so the examples' text is kept too)."""
+    _app, _name, raw = published
+    items = raw * 6
+    now = time.time()
+    alone = S.EnvelopeStats(now, 3600.0)
+    split = S.SplitStats(S.EnvelopeStats(now, 3600.0), 30.0)
+    for i in range(0, len(items), 9):
+        alone.add_raw_chunk(items[i:i + 9])
+        split.add_raw_chunk(items[i:i + 9])
+    assert split.sent > 0
+    merged = split.finish(10.0)
+    assert split.lost == 0 and split.error is None
+    assert not split._process.is_alive()
+    a, b = merged.summary(), alone.summary()
+    # the same up to order: which chunk a process saw first decides the first examples and the order of ties
+    assert sorted(map(repr, a.duplicates)) == sorted(map(repr, b.duplicates)) and len(b.duplicates) > 0
+    assert len(a.eta_examples) == len(b.eta_examples) > 0
+    assert {task for task, _ in a.eta_examples} == {task for task, _ in b.eta_examples}
+    assert replace(a, duplicates=(), eta_examples=()) == replace(b, duplicates=(), eta_examples=())
+
+
+@pytest.mark.skipif(not S.helper_available(), reason="no forked helper on this platform")
+def test_a_helper_that_dies_loses_its_share_and_says_so(published):
+    _app, _name, raw = published
+    split = S.SplitStats(S.EnvelopeStats(time.time(), 3600.0), 30.0)
+    split.add_raw_chunk(raw[:10])  # kept
+    split.add_raw_chunk(raw[10:20])  # sent to the helper
+    split._process.kill()
+    split._process.join(5)
+    for i in range(20, len(raw), 10):
+        split.add_raw_chunk(raw[i:i + 10])
+    merged = split.finish(5.0)
+    assert split.error and "helper process" in split.error
+    assert split.lost >= 10
+    assert merged.analysed == len(raw) - split.lost  # what the helper took is not counted: the read is incomplete
