@@ -34,7 +34,7 @@ class Orm:
         self.proj = proj
         self.models: set[str] = set()
         for module in proj.modules:
-            for node in ast.walk(module.tree):
+            for node in proj.definitions(module):
                 if isinstance(node, ast.ClassDef) and self._is_model(node, module, 0):
                     self.models.add(node.name)
 
@@ -252,8 +252,8 @@ def _models_encode_themselves(proj: Project, orm: Orm) -> bool:
 def _converting_classes(proj: Project) -> set[str]:
     """Task classes of the tree that override apply_async/delay/signature: they may turn instances into ids."""
     names = set()
-    for module in proj.modules:
-        for node in ast.walk(module.tree):
+    for module in proj.modules_mentioning(*(f"def {m}(" for m in CONVERTING_METHODS)):
+        for node in proj.definitions(module):
             if isinstance(node, ast.ClassDef) and any(isinstance(s, FuncNode) and s.name in CONVERTING_METHODS
                                                       for s in node.body):
                 names.add(node.name)
@@ -292,7 +292,7 @@ def _published_task(proj: Project, call: ast.Call):
 def _model_methods(module: Module, orm: Orm) -> set[int]:
     """Ids of the methods of the module's model classes (their `self` is a model instance)."""
     methods: set[int] = set()
-    for node in ast.walk(module.tree):
+    for node in orm.proj.definitions(module):
         if isinstance(node, ast.ClassDef) and node.name in orm.models:
             methods |= {id(s) for s in node.body if isinstance(s, FuncNode)}
     return methods

@@ -30,7 +30,7 @@ def lint(project: str) -> set[str]:
 
 
 def test_every_project_has_its_source_and_judgements():
-    projects = {p.name for p in CORPUS.iterdir() if p.is_dir()}
+    projects = {p.name for p in CORPUS.iterdir() if p.is_dir() and not p.name.startswith(".")}  # not .ruff_cache
     assert projects == set(EXPECTATIONS["projects"])
     for name, project in EXPECTATIONS["projects"].items():
         assert (CORPUS / name / "SOURCE.md").is_file()
