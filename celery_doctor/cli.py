@@ -11,6 +11,7 @@ import traceback
 from typing import Callable, List, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from .masking import scrub
 from .options import FailOn, Format, UsageError, command, parameters
@@ -19,15 +20,53 @@ from .safe_text import printable, printable_block
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool killed by it
 
+
+
+def _no_flag_metavars(params: list) -> list:
+    """A flag takes no value: no `<bool>` after it in --help (typer's own --help and completion flags included);
+    an argument's metavar (TASK_ID, PATH...) says what it is without the Python type (`<str>`) beside it."""
+    for param in params:
+        if getattr(param, "is_flag", False) and getattr(param, "metavar", "") is None:
+            param.metavar = ""
+        elif getattr(param, "param_type_name", "") == "argument" and getattr(param, "metavar", None):
+            param.display_type_rich = lambda ctx: None
+    return params
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx):
+        return _no_flag_metavars(super().get_params(ctx))
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx):
+        return _no_flag_metavars(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=_Group,
     name="celery-doctor",
     help="Find lost Celery tasks: likely causes ranked by impact, with evidence, messages at risk and the fix.",
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion: bash, zsh, fish, PowerShell
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 log = logging.getLogger("celery_doctor")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"celery-doctor {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
+                                       metavar="", help="Print celery-doctor's version and exit.")) -> None:
+    """Find lost Celery tasks: likely causes ranked by impact, with evidence, messages at risk and the fix."""
 
 
 EXTENSIONS = {".json": Format.json, ".sarif": Format.sarif, ".md": Format.markdown, ".markdown": Format.markdown,
@@ -184,6 +223,9 @@ def _run(mode: str, given: dict) -> int:
     options = run_options(opts, mode, progress=sys.stderr.isatty())
     snapshots: list = []
     report, registry = diagnose(options, snapshots=snapshots)
+    from .baseline import apply_options  # --write-baseline, --baseline
+
+    report = apply_options(report, opts)
     write_report(report, registry, opts, snapshot=snapshots[0] if snapshots else None)
     return exit_code(report, opts.fail_on)
 
@@ -256,7 +298,7 @@ def list_checks(**given) -> None:
 
 
 @app.command()
-def explain(check_id: str = typer.Argument(..., help="A check id (CD101) or slug.")) -> None:
+def explain(check_id: str = typer.Argument(..., metavar="CHECK", help="A check id (CD101) or slug.")) -> None:
     """Print a check's runbook: symptom, why tasks are lost, how to confirm, fix, risk of the fix."""
 
     def body() -> int:
@@ -275,7 +317,7 @@ def explain(check_id: str = typer.Argument(..., help="A check id (CD101) or slug
 
 
 @command(app, "trace", inspect.Parameter("task_id", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                                         default=typer.Argument(..., help="The id of the task to look for.")))
+                                         default=typer.Argument(..., metavar="TASK_ID", help="The id of the task to look for.")))
 def trace(task_id: str, **given) -> None:
     """Where is this task? Queues, unacked messages, workers and the result backend, read-only. Exit 0 found, 1 not found."""
 
@@ -366,6 +408,11 @@ def serve(**given) -> None:
                                                                                              err=True))
 
     guarded(body)
+
+
+for _info in app.registered_commands:
+    if _info.cls in (None, TyperCommand):
+        _info.cls = _Command
 
 
 def _is(exc: BaseException, name: str) -> bool:

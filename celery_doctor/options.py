@@ -161,7 +161,7 @@ OPTIONS: tuple[Option, ...] = (
            COMMANDS, key="format", choices=FORMATS,
            help_for={"trace": "text, json or markdown (default {default}).", "checks": "text or json."}),
     Option("output", ("--output", "-o"), list, (),
-           "Write the report to FILE (repeatable; format from .json/.sarif/.md/.txt, else --format).",
+           "Write the report to FILE (repeatable; format from .json/.sarif/.md/.txt/.prom, else --format).",
            (*RUN_COMMANDS, "logs"), key="output",
            help_for={"trace": "Write the trace to FILE (repeatable; format from .json/.md/.txt, else --format)."}),
     Option("fail_on", ("--fail-on",), str, "high",
@@ -201,6 +201,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("show_checks", ("--show-checks",), bool, False,
            "List every check's status (passed, failed, skipped and why) in the text report.",
            (*REPORT_COMMANDS, "watch", "logs"), key="show-checks"),
+    Option("baseline", ("--baseline",), str, None,
+           "Report only findings not in this baseline file (written by --write-baseline); the others are counted "
+           "as baselined and do not fail --fail-on.", REPORT_COMMANDS, key="baseline"),
+    Option("write_baseline", ("--write-baseline",), str, None,
+           "Write every finding of this run to FILE as a baseline (fingerprints that survive line moves; no "
+           "secrets), for --baseline.", REPORT_COMMANDS, key="write-baseline"),
     Option("color", ("--color",), str, "auto",
            "Colour the text output: auto (only a terminal, and not when NO_COLOR is set), always or never "
            "(default {default}).", (*COMMANDS, "watch", "logs"), key="color", choices=("auto", "always", "never")),
@@ -349,6 +355,23 @@ def resolve(command: str, given: Mapping[str, Any], from_file: Optional[Mapping[
 # --------------------------------------------------------------------------- typer parameters
 
 
+# What --help shows for an option's value (typer would show the Python type: <str>, <list[str]>, <bool>).
+METAVARS: Mapping[str, str] = {
+    "app": "MODULE[:ATTR]", "broker": "URL", "sources": "PATH", "select": "ID", "ignore": "ID", "output": "FILE",
+    "management_url": "URL", "logs": "PATH", "config": "FILE", "record": "FILE", "replay": "FILE", "port": "PORT",
+    "host": "ADDRESS",
+}
+
+
+def metavar(option: Option) -> str:
+    """The value's name in --help: none for a flag, the choices, else a word (SECONDS for every float option)."""
+    if option.type is bool:
+        return ""
+    if option.choices:
+        return "[" + "|".join(option.choices) + "]"
+    return METAVARS.get(option.name) or {int: "N", float: "SECONDS"}.get(option.type, "TEXT")
+
+
 def parameters(command: str) -> list[inspect.Parameter]:
     """The typer parameters of `command`, in the table's order. A command that reads the options file gets
     None for an option not given (so the file can fill it in); `checks` gets the defaults themselves."""
@@ -368,7 +391,7 @@ def parameters(command: str) -> list[inspect.Parameter]:
             default = None
             if command not in FILE_COMMANDS and option.default is not None:
                 annotation, default = base, option.finish(option.default)
-        info = typer.Option(default, *option.flags, help=escape(option.help_text(command)))
+        info = typer.Option(default, *option.flags, help=escape(option.help_text(command)), metavar=metavar(option))
         out.append(inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=info,
                                      annotation=annotation))
     return out
