@@ -6,7 +6,18 @@ from typing import Any, Optional
 
 from celery_doctor.facts.limits import effective_limit
 from celery_doctor.model import Location, Snapshot
-from celery_doctor.pyast import MISSING, Module, Project, Task, project, segment
+from celery_doctor.pyast import (
+    MISSING,
+    FuncNode,
+    Module,
+    Project,
+    Task,
+    dotted_name,
+    keyword,
+    last_name,
+    project,
+    segment,
+)
 from celery_doctor.settings import as_seconds, human_seconds
 
 CELERY_DEFAULT_MAX_RETRIES = 3
@@ -95,3 +106,58 @@ def option_truthy(proj: Project, task: Task, name: str) -> Optional[bool]:
         return None
     value = proj.constant(task.module, node)
     return True if value is MISSING else bool(value)
+
+
+def app_task_classes(proj: Project) -> list[tuple[Module, str]]:
+    """The task classes the tree gives its app: `Celery(..., task_cls=AMOTask)` (a name or 'module:Class'), or
+    `app.Task = AMOTask`. Every task without its own base= is built on it (celery/app/base.py Celery.Task)."""
+    found: list[tuple[Module, str]] = []
+    for module in proj.modules_mentioning("task_cls", ".Task ="):
+        for node in ast.walk(module.tree):
+            value = None
+            if isinstance(node, ast.Call) and last_name(node) == "Celery":
+                value = keyword(node, "task_cls")
+            elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr == "Task"
+                                                      for t in node.targets):
+                value = node.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                found.append((module, value.value.replace(":", ".").split(".")[-1]))
+            elif value is not None and dotted_name(value):
+                found.append((module, dotted_name(value).split(".")[-1]))
+    return found
+
+
+def task_class_chain(proj: Project, task: Optional[Task]) -> list[tuple[Module, ast.ClassDef]]:
+    """The classes of the tree a task is built on (most derived first): its own class, its base=, else the app's
+    task class; for a publish whose task is not found in the tree, the app's task class."""
+    if task is not None and task.cls is not None:
+        return proj.class_chain(task.cls.name, task.module)
+    base = task.option("base") if task is not None else None
+    if base is not None:
+        return proj.class_chain(dotted_name(base).split(".")[-1], task.module)
+    app_classes = app_task_classes(proj)
+    if len({name for _, name in app_classes}) != 1:
+        return []
+    module, name = app_classes[0]
+    return proj.class_chain(name, module)
+
+
+def overriding_class(chain: list[tuple[Module, ast.ClassDef]], methods: set[str],
+                     calling: str = "") -> Optional[ast.ClassDef]:
+    """The first class of the chain that defines one of `methods` (and, when `calling` is given, calls it there:
+    `def apply_async(...): transaction.on_commit(...)`)."""
+    for _, cls in chain:
+        for stmt in cls.body:
+            if isinstance(stmt, FuncNode) and stmt.name in methods and (
+                    not calling or any(isinstance(n, ast.Call) and last_name(n) == calling for n in ast.walk(stmt))):
+                return cls
+    return None
+
+
+def published_task(proj: Project, call: ast.Call) -> Optional[Task]:
+    """The task of the tree a `x.delay()` / `x.apply_async()` / `x.s()` call publishes (by x's name), if one."""
+    if not isinstance(call.func, ast.Attribute):
+        return None
+    target = dotted_name(call.func.value).split(".")[-1]
+    found = proj.tasks_named(target) if target else []
+    return found[0] if len(found) == 1 else None

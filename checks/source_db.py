@@ -9,7 +9,7 @@ from typing import Optional
 from celery_doctor.model import Category, Confidence, Runbook, Snapshot, check
 from celery_doctor.pyast import Module, Project, dotted_name, is_publish, keyword, last_name, publishes, receiver
 
-from .source_common import code, loc, project_of, task_subject
+from .source_common import code, loc, overriding_class, project_of, published_task, task_class_chain, task_subject
 
 SESSION_WRITES = {"add", "add_all", "merge", "delete", "flush", "bulk_save_objects", "bulk_insert_mappings",
                   "bulk_update_mappings"}
@@ -256,12 +256,19 @@ def publish_inside_atomic(snapshot: Snapshot):
         for scope in proj.scopes(module):
             reported: set[int] = set()
             for call, evidence, confidence in _atomic_publishes(module, scope, atomic_requests):
-                if id(call) in reported:
+                if id(call) in reported or _publishes_on_commit(proj, call):
                     continue
                 reported.add(id(call))
                 yield publish_inside_atomic.finding(
                     subject=publish_subject(proj, snapshot, module, call), evidence=[evidence, TXN_WHY],
                     fix=f"Publish on commit: {hint}.", confidence=confidence, location=loc(module, call))
+
+
+def _publishes_on_commit(proj: Project, call: ast.Call) -> bool:
+    """The task's class (its base=, or the app's task_cls) overrides apply_async/delay to publish through
+    transaction.on_commit (addons-server's AMOTask): `.delay()` already waits for the commit."""
+    chain = task_class_chain(proj, published_task(proj, call))
+    return overriding_class(chain, {"apply_async", "delay"}, calling="on_commit") is not None
 
 
 def _atomic_publishes(module: Module, scope, atomic_requests: Optional[tuple[Module, int]]):

@@ -19,7 +19,7 @@ from celery_doctor.pyast import (
     walk_scope,
 )
 
-from .source_common import code, loc, project_of
+from .source_common import code, loc, overriding_class, project_of, published_task, task_class_chain
 from .source_db import is_db_session, publish_subject
 
 MODEL_BASES = {"Base", "DeclarativeBase", "AbstractUser", "AbstractBaseUser", "PermissionsMixin"}
@@ -170,7 +170,6 @@ def orm_instance_argument(snapshot: Snapshot):
     config = snapshot.config
     serializer = (str(config.value("task_serializer") or "json"), "task_serializer") if config is not None \
         else source_serializer(proj)
-    converting = _converting_classes(proj)
     for module in proj.modules_mentioning(".delay(", "apply_async", "send_task", ".s(", ".si(", "signature("):
         model_methods = _model_methods(module, orm)
         for scope in proj.scopes(module):
@@ -181,7 +180,7 @@ def orm_instance_argument(snapshot: Snapshot):
             instances = _instances(func, orm) if func is not None else {}
             params = _instance_parameters(func, model_methods)
             for call in calls:
-                used, converter = _call_serializer(proj, call, serializer, converting)
+                used, converter = _call_serializer(proj, call, serializer)
                 if converter or used[0] not in ENCODE_ERROR_SERIALIZERS:
                     continue  # pickle sends a copy, a custom serializer or Task class may convert: no task lost
                 why = next(filter(None, (_passes_instance(module, value, instances, params, orm)
@@ -249,44 +248,22 @@ def _models_encode_themselves(proj: Project, orm: Orm) -> bool:
     return False
 
 
-def _converting_classes(proj: Project) -> set[str]:
-    """Task classes of the tree that override apply_async/delay/signature: they may turn instances into ids."""
-    names = set()
-    for module in proj.modules_mentioning(*(f"def {m}(" for m in CONVERTING_METHODS)):
-        for node in proj.definitions(module):
-            if isinstance(node, ast.ClassDef) and any(isinstance(s, FuncNode) and s.name in CONVERTING_METHODS
-                                                      for s in node.body):
-                names.add(node.name)
-    return names
-
-
-def _call_serializer(proj: Project, call: ast.Call, serializer: tuple[str, str],
-                     converting: set[str]) -> tuple[tuple[str, str], bool]:
+def _call_serializer(proj: Project, call: ast.Call, serializer: tuple[str, str]) -> tuple[tuple[str, str], bool]:
     """The serializer the publish uses (its serializer=, the task's serializer= option, else the app's), and
-    whether the published task's class overrides the publish (a converter)."""
-    task = _published_task(proj, call)
+    whether the published task's class (base=, or the app's task_cls) overrides the publish: it may convert."""
+    task = published_task(proj, call)
     module = task.module if task is not None else None
     given = _literal_string(proj, module, keyword(call, "serializer")) if module is not None else None
     if given is None and isinstance(keyword(call, "serializer"), ast.Constant):
         given = str(keyword(call, "serializer").value)
+    chain = task_class_chain(proj, task)
+    # an override that only defers the publish to transaction.on_commit (addons-server's AMOTask) converts nothing
+    converter = overriding_class(chain, CONVERTING_METHODS) is not None and \
+        overriding_class(chain, CONVERTING_METHODS, calling="on_commit") is None
     if given is not None:
-        return (given, "the call's serializer="), False
-    if task is None:
-        return serializer, False
-    base = task.option("base")
-    chain = proj.class_chain(task.cls.name if task.cls else dotted_name(base).split(".")[-1], task.module) \
-        if task.cls or base is not None else []
-    converter = any(cls.name in converting for _, cls in chain)
-    option = _literal_string(proj, task.module, task.option("serializer"))
+        return (given, "the call's serializer="), converter
+    option = _literal_string(proj, task.module, task.option("serializer")) if task is not None else None
     return ((option, f"serializer= of task {task.name}") if option else serializer), converter
-
-
-def _published_task(proj: Project, call: ast.Call):
-    if not isinstance(call.func, ast.Attribute):
-        return None
-    target = dotted_name(call.func.value).split(".")[-1]
-    found = proj.tasks_named(target) if target else []
-    return found[0] if len(found) == 1 else None
 
 
 def _model_methods(module: Module, orm: Orm) -> set[int]:

@@ -447,3 +447,46 @@ def test_orm_instance_is_not_reported_where_the_publish_cannot_fail(tmp_path):
                 return {"pk": self.pk}
         """}
     assert findings("CD514", tmp_path / "json_model", {**APP, **ORM_TREE, **models, "proj/views.py": ORM_BAD}) == []
+
+
+def test_a_task_class_that_publishes_on_commit_makes_atomic_publishes_safe(tmp_path):
+    # addons-server's AMOTask (the app's task_cls) overrides apply_async to call transaction.on_commit: every
+    # .delay() in an atomic block is sent after the commit (CD511 stays quiet), yet it still serializes the
+    # arguments, so a model instance still fails (CD514 still reports it)
+    app = {"proj/__init__.py": "", "proj/celery.py": """
+        import functools
+        from celery import Celery
+        from celery.app.task import Task
+        from django.db import transaction
+
+        class AMOTask(Task):
+            def apply_async(self, args=None, kwargs=None, **options):
+                transaction.on_commit(functools.partial(super().apply_async, args=args, kwargs=kwargs, **options))
+
+        app = Celery("proj", task_cls=AMOTask)
+        task = app.task
+        """}
+    tasks = {"proj/tasks.py": """
+        from .celery import task
+
+        @task
+        def process_order(order_id):
+            return order_id
+        """, "proj/models.py": ORM_TREE["proj/models.py"]}
+    views = """
+        from django.db import transaction
+        from .models import Invoice
+        from .tasks import process_order
+
+
+        @transaction.atomic
+        def place_order(request, order_id):
+            invoice = Invoice.objects.get(pk=order_id)
+            process_order.delay(invoice)
+        """
+    assert findings("CD511", tmp_path / "a", {**app, **tasks, "proj/views.py": views}) == []
+    assert lines(findings("CD514", tmp_path / "b", {**app, **tasks, "proj/views.py": views})) == [
+        line_of(views, "process_order.delay")]
+    plain = {**app, "proj/celery.py": "from celery import Celery\napp = Celery('proj')\ntask = app.task\n"}
+    assert lines(findings("CD511", tmp_path / "c", {**plain, **tasks, "proj/views.py": views})) == [
+        line_of(views, "process_order.delay")]
