@@ -24,6 +24,7 @@ from .runner import run_checks
 from .sources import DATA_SOURCES, gather_live
 from .static.collect import describe, with_env_notes
 from .static.modules import module_name
+from .suppressions import recording, with_idle_suppressions
 from .target import TargetError, app_for_broker, load_app, register_app_secrets, validate_management_url
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def static_target(options: RunOptions) -> tuple[Any, Any, Any]:
     missing = [r for r in roots if not os.path.exists(r)]
     if missing:
         raise TargetError(f"--source path does not exist: {missing[0]}")
-    tree = collect_source(roots)
+    tree = recording(collect_source(roots))
     static = read_static_config(tree, options.cwd)
     return static, tree, roots
 
@@ -155,7 +156,7 @@ def build_snapshot(options: RunOptions, deadline: Deadline, app: Any, broker: Br
         missing = [r for r in roots if not os.path.exists(r)]
         if missing:
             raise TargetError(f"--source path does not exist: {missing[0]}")
-        parts["source"] = Part.gathered(collect_source(roots))
+        parts["source"] = Part.gathered(recording(collect_source(roots)))
     else:
         parts["source"] = Part.unavailable("no --source given and no app module to start from")
     spec = options.app or (f"{module_name(static.found.path)}:{static.found.variable}" if static else None)
@@ -228,6 +229,8 @@ def diagnose(options: RunOptions, registry: Optional[Registry] = None,
     if snapshots is not None:
         snapshots.append(snapshot)
     result = run_checks(registry, snapshot, options.select, options.ignore)
+    result.findings, result.results = with_idle_suppressions(
+        registry.get("CD174"), snapshot.source, [c.id for c in registry.checks], result.findings, result.results)
     log.debug("ran %d checks in %s mode: %d findings, %d suppressed inline", len(result.results), options.mode,
               len(result.findings), result.suppressed)
     config = snapshot.config

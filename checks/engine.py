@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from celery_doctor.model import COLLECTOR_CRASH, Category, Confidence, Impact, PartStatus, Runbook, Snapshot, check
 
+from . import engine_suppressions
+
 BROKER_PARTS = {"redis": "redis", "rabbitmq": "rabbitmq"}
 
 
@@ -43,4 +45,4 @@ def broker_unreachable(snapshot: Snapshot):
         )
 
 
-CHECKS = [broker_unreachable]
+CHECKS = [broker_unreachable, *engine_suppressions.CHECKS]

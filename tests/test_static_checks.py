@@ -123,7 +123,7 @@ def test_cd172_claim_redis_backend_stores_results_without_ttl():
     client.delete(*[f"celery-task-meta-{i}" for i in ids])
 
 
-def test_cd170_claim_a_worker_without_q_leaves_an_undeclared_queue_alone(tmp_path, worker_factory):  # noqa: F811
+def test_cd170_claim_a_worker_without_q_leaves_an_undeclared_queue_alone(tmp_path, worker_factory):
     """task_queues declares one queue; a task sent with apply_async(queue=<another>) is created on the fly and
     stays there: the worker (no -Q) consumes only the declared queue."""
     redis = pytest.importorskip("redis")
@@ -163,3 +163,44 @@ def test_cd170_claim_a_worker_without_q_leaves_an_undeclared_queue_alone(tmp_pat
     finally:
         worker.stop()
         janitor.cleanup()
+
+
+SUPPRESSED = {"proj/__init__.py": "", "proj/celery.py": """
+    from datetime import datetime
+    from celery import Celery
+    app = Celery('proj', broker='redis://127.0.0.1:6379/3')
+
+    @app.task
+    def t():
+        return 1
+
+    def go():
+        t.apply_async(expires=datetime.utcnow())  # celery-doctor: ignore[CD146]
+        t.apply_async(expires=3600)  # celery-doctor: ignore[CD146]
+        t.apply_async(expires=3600)  # celery-doctor: ignore[CD9999]
+        t.apply_async(expires=3600)  # celery-doctor: ignore
+        t.apply_async(expires=3600)  # celery-doctor: ignore[CD4]
+        t.apply_async(expires=3600)  # celery-doctor: ignore[CD146, CD174]
+"""}
+
+
+@pytest.mark.parametrize("app", [None, "proj"])
+def test_cd174_suppressions_that_silence_nothing(tmp_path, app):
+    import json
+
+    from tests.conftest import run_cli
+
+    write_tree(tmp_path, SUPPRESSED)
+    args = ["lint", "--format", "json", *(["--app", app] if app else [])]
+    data = json.loads(run_cli(*args, cwd=tmp_path).stdout)
+    found = [f for f in data["findings"] if f["check"] == "CD174"]
+    places = sorted({f["location"]["line"] for f in found}
+                    | {o["location"]["line"] for f in found for o in f.get("occurrences", ()) if o.get("location")})
+    # line 10 silences the CD146 it names; 11 silences nothing; 12 names an unknown id; a bare ignore (13) and
+    # one naming live checks that lint does not run (14) may silence something elsewhere; 15 ignores CD174 itself
+    assert places == [11, 12], found
+    assert data["summary"]["suppressed"] == 1
+    texts = " ".join(e for f in found for e in f["evidence"])
+    assert "silences nothing" in texts
+    only_cd146 = json.loads(run_cli(*args, "--select", "CD146", cwd=tmp_path).stdout)
+    assert not [f for f in only_cd146["findings"] if f["check"] == "CD174"]  # CD174 itself not selected
