@@ -348,6 +348,7 @@ class Report:
     timeline_omitted: int = 0  # events left out of `timeline` to keep it short
     inputs: str = ""  # what was read besides the target, in words (e.g. "logs: 2 files, 120,345 lines")
     security: tuple[RankedFinding, ...] = ()  # security findings: not causes of loss, ranked among themselves
+    baselined: int = 0  # places of findings left out because --baseline holds them (baseline.py)
 
     def summary(self) -> dict[str, int]:
         counts = {impact.value: 0 for impact in Impact}

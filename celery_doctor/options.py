@@ -353,7 +353,7 @@ def resolve(command: str, given: Mapping[str, Any], from_file: Optional[Mapping[
 METAVARS: Mapping[str, str] = {
     "app": "MODULE[:ATTR]", "broker": "URL", "sources": "PATH", "select": "ID", "ignore": "ID", "output": "FILE",
     "management_url": "URL", "logs": "PATH", "config": "FILE", "record": "FILE", "replay": "FILE", "port": "PORT",
-    "host": "ADDRESS",
+    "host": "ADDRESS", "baseline": "FILE", "write_baseline": "FILE",
 }
 
 

@@ -125,7 +125,8 @@ def test_the_options_file_gives_values_by_option_name(tmp_path):
     path.write_text('[tool.celery-doctor]\nsource = "src"\nfail-on = "low"\ntimeout = 2\nmax-messages = 5\n')
     assert load_options(str(path)) == {"sources": ["src"], "fail_on": "low", "timeout": 2, "max_messages": 5}
     assert set(BY_KEY) == {"app", "broker", "source", "select", "ignore", "format", "output", "fail-on", "timeout",
-                           "deep", "max-messages", "management-url", "consumer-timeout", "show-checks", "color"}
+                           "deep", "max-messages", "management-url", "consumer-timeout", "show-checks", "color",
+                           "baseline", "write-baseline"}
 
 
 def _traced(tmp_path, monkeypatch, pyproject: str, *args: str):

@@ -78,7 +78,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         "timeline": [timeline_dict(e) for e in report.timeline],
         "timeline_omitted": report.timeline_omitted,
         "summary": {**summary, "total": len(report.findings), "security": len(report.security),
-                    "suppressed": report.suppressed, "checks": statuses},
+                    "suppressed": report.suppressed, "baselined": report.baselined, "checks": statuses},
     }
 
 

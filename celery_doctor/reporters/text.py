@@ -136,6 +136,9 @@ def footer(report: Report) -> str:
         line += f" · {security} security finding{'s' if security != 1 else ''} (not causes of loss)"
     if report.suppressed:
         line += f" · {report.suppressed} finding{'s' if report.suppressed != 1 else ''} suppressed inline"
+    baselined = getattr(report, "baselined", 0)
+    if baselined:
+        line += f" · {baselined} baselined (in --baseline, not reported)"
     return line
 
 
@@ -172,6 +175,9 @@ def _verdict(out: _Writer, report: Report) -> None:
         out.line("Verdict: no likely cause of task loss found by the checks that ran.", style="bold green")
         if report.security:
             out.line(f"{len(report.security)} security finding(s) below: not causes of lost tasks.", indent=2)
+        if getattr(report, "baselined", 0):
+            out.line(f"{report.baselined} finding(s) in the baseline (--baseline) are not reported: only new ones "
+                     "are.", indent=2)
         if report.not_checked:
             out.line(f"Not everything could be checked ({len(report.not_checked)} item(s) under Not checked "
                      "below): the verdict does not cover them.", indent=2)
