@@ -24,6 +24,7 @@ from .runner import run_checks
 from .sources import DATA_SOURCES, gather_live
 from .static.collect import describe, with_env_notes
 from .static.modules import module_name
+from .static.secrets import register_source_secrets
 from .suppressions import recording, with_idle_suppressions
 from .target import TargetError, app_for_broker, load_app, register_app_secrets, validate_management_url
 
@@ -93,6 +94,7 @@ def static_target(options: RunOptions) -> tuple[Any, Any, Any]:
     if missing:
         raise TargetError(f"--source path does not exist: {missing[0]}")
     tree = recording(collect_source(roots))
+    register_source_secrets(tree)
     static = read_static_config(tree, options.cwd)
     return static, tree, roots
 
@@ -157,6 +159,7 @@ def build_snapshot(options: RunOptions, deadline: Deadline, app: Any, broker: Br
         if missing:
             raise TargetError(f"--source path does not exist: {missing[0]}")
         parts["source"] = Part.gathered(recording(collect_source(roots)))
+        register_source_secrets(parts["source"].data)
     else:
         parts["source"] = Part.unavailable("no --source given and no app module to start from")
     spec = options.app or (f"{module_name(static.found.path)}:{static.found.variable}" if static else None)

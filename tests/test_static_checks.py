@@ -204,3 +204,43 @@ def test_cd174_suppressions_that_silence_nothing(tmp_path, app):
     assert "silences nothing" in texts
     only_cd146 = json.loads(run_cli(*args, "--select", "CD146", cwd=tmp_path).stdout)
     assert not [f for f in only_cd146["findings"] if f["check"] == "CD174"]  # CD174 itself not selected
+
+
+PASSWORDS = {
+    "proj/__init__.py": "",
+    "proj/celery.py": """
+        import os
+        from celery import Celery
+        app = Celery("proj", broker=os.environ.get("BROKER", "redis://:Sup3rS3cretPw9@redis.prod.example:6379/0"),
+                     backend="redis://:${REDIS_PASSWORD}@redis:6379/1")
+        app.conf.result_backend = "db+postgresql://celery:devpass@localhost/celery"
+        URL_TEMPLATE = "amqp://{user}:{password}@rabbit//"
+
+        @app.task
+        def work(x):
+            return x
+    """,
+    "tests/test_proj.py": 'URL = "amqp://u:Testpw12345x@rabbit//"\n',
+}
+
+
+def test_cd173_password_in_source(tmp_path):
+    write_tree(tmp_path, PASSWORDS)
+    snapshot = make_snapshot(app_with(), str(tmp_path))
+    found = findings_of(by_id("CD173"), snapshot)
+    assert sorted((f.location.line, f.impact.value) for f in found) == [(3, "medium"), (5, "low")]
+    assert all(f.category.value == "security" for f in found)
+    assert any("redis://:***@redis.prod.example" in f.evidence[0] for f in found)
+    assert not any("Sup3rS3cretPw9" in e or "devpass" in e for f in found for e in f.evidence)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "sarif", "markdown"])
+def test_cd173_the_password_appears_in_no_report(tmp_path, fmt):
+    """Static mode: the password is in the source (broker URL default), never in any report format."""
+    from tests.conftest import run_cli
+
+    write_tree(tmp_path, PASSWORDS)
+    run = run_cli("lint", "--format", fmt, "-v", cwd=tmp_path)
+    assert run.returncode in (0, 1), run.stderr
+    assert "CD173" in run.stdout or "password-in-source" in run.stdout
+    assert "Sup3rS3cretPw9" not in run.stdout + run.stderr
