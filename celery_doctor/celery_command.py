@@ -1,4 +1,4 @@
-"""`celery -A proj doctor lint|scan|trace|watch|logs|checks|explain`: celery-doctor inside Celery's own command line.
+"""`celery -A proj doctor lint|scan|trace|watch|serve|logs|checks|explain`: celery-doctor inside Celery's own command line.
 
 Celery's `celery` command adds every click command of the `celery.commands` entry-point group as a subcommand
 (celery/bin/celery.py: `@with_plugins(entry_points(group='celery.commands'))`), after its group callback has
@@ -16,7 +16,7 @@ from typing import Optional
 import click
 
 # celery-doctor's commands that take --app; `logs`, `checks` and `explain` do not load an app.
-APP_COMMANDS = ("lint", "scan", "trace", "watch")
+APP_COMMANDS = ("lint", "scan", "trace", "watch", "serve")
 
 
 def app_spec(ctx: click.Context) -> Optional[str]:

@@ -68,6 +68,7 @@ def test_celery_doctor_help_errors_and_app_option():
 
 @pytest.mark.parametrize("args, expected", [
     (["scan", "-f", "json"], ["scan", "--app", "proj", "-f", "json"]),
+    (["serve", "--port", "0"], ["serve", "--app", "proj", "--port", "0"]),
     (["logs", "x.log"], ["logs", "x.log"]),
     (["explain", "CD101"], ["explain", "CD101"]),
     ([], []),
