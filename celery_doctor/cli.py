@@ -223,6 +223,9 @@ def _run(mode: str, given: dict) -> int:
     options = run_options(opts, mode, progress=sys.stderr.isatty())
     snapshots: list = []
     report, registry = diagnose(options, snapshots=snapshots)
+    from .baseline import apply_options  # --write-baseline, --baseline
+
+    report = apply_options(report, opts)
     write_report(report, registry, opts, snapshot=snapshots[0] if snapshots else None)
     return exit_code(report, opts.fail_on)
 

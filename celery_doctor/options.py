@@ -201,6 +201,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("show_checks", ("--show-checks",), bool, False,
            "List every check's status (passed, failed, skipped and why) in the text report.",
            (*REPORT_COMMANDS, "watch", "logs"), key="show-checks"),
+    Option("baseline", ("--baseline",), str, None,
+           "Report only findings not in this baseline file (written by --write-baseline); the others are counted "
+           "as baselined and do not fail --fail-on.", REPORT_COMMANDS, key="baseline"),
+    Option("write_baseline", ("--write-baseline",), str, None,
+           "Write every finding of this run to FILE as a baseline (fingerprints that survive line moves; no "
+           "secrets), for --baseline.", REPORT_COMMANDS, key="write-baseline"),
     Option("color", ("--color",), str, "auto",
            "Colour the text output: auto (only a terminal, and not when NO_COLOR is set), always or never "
            "(default {default}).", (*COMMANDS, "watch", "logs"), key="color", choices=("auto", "always", "never")),
