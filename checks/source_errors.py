@@ -144,11 +144,13 @@ SWALLOW_FIX = ("Catch only the exceptions the task can really handle. For the re
 )
 def swallowed_exception(snapshot: Snapshot):
     proj = project_of(snapshot)
+    consumed = _consumed_results(proj)
     for task in proj.tasks:
         loops = _loop_tries(task.body)
         for node, handler in swallowing(task.body):
             if swallowed_publish(node, handler) or (handler is not None and (
-                    not only_logs(handler.body) or is_fallback(handler.body, _outside(task.body, handler)))):
+                    not only_logs(handler.body) or is_fallback(handler.body, _outside(task.body, handler))
+                    or (task.label in consumed and _returns_value(handler)))):
                 continue
             where = handler or node
             evidence = [f"{_describe_except(handler)} at line {where.lineno} in task {task.name} "
@@ -164,6 +166,35 @@ def swallowed_exception(snapshot: Snapshot):
             yield swallowed_exception.finding(subject=task_subject(snapshot, task), evidence=evidence,
                                               fix=SWALLOW_FIX, location=loc(task.module, where))
     yield from _wrappers(snapshot, proj)
+
+
+def _returns_value(handler: ast.ExceptHandler) -> bool:
+    return any(isinstance(n, ast.Return) and n.value is not None and not (
+        isinstance(n.value, ast.Constant) and n.value.value is None) for n in walk_scope(handler.body))
+
+
+def _consumed_results(proj: Project) -> set[str]:
+    """Tasks whose return value someone reads: members of a canvas (`name.s(...)`/`.si(...)` in a group, chord
+    or chain, whose callback gets the results) and tasks whose AsyncResult is waited on (`r = name.delay(...)`
+    then `r.get()`). A handler returning an error value to them reports the failure (micromasters'
+    recreate_index chord)."""
+    found: set[str] = set()
+    for module in proj.modules_mentioning(".s(", ".si(", ".get("):
+        for scope in proj.scopes(module):
+            results: dict[str, str] = {}
+            for node in scope.nodes:
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                        node.func.attr in ("s", "si"):
+                    found.add(dotted_name(node.func.value).split(".")[-1])
+                elif isinstance(node, ast.Assign) and is_publish(node.value) and len(node.targets) == 1 and \
+                        isinstance(node.targets[0], ast.Name):
+                    results[node.targets[0].id] = dotted_name(node.value.func.value).split(".")[-1]
+            for node in scope.nodes:
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+                        and isinstance(node.func.value, ast.Name) and node.func.value.id in results:
+                    found.add(results[node.func.value.id])
+    found.discard("")
+    return found
 
 
 def _wrappers(snapshot: Snapshot, proj: Project):

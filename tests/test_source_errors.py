@@ -400,3 +400,60 @@ def test_handlers_that_tell_the_caller_requeue_or_fall_back_are_not_swallowing(t
     assert lines(findings("CD501", tmp_path / "a", files)) == [line_of(HANDLERS, "except Exception:", 1)]
     # an error response tells the caller; only the quiet view drops the task
     assert lines(findings("CD502", tmp_path / "b", files)) == [line_of(HANDLERS, "except Exception:", 4)]
+
+
+CONSUMED = """
+    import logging
+
+    from celery import chain, group, shared_task
+
+    log = logging.getLogger(__name__)
+
+
+    @shared_task
+    def index_chunk(ids):
+        try:
+            index(ids)
+        except Exception:
+            log.exception("indexing failed")
+            return "index_chunk threw an error"
+
+
+    @shared_task
+    def finish(results):
+        if any(results):
+            raise RuntimeError(results)
+
+
+    @shared_task
+    def start_reindex():
+        try:
+            tasks = group(index_chunk.si(ids) for ids in chunks())
+        except Exception:
+            log.exception("could not plan")
+            return "start_reindex threw an error"
+        return chain(tasks, finish.s())()
+
+
+    @shared_task
+    def ping_partner(url):
+        try:
+            post(url)
+        except Exception:
+            log.exception("ping failed")
+            return "ping failed"
+
+
+    def recreate_index_command():
+        result = start_reindex.delay()
+        error = result.get()
+        if error:
+            raise SystemExit(error)
+    """
+
+
+def test_an_error_returned_to_a_reader_of_the_result_is_reported(tmp_path):
+    # micromasters' recreate_index: chord members and the entry task return their error as the result, which a
+    # chord callback or the command waiting on it raises; nobody reads ping_partner's result
+    found = findings("CD501", tmp_path, {**APP, "proj/tasks.py": CONSUMED})
+    assert [f.subject for f in found] == ["task:proj.tasks.ping_partner"]
