@@ -1,7 +1,7 @@
 """Acknowledgement settings: when the worker acks decides which crash loses or duplicates a task."""
 from __future__ import annotations
 
-from celery_doctor.facts.acks import REJECTED, REQUEUED, all_task_acks
+from celery_doctor.facts.acks import REJECTED, REQUEUED, all_task_acks, global_acks
 from celery_doctor.facts.limits import task_time_limits
 from celery_doctor.model import Category, Impact, Runbook, Snapshot, check
 from celery_doctor.settings import human_seconds
@@ -89,6 +89,7 @@ def _early_ack_exposure(config, early: list[str], some_late: bool) -> tuple[Impa
     title="acks_late tasks are still acked (lost) when their worker process is killed",
     category=Category.WORKER,
     needs=("config",),
+    impact=Impact.MEDIUM,
     runbook=Runbook(
         symptom="acks_late is on, yet tasks whose worker child was SIGKILLed/OOM-killed are gone: FAILURE with "
                 "`WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)` and no redelivery.",
@@ -109,19 +110,25 @@ def _early_ack_exposure(config, early: list[str], some_late: bool) -> tuple[Impa
 )
 def acks_late_worker_lost(snapshot: Snapshot):
     config = snapshot.config
-    exposed = [a.task for a in all_task_acks(config) if a.lost_with_worker]
+    if config.tasks:
+        exposed = [a.task for a in all_task_acks(config) if a.lost_with_worker]
+        what = f"{plural(len(exposed), 'task')} with acks_late and no protection: {preview(exposed)}"
+    else:  # the app as loaded registers no task: the global settings decide for every task (as in CD101)
+        exposed = ["every task"] if global_acks(config).lost_with_worker else []
+        what = "no task is registered in the app as loaded: task_acks_late=True and the global settings decide"
     if not exposed:
         return
     retry_known = config.setting("task_retry_on_worker_lost").known
-    evidence = [
-        f"{plural(len(exposed), 'task')} with acks_late and no protection: {preview(exposed)}",
-        setting_line(config, "task_reject_on_worker_lost"),
-    ]
+    evidence = [what, setting_line(config, "task_reject_on_worker_lost")]
     if retry_known:
         evidence.append(setting_line(config, "task_retry_on_worker_lost"))
     else:
         evidence.append(f"task_retry_on_worker_lost does not exist in the installed Celery {config.celery_version}")
     evidence.append("a killed pool child makes the worker ack the message (WorkerLostError): the task is lost")
+    evidence.append(impact_line(Impact.MEDIUM, "only a task whose pool process is killed while it runs is lost (a "
+                                               "crash of the whole worker or host leaves the message unacked, and it "
+                                               "returns): the loss early acks have, in a project that chose "
+                                               "acks_late to avoid it"))
     yield acks_late_worker_lost.finding(
         subject="setting:task_reject_on_worker_lost",
         evidence=evidence,

@@ -185,8 +185,8 @@ def test_expires_far_longer_than_the_period():
 # ----- context gates ------------------------------------------------------------------------------------------
 
 def test_eager_mode_makes_broker_and_ack_findings_conditional():
-    normal = found("CD102", make_app(task_acks_late=True))
-    eager = found("CD102", make_app(task_acks_late=True, task_always_eager=True))
+    normal = found("CD133", make_app(broker=AMQP, task_default_delivery_mode="transient"))
+    eager = found("CD133", make_app(broker=AMQP, task_default_delivery_mode="transient", task_always_eager=True))
     assert normal[0].impact is Impact.HIGH and normal[0].confidence is Confidence.CONFIGURED
     assert eager[0].impact is Impact.MEDIUM and eager[0].confidence is Confidence.INFERRED
     assert any("task_always_eager=True" in e and "conditional" in e for e in eager[0].evidence)
@@ -196,9 +196,9 @@ def test_eager_mode_makes_broker_and_ack_findings_conditional():
 
 
 def test_test_settings_make_findings_conditional(tmp_path):
-    settings = write_tree(tmp_path, {"proj/settings/test.py": "task_acks_late = True\n"}) / "proj/settings/test.py"
-    app = make_app()
-    app.config_from_object({"task_acks_late": True})
+    settings = write_tree(tmp_path, {"proj/settings/test.py": "task_default_delivery_mode = 'transient'\n"}) / "proj/settings/test.py"
+    app = make_app(broker=AMQP)
+    app.config_from_object({"task_default_delivery_mode": "transient"})
     snapshot = make_snapshot(app)
     from dataclasses import replace
 
@@ -206,8 +206,9 @@ def test_test_settings_make_findings_conditional(tmp_path):
 
     config = replace(snapshot.config, config_origin=str(settings))
     test_snapshot = snapshot.with_parts(config=Part.gathered(config))
-    [finding] = findings_of(by_id("CD102"), test_snapshot)
+    [finding] = findings_of(by_id("CD133"), test_snapshot)
     assert finding.impact is Impact.MEDIUM and any("test settings module" in e for e in finding.evidence)
+    assert findings_of(by_id("CD133"), snapshot)[0].impact is Impact.HIGH
 
 
 # ----- new causes ---------------------------------------------------------------------------------------------
@@ -435,3 +436,15 @@ def test_beat_names_cannot_be_checked_when_the_app_registers_no_task():
     app.task(name="proj.tasks.a", shared=False)(a)
     [real] = findings_of(by_id("CD122"), make_snapshot(app))
     assert (real.subject, real.impact) == ("beat:b", Impact.HIGH)
+
+
+def test_acks_late_without_protection_is_the_early_ack_loss_narrowed():
+    [finding] = found("CD102", make_app(task_acks_late=True))
+    assert finding.impact is Impact.MEDIUM and any(e.startswith("impact medium: only a task whose pool process")
+                                                   for e in finding.evidence)
+    bare = Celery("t", broker=REDIS, set_as_current=False)
+    bare.conf.update(task_acks_late=True)
+    [fallback] = findings_of(by_id("CD102"), make_snapshot(bare))
+    assert any("no task is registered" in e for e in fallback.evidence)
+    bare.conf.update(task_reject_on_worker_lost=True)
+    assert findings_of(by_id("CD102"), make_snapshot(bare)) == []

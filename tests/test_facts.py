@@ -686,3 +686,15 @@ def test_revoke_calls_are_found_in_the_source(tmp_path):
     found = context.revoke_calls(collect_source([str(root / "proj")]))
     assert [loc.line for loc in found] == [3, 4, 5]
     assert context.revoke_calls(None) == []
+
+
+def test_global_acks_are_those_of_a_task_that_sets_nothing():
+    from dataclasses import replace
+
+    from celery_doctor.facts import acks
+
+    for conf in ({}, {"task_acks_late": True}, {"task_acks_late": True, "task_reject_on_worker_lost": True},
+                 {"task_acks_late": True, "task_acks_on_failure_or_timeout": False}):
+        config = collect_config(app_with(**conf))
+        real = acks.task_acks(config, config.tasks["facts.work"])
+        assert acks.global_acks(config) == replace(real, task="(every task)"), conf

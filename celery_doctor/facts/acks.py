@@ -122,3 +122,15 @@ def task_acks(config: "AppConfig", task: "TaskInfo") -> Acks:
 def all_task_acks(config: "AppConfig") -> list[Acks]:
     """task_acks for every user task of the app, in the order of config.tasks."""
     return [task_acks(config, task) for task in config.tasks.values()]
+
+
+def global_acks(config: "AppConfig") -> Acks:
+    """task_acks of a task that sets nothing itself: what the app's settings give every such task (for an app that,
+    as loaded, registers no task of its own)."""
+    from ..parts.config import TaskInfo
+
+    unset = TaskInfo(name="(every task)", acks_late=None, reject_on_worker_lost=None, retry_on_worker_lost=None,
+                     acks_on_failure_or_timeout=None, acks_on_failure=None, acks_on_timeout=None, time_limit=None,
+                     soft_time_limit=None, max_retries=None, default_retry_delay=None, autoretry_for=(),
+                     retry_backoff=None, serializer=None, ignore_result=None, queue=None, expires=None, location=None)
+    return task_acks(config, unset)
