@@ -43,6 +43,12 @@ def findings_of(check, snapshot):
     return list(check.run(snapshot))
 
 
+def json_places(rows: list) -> list:
+    """One dict per place of a JSON report's findings (a cause seen in several places is one row): each
+    occurrence with its row's other fields (check, title, ...), as findings were before rows grouped places."""
+    return [{**row, **place} for row in rows for place in row.get("occurrences") or [row]]
+
+
 def write_tree(base: Path, files: dict) -> Path:
     for name, text in files.items():
         path = base / name

@@ -33,7 +33,7 @@ from celery_doctor.collectors.rabbitmq import collect_rabbitmq
 from celery_doctor.deadline import Deadline
 from celery_doctor.model import Part
 from celery_doctor.parts.rabbitmq import RabbitState
-from tests.conftest import make_snapshot, run_cli
+from tests.conftest import json_places, make_snapshot, run_cli
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -277,7 +277,7 @@ def scan(env, *extra, timeout=60):
 
 
 def by_check(report, check_id):
-    return [f for f in report["findings"] if f["check"] == check_id]
+    return [f for f in json_places(report["findings"]) if f["check"] == check_id]
 
 
 def one(report, check_id, subject):

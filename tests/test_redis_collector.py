@@ -8,7 +8,7 @@ import time
 import pytest
 
 from celery_doctor.model import PartStatus
-from tests.conftest import run_cli
+from tests.conftest import json_places, run_cli
 from tests.test_redis_fixtures import (  # noqa: F401
     REDIS_URL,
     client,
@@ -126,7 +126,7 @@ def test_scan_cli_json_shows_the_findings(shop):
                      "--deep", cwd=shop["dir"], env={**env_with_path(shop["dir"]), "CELERY_DOCTOR_RAISE_CHECK_ERRORS": "1"})
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
-    found = {(f["check"], f["subject"]): f for f in report["findings"]}
+    found = {(f["check"], f["subject"]): f for f in json_places(report["findings"])}
     assert found[("CD206", f"queue:{queue}")]["messages_at_risk"] == 55
     assert found[("CD212", f"queue:{queue}")]["confidence"] == "observed"
     assert ("CD216", f"exchange:ex-{tag}") in found

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from celery_doctor.envelope import Envelope, decode_payload, from_parts, iso_to_epoch
 from celery_doctor.message_stats import EnvelopeStats
+from tests.conftest import json_places
 from tests.test_trust_support import (
     cli,
     delete_new_keys,
@@ -344,7 +345,7 @@ def test_scan_and_trace_report_hostile_redis_messages_and_change_nothing(tmp_pat
             assert "error" not in statuses.values(), [c for c in report["checks"] if c["status"] == "error"]
             assert not [n for n in report["not_checked"] if n["part"] == "redis"], report["not_checked"]
             by_check = {}
-            for f in report["findings"]:
+            for f in json_places(report["findings"]):
                 by_check.setdefault(f["check"], []).append(f)
             malformed = [f for f in by_check.get("CD213", []) if f["subject"] == f"queue:{queue}"]
             assert malformed, by_check.keys()

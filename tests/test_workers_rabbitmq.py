@@ -19,7 +19,7 @@ from celery_doctor.collectors.config import collect_config
 from celery_doctor.collectors.workers import collect_workers
 from celery_doctor.deadline import Deadline
 from celery_doctor.diagnose import RunOptions, diagnose
-from tests.conftest import run_cli
+from tests.conftest import json_places, run_cli
 from tests.test_workers_redis import APP_ONLY, write_app
 from tests.workerproc import WorkerFactory
 
@@ -64,7 +64,8 @@ def collect(app, timeout=3.0, **options):
 
 
 def findings(report, check_id):
-    return [r.finding for r in report.findings if r.finding.check == check_id]
+    """Every place a check found, one finding each (a cause in several places is one ranked row)."""
+    return [p for r in report.findings for p in r.finding.places if p.check == check_id]
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +147,7 @@ def test_busy_solo_worker_and_consumer_timeout(env):
     data = json.loads(result.stdout)
     assert data["duration_s"] <= timeout + 1.0 and wall <= timeout + 4.0, (data["duration_s"], wall)
     by_check = {}
-    for f in data["findings"]:
+    for f in json_places(data["findings"]):
         by_check.setdefault(f["check"], []).append(f)
     assert [f["subject"] for f in by_check.get("CD410", [])] == [f"worker:{env['solo'].nodename}"]
     assert any("not absent" in e for e in by_check["CD410"][0]["evidence"])

@@ -17,7 +17,7 @@ from celery_doctor.collectors.config import collect_config
 from celery_doctor.collectors.workers import collect_workers
 from celery_doctor.deadline import Deadline
 from celery_doctor.diagnose import RunOptions, diagnose
-from tests.conftest import run_cli
+from tests.conftest import json_places, run_cli
 from tests.workerproc import WorkerFactory, worker_factory  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.redis, pytest.mark.workers]
@@ -89,7 +89,8 @@ def scan(module, cwd, timeout=3.0):
 
 
 def findings(report, check_id):
-    return [r.finding for r in report.findings if r.finding.check == check_id]
+    """Every place a check found, one finding each (a cause in several places is one ranked row)."""
+    return [p for r in report.findings for p in r.finding.places if p.check == check_id]
 
 
 def collect(app, timeout=3.0):
@@ -186,7 +187,7 @@ def test_busy_solo_worker_is_named_busy_not_absent(env):
     assert data["duration_s"] <= timeout + 1.0, data["duration_s"]
     assert wall <= timeout + 4.0, wall  # process start and imports included
     by_check = {}
-    for f in data["findings"]:
+    for f in json_places(data["findings"]):
         by_check.setdefault(f["check"], []).append(f)
     silent = [f for f in by_check.get("CD410", []) if f["subject"] == f"worker:{env['solo'].nodename}"]
     assert silent, by_check.keys()
