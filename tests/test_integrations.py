@@ -192,7 +192,8 @@ def test_openmetrics_of_a_rabbitmq_snapshot_has_queues_workers_and_parts():
     app = Celery("om", broker="amqp://guest:guest@127.0.0.1:5672//", set_as_current=False)
     queues = {"celery": rabbitmq.example_queue(ready=4, messages_unacknowledged=2, consumers=0),
               "bulk": rabbitmq.example_queue("bulk", ready=0)}
-    state = workers.example(workers=(workers.example_worker(), workers.example_worker("celery@w2", answered=())))
+    state = workers.example(transport="rabbitmq",
+                            workers=(workers.example_worker(), workers.example_worker("celery@w2", answered=())))
     snapshot = make_snapshot(app, mode="scan", rabbitmq=Part.gathered(rabbitmq.example(queues=queues)),
                              workers=Part.gathered(state), redis=Part.not_applicable("the broker is rabbitmq"))
     report = run_lint_report()
@@ -204,7 +205,23 @@ def test_openmetrics_of_a_rabbitmq_snapshot_has_queues_workers_and_parts():
     assert metrics[("celery_doctor_unacked", frozenset())] == 2
     assert metrics[("celery_doctor_workers", frozenset({("state", "answered")}))] == 1
     assert metrics[("celery_doctor_workers", frozenset({("state", "silent")}))] == 1
+    assert metrics[("celery_doctor_workers", frozenset({("state", "dead")}))] == 0
     assert metrics[("celery_doctor_part", frozenset({("part", "redis"), ("status", "not_applicable")}))] == 1
+
+
+def test_openmetrics_tells_redis_workers_silent_dead_or_unknown_as_cd410_does():
+    from celery_doctor.parts import workers
+    from celery_doctor.parts.workers import CONNECTED, GONE, UNTOLD
+    from celery_doctor.reporters.openmetrics import worker_state
+
+    silent = {"connected": workers.example_worker("a", answered=(), mailbox=CONNECTED),
+              "gone": workers.example_worker("b", answered=(), mailbox=GONE),
+              "untold": workers.example_worker("c", answered=(), mailbox=UNTOLD),
+              "unread": workers.example_worker("d", answered=())}
+    redis = workers.example(workers=(workers.example_worker(), *silent.values()))
+    assert [worker_state(redis, w) for w in redis.workers] == ["answered", "silent", "dead", "unknown", "unknown"]
+    rabbit = workers.example(transport="rabbitmq", workers=tuple(silent.values()))
+    assert {worker_state(rabbit, w) for w in rabbit.workers} == {"silent"}
 
 
 def run_lint_report():
@@ -313,6 +330,7 @@ def test_serve_exposes_a_real_redis_and_stops_on_sigterm(redis_db2):
         assert metrics[("celery_doctor_queue_depth", frozenset({("queue", "cd_om_q\\x1bcolor")}))] == 7
         assert metrics[("celery_doctor_scan_success", frozenset())] == 1
         assert metrics[("celery_doctor_unacked", frozenset())] == 0
+        assert sum(v for k, v in metrics.items() if k[0] == "celery_doctor_workers") == 0  # no worker runs on db 2
         assert metrics[("celery_doctor_findings", frozenset({
             ("check", "CD206"), ("slug", "redis-backlog-no-consumer"), ("impact", "high"), ("category", "routing"),
             ("subject", "queue:cd_om_q\\x1bcolor")}))] == 1
@@ -374,3 +392,28 @@ def test_the_example_alerts_use_metrics_and_checks_that_exist():
         assert registry.get(check_id).slug == slug
     yaml = pytest.importorskip("yaml", reason="PyYAML is not installed here")
     assert len(yaml.safe_load(alerts)["groups"][0]["rules"]) >= 5
+
+
+def test_serve_counts_a_real_worker_answering_then_dead_after_sigkill(redis_db2):
+    import signal
+
+    from tests.workerproc import start_worker
+
+    worker = start_worker("examples.shop", cwd=ROOT, broker=REDIS_DB2, queues=["cd_om_workers"])
+    served = None
+    try:
+        served = Served("--broker", REDIS_DB2, "--interval", "0.3", "--timeout", "4")
+
+        def workers(text: str) -> dict:
+            return {dict(k[1])["state"]: v for k, v in parse_metrics(text).items() if k[0] == "celery_doctor_workers"}
+
+        assert workers(served.scraped_after_scans(1)) == {"answered": 1, "silent": 0, "dead": 0, "unknown": 0}
+        worker.kill()  # SIGKILL: its mailbox binding stays on Redis, its connections close
+        scans = parse_metrics(served.get()[1])[("celery_doctor_scans_total", frozenset())]
+        seen = workers(served.scraped_after_scans(scans + 2, deadline_s=40))
+        assert seen == {"answered": 0, "silent": 0, "dead": 1, "unknown": 0}, seen
+    finally:
+        worker.stop(term_timeout=1.0)
+        if served is not None:
+            code, stderr, _ = served.stop(signal.SIGTERM)
+            assert code == 0, stderr

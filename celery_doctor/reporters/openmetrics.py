@@ -18,6 +18,7 @@ from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..masking import scrub
+from ..parts.workers import CONNECTED, GONE
 from ..safe_text import printable
 
 PREFIX = "celery_doctor"
@@ -77,11 +78,28 @@ def snapshot_metrics(snapshot: Any) -> list[Metric]:
     out += _rabbitmq(snapshot.rabbitmq) if snapshot.rabbitmq is not None else []
     if snapshot.workers is not None:
         state = snapshot.workers
-        out.append(_gauge("workers", "Workers known to the broker or answering, by state: answered (replied to "
-                                     "the control commands) or silent (known, no reply within the wait: busy, "
-                                     "blocked or dead; `watch` tells them apart).", ("state",),
-                          [(("answered",), len(state.answered)), (("silent",), len(state.silent))]))
+        counts = Counter(dict.fromkeys(WORKER_STATES, 0))
+        counts.update(worker_state(state, worker) for worker in state.workers)
+        out.append(_gauge("workers", "Workers known to the broker or answering, by state: answered (replied to the "
+                                     "control commands); silent (no reply, still connected: busy or blocked); dead "
+                                     "(no reply, its mailbox has no listener left: killed or cut off); unknown (no "
+                                     "reply, the broker cannot tell which).", ("state",),
+                          [((name,), count) for name, count in counts.items()]))
     return out
+
+
+WORKER_STATES = ("answered", "silent", "dead", "unknown")
+
+
+def worker_state(state: Any, worker: Any) -> str:
+    """The CD410 (silent-worker) reading of one worker (checks/workers_presence.py): on RabbitMQ a silent worker's
+    exclusive mailbox queue still has a consumer, so its connection is open; on Redis the receivers of the scan's
+    own ping tell a connected mailbox from one nobody listens to any more (`WorkerInfo.mailbox`)."""
+    if worker.answered:
+        return "answered"
+    if state.transport != "redis":
+        return "silent"
+    return {CONNECTED: "silent", GONE: "dead"}.get(getattr(worker, "mailbox", None), "unknown")
 
 
 def _queue_families(depth: list, unacked: list, consumers: list) -> list[Metric]:
