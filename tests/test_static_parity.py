@@ -34,7 +34,12 @@ def subject(text: str) -> str:
 
 
 def findings(report) -> set:
-    return {(r.finding.check, subject(r.finding.subject)) for r in report.findings}
+    """(check, subject) of every place: a ranked row stands for the places of one cause (Finding.occurrences)."""
+    return {(f.check, subject(f.subject)) for r in report.findings for f in (r.finding.occurrences or (r.finding,))}
+
+
+def places(report: dict) -> set:
+    return {(f["check"], subject(p["subject"])) for f in report["findings"] for p in (f.get("occurrences") or [f])}
 
 
 def imported_findings(directory: Path, module: str, env: Optional[dict] = None) -> set:
@@ -42,7 +47,7 @@ def imported_findings(directory: Path, module: str, env: Optional[dict] = None) 
     process finalizes later (Celery's connect_on_app_finalize), the other fixtures' included."""
     run = run_cli("lint", "--app", module, "--source", str(directory), "--format", "json", cwd=directory, env=env)
     assert run.returncode in (0, 1), run.stderr
-    return {(f["check"], subject(f["subject"])) for f in json.loads(run.stdout)["findings"]}
+    return places(json.loads(run.stdout))
 
 
 def both_modes(directory: Path, module: str) -> tuple[set, set, object]:
@@ -72,7 +77,7 @@ def test_example_shop_from_the_command_line():
     imported = run_cli("lint", "--app", "examples.shop", "--format", "json")
     assert static.returncode == imported.returncode == 1, static.stderr
     a, b = json.loads(static.stdout), json.loads(imported.stdout)
-    assert {(f["check"], f["subject"]) for f in a["findings"]} == {(f["check"], f["subject"]) for f in b["findings"]}
+    assert places(a) == places(b)
     located = {f["check"]: f["location"] for f in a["findings"] if f["check"] in ("CD102", "CD501")}
     assert located["CD102"]["path"] == "examples/shop/celeryconfig.py"  # the project's files, not ours
     assert located["CD501"] == {"path": "examples/shop/tasks.py", "line": 25}
@@ -112,6 +117,22 @@ def test_watch_fixture_app(tmp_path):
 
 
 CLI_APPS = {
+    "periodic": """
+        from celery import Celery
+        from celery.schedules import crontab
+
+        app = Celery("perapp", broker="redis://127.0.0.1:6379/3")
+
+        @app.on_after_configure.connect
+        def setup_periodic_tasks(sender, **kwargs):
+            sender.add_periodic_task(10.0, test.s("hello"), name="add every 10")
+            sender.add_periodic_task(30.0, test.s("world"), expires=10)
+            sender.add_periodic_task(crontab(hour=7, minute=30, day_of_week=1), test.s("Happy Mondays!"))
+
+        @app.task(time_limit=60)
+        def test(arg):
+            print(arg)
+    """,
     "eager": """
         from celery import Celery
         app = Celery('proj', broker='redis://127.0.0.1:6379/0')
@@ -253,8 +274,7 @@ def test_django_project(tmp_path):
                     env={"DJANGO_SETTINGS_MODULE": "proj.settings"}),
             run_cli("lint", "--format", "json", cwd=tmp_path)]
     imported, static = (json.loads(r.stdout) for r in runs)
-    assert_same({(f["check"], f["subject"]) for f in imported["findings"]},
-                {(f["check"], f["subject"]) for f in static["findings"]})
+    assert_same(places(imported), places(static))
     assert static["target"]["broker"] == imported["target"]["broker"] == "redis://:***@127.0.0.1:6379/5"
     assert "djangopw42" not in runs[1].stdout + runs[1].stderr
     assert "settings proj/settings.py" in static["inputs"] and "$CDSTATIC_REDIS" in static["inputs"]

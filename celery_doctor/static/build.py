@@ -16,6 +16,7 @@ from ..model import Location
 from ..parts.source import SourceTree
 from .apps import FoundApp, Step, choose, find_apps, steps_of, task_calls
 from .modules import Modules, module_name, parsed
+from .periodic import Periodic, periodic_calls
 from .tasks import register, stand_ins
 from .values import Evaluator, Namespace, Unresolved
 
@@ -254,6 +255,21 @@ class _Builder:
             self.result.setting_lines.setdefault(step.key, self.where(step.line))
 
 
+def _periodic(builder: _Builder, tasks: list) -> None:
+    """Beat entries the app's configure/finalize handlers add with add_periodic_task (celery_doctor.static.periodic)."""
+    calls = periodic_calls(builder.found)
+    if not calls:
+        return
+    names: dict = {}
+    for stand_in in tasks:
+        names.setdefault(stand_in.label, []).append(stand_in.name)
+    periodic = Periodic(builder.result.app, builder.evaluate, names, builder.found.path, builder.result.not_checked)
+    for call in calls:
+        location = periodic.add(call)
+        if location is not None:
+            builder.result.setting_lines.setdefault("beat_schedule", location)
+
+
 def _unknown(name: str) -> Any:
     raise Unresolved(f"{name}: the app's module could not be read")
 
@@ -290,6 +306,7 @@ def read_static_config(tree: Optional[SourceTree], cwd: Optional[str] = None) ->
                                     "not read statically: only decorated functions are read as tasks")
                                    for call in task_calls(source.tree)]
     result.task_locations = register(app, tasks)
+    _periodic(builder, tasks)
     for other in others:
         result.not_checked.append((f"the Celery app {other.variable} ({other.path}:{other.line})",
                                    f"not linted: the source creates several apps, this run read {found.variable} "

@@ -28,6 +28,7 @@ class StandIn:
     name: str
     location: Location
     options: dict
+    label: str = ""  # the function's name in the source
 
 
 def _exception(node: ast.AST) -> type:
@@ -67,7 +68,7 @@ def stand_ins(tree, modules: Modules, skip_receivers: frozenset = frozenset()) -
         name = options.pop("name", None)
         if not isinstance(name, str):
             name = f"{module_name(task.module.path)}.{task.node.name}".lstrip(".")
-        out.append(StandIn(name, where, options))
+        out.append(StandIn(name, where, options, task.node.name))
     return out, notes
 
 
