@@ -160,7 +160,7 @@ def test_nothing_of_the_project_runs(tmp_path):
             return order
     """})
     result = run_cli("lint", "--format", "json", cwd=tmp_path)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode in (0, 1), result.stderr  # findings; whether they fail the run is --fail-on's
     assert not marker.exists()
     data = json.loads(result.stdout)
     assert data["target"]["app"] == "proj.celery:app"
