@@ -168,8 +168,10 @@ def orm_instance_argument(snapshot: Snapshot):
     if _models_encode_themselves(proj, orm):
         return  # a model with __json__: kombu's JSONEncoder.default calls it (kombu/utils/json.py)
     config = snapshot.config
-    serializer = (str(config.value("task_serializer") or "json"), "task_serializer") if config is not None \
-        else source_serializer(proj)
+    # the app's setting when it sets one; else what the source sets (Django settings the static reader or the
+    # loaded app may not have seen), else Celery's default json
+    explicit = config is not None and config.setting("task_serializer").explicit
+    serializer = (str(config.value("task_serializer")), "task_serializer") if explicit else source_serializer(proj)
     for module in proj.modules_mentioning(".delay(", "apply_async", "send_task", ".s(", ".si(", "signature("):
         model_methods = _model_methods(module, orm)
         for scope in proj.scopes(module):
