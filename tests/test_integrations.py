@@ -148,6 +148,16 @@ def test_action_writes_sarif_summary_and_log_and_reports_findings_for_the_last_s
     assert clean.returncode == 0 and values["exit-code"] == "0"
 
 
+def test_action_passes_the_baseline_so_only_new_findings_fail(tmp_path):
+    baseline = tmp_path / "baseline.json"
+    written = run_cli("lint", "--app", "examples.shop", "--write-baseline", str(baseline), "--fail-on", "never")
+    assert written.returncode == 0 and baseline.exists(), written.stderr
+    result, values, _ = run_action(tmp_path, CD_APP="examples.shop", CD_FAIL_ON="low", CD_BASELINE=str(baseline))
+    assert result.returncode == 0 and values["exit-code"] == "0", result.stdout + result.stderr
+    assert json.loads(Path(values["sarif-file"]).read_text())["runs"][0]["results"] == []
+    assert "baselined" in result.stdout
+
+
 def test_action_stops_before_the_upload_when_lint_cannot_run(tmp_path):
     result, values, _ = run_action(tmp_path, CD_APP="no_such_module_xyz")
     assert result.returncode == 2 and values["exit-code"] == "2"
@@ -159,7 +169,7 @@ def test_action_yml_runs_the_script_with_its_inputs_as_environment():
     assert 'run: bash "$GITHUB_ACTION_PATH/scripts/github_action.sh"' in text
     assert "github/codeql-action/upload-sarif@" in text and "steps.lint.outputs.exit-code == '1'" in text
     script = (ROOT / "scripts" / "github_action.sh").read_text()
-    for name in ("CD_APP", "CD_FAIL_ON", "CD_ARGS"):
+    for name in ("CD_APP", "CD_FAIL_ON", "CD_ARGS", "CD_BASELINE"):
         assert f"{name}: ${{{{ inputs." in text and name in script
     # no input is pasted into a shell script (a workflow's values stay data)
     assert not [line for line in text.splitlines() if "run:" in line and "${{" in line]
