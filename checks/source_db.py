@@ -235,7 +235,8 @@ def _is_view(func: ast.AST) -> bool:
                 "values; it happens more under load (fast workers, slow requests).",
         why="Inside `transaction.atomic` (a `with` block, the decorator, or every view when a database of `DATABASES` "
             "has `ATOMIC_REQUESTS: True`; Django reads it nowhere else) the writes are invisible to other "
-            "connections until the outermost block commits. `.delay()` publishes at once, so the worker can run "
+            "connections until the outermost block commits. `.delay()` publishes at once (celery/app/task.py "
+            "Task.apply_async -> app.send_task, with no regard for the transaction), so the worker can run "
             "before the commit, or after a rollback of data that never existed.",
         confirm="`celery-doctor lint --select CD511`; worker logs show `DoesNotExist` for ids created moments "
                 "before by a request.",

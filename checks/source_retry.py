@@ -149,7 +149,8 @@ def unbounded_retries(snapshot: Snapshot):
     runbook=Runbook(
         symptom="A task with a bug or bad input fails only after minutes (all retries spent), with its side effects "
                 "(emails, charges, API calls) repeated on every attempt.",
-        why="`autoretry_for=(Exception,)` retries every error, including permanent ones (ValueError from bad input, "
+        why="`autoretry_for=(Exception,)` retries every error (celery/app/autoretry.py: `except autoretry_for` "
+            "around the task's run, then task.retry), including permanent ones (ValueError from bad input, "
             "IntegrityError, a bug) that can never succeed. Each attempt re-runs everything the task did before "
             "failing, and the real failure surfaces only after all retries, while the queue carries the retries.",
         confirm="Grep worker logs for `Retry in` followed by the same exception type for one task id; "
@@ -202,7 +203,8 @@ def _fixed_countdown(proj: Project, task: Task, call: ast.Call) -> Optional[floa
                 "end FAILURE with `MaxRetriesExceededError` (or the original error); while it lasts, retries arrive "
                 "in synchronized waves.",
         why="Without backoff every retry waits the same delay (`default_retry_delay`, 180 s unless set), so the "
-            "retries are spent within max_retries x delay (9 minutes by default). An outage longer than that turns "
+            "retries are spent within max_retries x delay (9 minutes by default: celery/app/task.py Task "
+            "`max_retries = 3`, `default_retry_delay = 3 * 60`). An outage longer than that turns "
             "every task that failed in it into a final FAILURE; and tasks that failed together all retry at the same "
             "moment, hitting the recovering service at once.",
         confirm="Worker logs: `Retry in 180s` lines for many task ids at the same second, followed by "
