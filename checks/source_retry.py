@@ -220,42 +220,53 @@ def retry_without_backoff(snapshot: Snapshot):
     proj = project_of(snapshot)
     for task in proj.tasks:
         value, _ = max_retries(snapshot, proj, task)
-        if value is None or not isinstance(value, int) or value <= 0:
-            continue
-        default_delay, delay_source = retry_delay(snapshot, proj, task)
-        finding = None
-        if autoretry_names(task) and not option_truthy(proj, task, "retry_backoff"):
-            delay, source = default_delay, delay_source
-            kwargs = task.option("retry_kwargs")
-            if isinstance(kwargs, ast.Dict):
-                for key, val in zip(kwargs.keys, kwargs.values):
-                    if isinstance(key, ast.Constant) and key.value == "countdown":
-                        seconds = proj.seconds(task.module, val)
-                        if seconds is None:
-                            delay = None
-                        else:
-                            delay, source = seconds, "retry_kwargs countdown"
-            if delay is not None:
-                finding = (f"autoretry_for=({', '.join(autoretry_names(task))}) without retry_backoff: every retry "
-                           f"waits {human_seconds(delay)} ({source})", delay, _option_location(task, "autoretry_for"))
-        if finding is None:
-            for call in retry_calls(task):
-                countdown = _fixed_countdown(proj, task, call)
-                if countdown is None:
-                    continue
-                delay, source = (default_delay, delay_source) if countdown < 0 else (countdown, "countdown")
-                finding = (f"`{code(task.module, call, 60)}` at line {call.lineno} retries after a fixed "
-                           f"{human_seconds(delay)} ({source})", delay, loc(task.module, call))
-                break
+        bounded = isinstance(value, int) and value > 0
+        delays = retry_delay(snapshot, proj, task)
+        finding = (_autoretry_fixed(proj, task, delays) if bounded else None) or _retry_call_fixed(proj, task, delays,
+                                                                                                     value)
         if finding is None:
             continue
-        text, delay, where = finding
+        text, delay, where, bound = finding
+        bound = value if bound is None else bound
         yield retry_without_backoff.finding(
             subject=task_subject(snapshot, task),
-            evidence=[text, f"max_retries={value}: all retries are spent within {human_seconds(value * delay)}; an "
+            evidence=[text, f"max_retries={bound}: all retries are spent within {human_seconds(bound * delay)}; an "
                             "outage longer than that ends the task in FAILURE, and tasks that failed together "
                             "retry together"],
             confidence=Confidence.CONFIGURED, location=where)
+
+
+def _autoretry_fixed(proj: Project, task: Task, delays: tuple[float, str]):
+    """(text, delay, location, None) when autoretry_for retries at a fixed delay (no retry_backoff)."""
+    if not autoretry_names(task) or option_truthy(proj, task, "retry_backoff"):
+        return None
+    delay, source = delays
+    kwargs = task.option("retry_kwargs")
+    if isinstance(kwargs, ast.Dict):
+        for key, val in zip(kwargs.keys, kwargs.values):
+            if isinstance(key, ast.Constant) and key.value == "countdown":
+                seconds = proj.seconds(task.module, val)
+                if seconds is None:
+                    return None
+                delay, source = seconds, "retry_kwargs countdown"
+    return (f"autoretry_for=({', '.join(autoretry_names(task))}) without retry_backoff: every retry waits "
+            f"{human_seconds(delay)} ({source})", delay, _option_location(task, "autoretry_for"), None)
+
+
+def _retry_call_fixed(proj: Project, task: Task, delays: tuple[float, str], task_bound: object):
+    """(text, delay, location, bound) for the first self.retry() at a fixed delay with a bound: its own
+    max_retries=N (celery/app/task.py Task.retry prefers it) or the task's."""
+    for call in retry_calls(task):
+        own = proj.constant(task.module, keyword(call, "max_retries")) if keyword(call, "max_retries") is not None \
+            else None
+        bound = own if own is not None else task_bound
+        countdown = _fixed_countdown(proj, task, call)
+        if countdown is None or not isinstance(bound, int) or isinstance(bound, bool) or bound <= 0:
+            continue
+        delay, source = delays if countdown < 0 else (countdown, "countdown")
+        return (f"`{code(task.module, call, 60)}` at line {call.lineno} retries after a fixed "
+                f"{human_seconds(delay)} ({source})", delay, loc(task.module, call), bound)
+    return None
 
 
 CHECKS = [unbounded_retries, autoretry_for_exception, retry_without_backoff]

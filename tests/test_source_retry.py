@@ -199,3 +199,10 @@ def test_options_passed_as_double_star_are_read_or_treated_as_unknown(tmp_path):
     assert [(f.subject, f.location.line) for f in found] == [("task:proj.tasks.literal_options",
                                                                line_of(SPLAT, "autoretry_for", 2))]
     assert "max_retries=5" in found[0].evidence[1]
+
+
+def test_a_per_call_bound_with_a_fixed_countdown_is_a_fixed_interval_retry(tmp_path):
+    source = PER_CALL.replace("countdown=2 ** self.request.retries", "countdown=30")
+    found = findings("CD522", tmp_path, {**APP, "proj/tasks.py": source})
+    assert [f.subject for f in found] == ["task:proj.tasks.bounded_per_call"]
+    assert "max_retries=5: all retries are spent within 150 s" in found[0].evidence[1]
