@@ -7,6 +7,7 @@ ranking's reason is in the finding itself.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Iterable
 
@@ -39,6 +40,5 @@ def gated(check: Check) -> Check:
         for finding in inner(snapshot):
             yield conditional(finding, reason) if reason else finding
 
-    run.__name__ = getattr(inner, "__name__", "run")
-    run.__doc__ = getattr(inner, "__doc__", None)
+    functools.update_wrapper(run, inner)  # name, module and doc of the check's own function (docs, crash logs)
     return replace(check, run=run)
