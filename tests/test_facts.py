@@ -659,7 +659,8 @@ def test_eager_reason_matches_what_celery_does_in_eager_mode():
     ("/srv/proj/settings/test.py", True), ("/srv/proj/settings/testing.py", True),
     ("/srv/proj/test_settings.py", True), ("/srv/proj/settings_test.py", True), ("/srv/proj/tests/celeryconfig.py", True),
     ("/srv/proj/settings/production.py", False), ("/srv/proj/celeryconfig.py", False), ("/srv/contest/settings.py", False),
-    ("/srv/proj/latest.py", False), (None, False),
+    ("/srv/proj/latest.py", False), (None, False), ("/home/me/test/proj/settings/production.py", False),
+    ("/srv/proj/tests/settings/base.py", True),
 ])
 def test_test_settings_reason_by_module_name(path, test):
     from dataclasses import replace

@@ -7,7 +7,7 @@ conditional, and what the project's own code does that makes generic advice conc
   `AlwaysEagerIgnored` and publishes: celery/app/base.py, Celery.send_task), so a finding on the broker still holds
   for tasks sent by name.
 - Test settings: a configuration module named like a test module (test.py, testing.py, test_settings.py,
-  settings_test.py, conftest.py, or any module under a tests/ directory) is not what production runs.
+  settings_test.py, conftest.py, or a module in a tests/ directory or one below it) is not what production runs.
 """
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def test_settings_reason(config: "AppConfig") -> Optional[str]:
         return None
     path = origin.replace("\\", "/")
     stem = os.path.splitext(os.path.basename(path))[0].lower()
-    folders = {part.lower() for part in path.split("/")[:-1]}
+    # only the folders just above the module: a checkout under ~/test/ or /builds/testing/ is not test settings
+    folders = {part.lower() for part in path.split("/")[-3:-1]}
     if stem in TEST_STEMS or stem.startswith("test_") or stem.endswith(("_test", "_tests")):
         return f"the settings come from {os.path.basename(path)}, a test settings module"
     hit = sorted(folders & TEST_DIRS)
