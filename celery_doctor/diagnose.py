@@ -95,7 +95,13 @@ def static_target(options: RunOptions) -> tuple[Any, Any, Any]:
         raise TargetError(f"--source path does not exist: {missing[0]}")
     tree = recording(collect_source(roots))
     register_source_secrets(tree)
-    static = read_static_config(tree, options.cwd)
+    try:
+        static = read_static_config(tree, options.cwd)
+    except Exception as exc:  # a source our reader does not cope with: one line, exit 2
+        if os.environ.get("CELERY_DOCTOR_RAISE_CHECK_ERRORS") == "1":
+            raise
+        raise TargetError(f"reading the Celery configuration statically failed: {type(exc).__name__}: {exc} "
+                          "(please report it; --app imports the app instead)") from None
     return static, tree, roots
 
 
@@ -205,6 +211,8 @@ def partly_checked(name: str, data: Any) -> list[tuple[str, str]]:
             out.extend(("redis (partly read)", str(note)) for note in (getattr(data, "notes", None) or ()))
         elif name == "logs":
             out.extend(("logs (partly read)", str(note)) for note in (getattr(data, "notes", None) or ()))
+        elif name == "source":
+            out.extend((f"source file {path}", reason) for path, reason in data.not_checked())
         elif name == "workers":
             silent = [w.name for w in (getattr(data, "silent", None) or ())]
             if silent:

@@ -191,3 +191,35 @@ def test_a_settings_file_read_but_not_parsed_by_the_source_collector_is_parsed_h
     elsewhere.mkdir()
     config = collect_static_config(read_static_config(unparsed, str(elsewhere)))  # not found under the cwd
     assert config.value("task_acks_late") is True
+
+
+def test_imports_are_read_only_when_a_value_needs_them(tmp_path):
+    """A task module's imports (models, services...) are not read unless a setting or an option uses them; an
+    imported setting keeps the place it is written in."""
+    from celery_doctor.static.modules import Modules
+
+    write_tree(tmp_path, {
+        "proj/__init__.py": "",
+        "proj/limits.py": "SLOW = 10 * 60\n",
+        "proj/heavy.py": "import numpy\nTABLE = compute()\n",
+        "proj/celery.py": "from celery import Celery\nfrom proj.limits import SLOW\napp = Celery('proj')\n"
+                          "app.conf.task_time_limit = SLOW\n",
+        "proj/tasks.py": "from proj.celery import app\nfrom proj.heavy import TABLE\nfrom proj.limits import SLOW\n\n"
+                         "@app.task(soft_time_limit=SLOW - 60)\ndef work():\n    return TABLE\n",
+    })
+    tree = collect_source([str(tmp_path)])
+    read = []
+    original = Modules.module
+
+    def spy(self, name):
+        read.append(name)
+        return original(self, name)
+
+    Modules.module = spy
+    try:
+        static = read_static_config(tree, str(tmp_path))
+    finally:
+        Modules.module = original
+    config = collect_static_config(static)
+    assert config.value("task_time_limit") == 600 and config.tasks["proj.tasks.work"].soft_time_limit == 540
+    assert "proj.heavy" not in read

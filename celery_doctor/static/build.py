@@ -15,10 +15,10 @@ from typing import Any, Optional
 from ..model import Location
 from ..parts.source import SourceTree
 from .apps import FoundApp, Step, choose, find_apps, steps_of, task_calls
-from .modules import Modules, module_name, parsed
+from .modules import Binding, Lazy, Modules, module_name, parsed, settle, settled
 from .periodic import Periodic, periodic_calls
 from .tasks import register, stand_ins
-from .values import Evaluator, Namespace, Unresolved
+from .values import Evaluator, Namespace, Opaque, Unresolved
 
 # Celery() keywords that are settings (Celery sets them in the configuration); the others (loader, fixups,
 # task_cls, amqp, ...) name classes Celery would import: they are not passed on.
@@ -139,6 +139,7 @@ class _Builder:
             ok, prefix, _ = self.evaluate(namespace, "config_from_object(namespace=...)", step.line)
             if not ok:
                 return
+            prefix = prefix if isinstance(prefix, str) and prefix else None
         source = self._config_source(target, step.line) if target is not None else None
         if source is None:
             return
@@ -180,7 +181,7 @@ class _Builder:
         found = self.modules.module(module)
         if found is None or attr not in found.names:
             return None
-        value = found.names[attr].value
+        value = settle(found.names[attr].value)
         return value if isinstance(value, Namespace) else None
 
     def _settings(self, source: Namespace, prefix: Optional[str], django: bool) -> dict:
@@ -188,18 +189,23 @@ class _Builder:
         the settings that could not be read are listed as not checked."""
         values = {}
         for key, value in source.values.items():
-            if django and not key.isupper():
-                continue
             setting = setting_name(key, prefix)
+            if setting is None or (django and not key.isupper()):
+                continue  # Celery reads only its settings (and Django's settings object shows upper-case names)
             path, line = source.lines.get(key, (source.path, None))
+            if isinstance(value, Lazy):
+                imported = settled(Binding(value, line or 0))
+                value, env = imported.value, imported.env
+                path, line = (imported.path, imported.line) if imported.path else (path, line)
+            else:
+                env = source.env.get(key, {})
             location = Location(path, line) if path else self.where(0)
-            if isinstance(value, Unresolved):
-                if setting is not None:
-                    self.result.not_checked.append((f"{key} ({location})", f"not read statically: {value}"))
+            if isinstance(value, (Unresolved, Opaque)):
+                why = value if isinstance(value, Unresolved) else f"it is {value.what}"
+                self.result.not_checked.append((f"{key} ({location})", f"not read statically: {why}"))
                 continue
             values[key] = value
-            if setting is not None:
-                self.record(setting, location, source.env.get(key, {}))
+            self.record(setting, location, env)
         return values
 
     def update(self, step: Step) -> None:
@@ -245,6 +251,9 @@ class _Builder:
         if isinstance(current, dict):
             current[key] = value  # in place, as the project's code does (Celery deep-copies its defaults)
             self.result.setting_lines.setdefault(step.key, self.where(step.line))
+        elif ok2:
+            self.result.not_checked.append((f"conf.{step.key}[{key!r}] ({self.where(step.line)})",
+                                            f"not read statically: conf.{step.key} is not a dict here"))
 
     def item_update(self, step: Step) -> None:
         ok, value, _ = self.evaluate(step.node.args[0], f"conf.{step.key}.update(...)", step.line) \
@@ -276,7 +285,7 @@ def _unknown(name: str) -> Any:
 
 def _attribute(value: Any, attr: str) -> Any:
     if isinstance(value, Namespace):
-        found = value.values.get(attr, Unresolved(f"{value.label} has no {attr}"))
+        found = settle(value.values.get(attr, Unresolved(f"{value.label} has no {attr}")))
         if isinstance(found, Unresolved):
             raise found
         return found

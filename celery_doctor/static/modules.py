@@ -15,6 +15,7 @@ from ..parts.source import SourceFile, SourceTree
 from .values import Evaluator, Namespace, Opaque, Unresolved
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_IMPORT_DEPTH = 40  # modules being read at once (a chain of imports): deeper ones are not followed
 
 
 def module_name(path: str) -> str:
@@ -41,6 +42,35 @@ class Binding:
     path: Optional[str] = None  # the file it is written in, when not the module's own (a star import)
 
 
+class Lazy:
+    """A name imported from another module of the project, read only when something uses it (most imports of a
+    task module never are): `resolve()` gives the Binding it stands for."""
+
+    def __init__(self, resolve) -> None:
+        self._resolve = resolve
+        self._binding: Optional[Binding] = None
+
+    def resolve(self) -> Binding:
+        if self._binding is None:
+            self._binding = Binding(Unresolved("an import that refers back to itself"), 0)
+            self._binding = self._resolve()
+        return self._binding
+
+
+def settled(binding: Binding) -> Binding:
+    """The binding a name finally stands for, through lazy imports."""
+    for _ in range(20):
+        if not isinstance(binding.value, Lazy):
+            return binding
+        binding = binding.value.resolve()
+    return Binding(Unresolved("a chain of imports too long to follow"), binding.line)
+
+
+def settle(value: Any) -> Any:
+    """A value with its lazy import resolved (an Unresolved stays one: the caller raises it)."""
+    return settled(Binding(value, 0)).value if isinstance(value, Lazy) else value
+
+
 @dataclass
 class ModuleNames:
     """One module's names: name -> Binding, in the order they were bound."""
@@ -54,9 +84,10 @@ class ModuleNames:
         binding = self.names.get(name)
         if binding is None:
             return builtin(name, self.path)
-        if isinstance(binding.value, Unresolved):
-            raise binding.value
-        return binding.value
+        value = settle(binding.value)
+        if isinstance(value, Unresolved):
+            raise value
+        return value
 
     def as_namespace(self) -> Namespace:
         return Namespace(f"module {self.name}", {k: b.value for k, b in self.names.items()}, self.path,
@@ -113,7 +144,7 @@ class Modules:
         if name in self.loaded:
             return self.loaded[name]
         source = self.find(name)
-        if source is None or name in self.loading:
+        if source is None or name in self.loading or len(self.loading) >= MAX_IMPORT_DEPTH:
             return None
         self.loading.add(name)
         try:
@@ -146,18 +177,13 @@ class _Reader:
         self.is_package = os.path.basename(source.path) == "__init__.py"
 
     def lookup(self, name: str) -> Any:
-        binding = self.names.names.get(name)
-        if binding is None:
-            return builtin(name, self.names.path)
-        if isinstance(binding.value, Unresolved):
-            raise binding.value
-        return binding.value
+        return self.names.value(name)
 
     def attribute(self, value: Any, attr: str) -> Any:
         if isinstance(value, Namespace):
             if attr not in value.values:
                 raise Unresolved(f"{value.label} has no {attr} at module level")
-            found = value.values[attr]
+            found = settle(value.values[attr])
             if isinstance(found, Unresolved):
                 raise found
             return found
@@ -204,6 +230,8 @@ class _Reader:
 
     def _set_item(self, target: ast.Subscript, value: ast.AST, line: int) -> None:
         binding = self.names.names.get(target.value.id)
+        if binding is not None:
+            binding.value = settle(binding.value)
         if binding is None or not isinstance(binding.value, dict):
             return
         evaluate = self.evaluator()
@@ -220,6 +248,8 @@ class _Reader:
         if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "update" \
                 and isinstance(call.func.value, ast.Name):
             binding = self.names.names.get(call.func.value.id)
+            if binding is not None:
+                binding.value = settle(binding.value)
             if binding is not None and isinstance(binding.value, dict):
                 evaluate = self.evaluator()
                 try:
@@ -228,35 +258,37 @@ class _Reader:
                 except (Unresolved, TypeError, ValueError) as exc:
                     binding.value = Unresolved(f"{call.func.value.id}.update(...) at line {stmt.lineno}: {exc}")
 
+    def _module_binding(self, name: str, line: int) -> Binding:
+        found = self.modules.module(name)
+        return Binding(found.as_namespace() if found else Opaque(f"the module {name}"), line)
+
     def _Import(self, stmt: ast.Import) -> None:
         for alias in stmt.names:
-            if alias.asname:
-                found = self.modules.module(alias.name)
-                value = found.as_namespace() if found else Opaque(f"the module {alias.name}")
-                self.names.names[alias.asname] = Binding(value, stmt.lineno)
+            name = alias.name if alias.asname else alias.name.split(".")[0]
+            if alias.asname or name == alias.name:
+                self.names.names[alias.asname or name] = Binding(
+                    Lazy(lambda n=name, line=stmt.lineno: self._module_binding(n, line)), stmt.lineno)
             else:
-                head = alias.name.split(".")[0]
-                found = self.modules.module(head) if head == alias.name else None
-                value = found.as_namespace() if found else Opaque(f"the module {head}")
-                self.names.names[head] = Binding(value, stmt.lineno)
+                self.names.names[name] = Binding(Opaque(f"the module {name}"), stmt.lineno)
+
+    def _imported(self, base: str, name: str, line: int) -> Binding:
+        source = self.modules.module(base) if base != self.names.name else None
+        if source is not None and name in source.names:
+            return settled(source.names[name])
+        submodule = self.modules.module(f"{base}.{name}") if base else None
+        return Binding(submodule.as_namespace() if submodule else Opaque(f"{name}, imported from {base}"), line)
 
     def _ImportFrom(self, stmt: ast.ImportFrom) -> None:
         base = self.modules.absolute(self.names.name, self.is_package, stmt.level, stmt.module)
-        source = self.modules.module(base) if base != self.names.name else None
         for alias in stmt.names:
-            if alias.name == "*":
-                if source is not None:
-                    for key, binding in source.names.items():
-                        if not key.startswith("_"):
-                            self.names.names[key] = binding
+            if alias.name == "*":  # the names are needed now: the module is read now
+                source = self.modules.module(base) if base != self.names.name else None
+                for key, binding in (source.names.items() if source is not None else ()):
+                    if not key.startswith("_"):
+                        self.names.names[key] = binding
                 continue
-            local = alias.asname or alias.name
-            if source is not None and alias.name in source.names:
-                self.names.names[local] = source.names[alias.name]
-                continue
-            submodule = self.modules.module(f"{base}.{alias.name}") if source is not None or base else None
-            value = submodule.as_namespace() if submodule else Opaque(f"{alias.name}, imported from {base}")
-            self.names.names[local] = Binding(value, stmt.lineno)
+            self.names.names[alias.asname or alias.name] = Binding(
+                Lazy(lambda n=alias.name, line=stmt.lineno: self._imported(base, n, line)), stmt.lineno)
 
     def _ClassDef(self, stmt: ast.ClassDef) -> None:
         inner = ModuleNames(f"{self.names.name}.{stmt.name}", self.names.path)
@@ -306,12 +338,9 @@ def builtin(name: str, path: str) -> Any:
 
 
 def reader_lookup(inner: ModuleNames, name: str, outer) -> Any:
-    binding = inner.names.get(name)
-    if binding is None:
+    if name not in inner.names:
         return outer(name)
-    if isinstance(binding.value, Unresolved):
-        raise binding.value
-    return binding.value
+    return inner.value(name)
 
 
 def _target_names(target: ast.AST) -> list[str]:
