@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 import time
 from dataclasses import replace
 
@@ -129,7 +130,7 @@ def test_iso_to_epoch():
     assert E.iso_to_epoch("soon") is None and E.iso_to_epoch(None) is None
 
 
-@pytest.mark.skipif(not S.helper_available(), reason="no forked helper on this platform")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the helper process is forked: Linux only")
 def test_the_helper_process_gives_the_same_summary(published):
     """Every other chunk summarised by the forked helper, merged back: the same summary as one process (each
     duplicated call is repeated on both sides, so the examples' text is kept too)."""
@@ -153,7 +154,7 @@ def test_the_helper_process_gives_the_same_summary(published):
     assert replace(a, duplicates=(), eta_examples=()) == replace(b, duplicates=(), eta_examples=())
 
 
-@pytest.mark.skipif(not S.helper_available(), reason="no forked helper on this platform")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the helper process is forked: Linux only")
 def test_a_helper_that_dies_loses_its_share_and_says_so(published):
     _app, _name, raw = published
     split = S.SplitStats(S.EnvelopeStats(time.time(), 3600.0), 30.0)

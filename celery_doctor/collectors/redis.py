@@ -398,7 +398,12 @@ def _feed(reader: Reader, stream: Any, stats: EnvelopeStats, helper: bool, show:
     """Summarise every chunk of `stream` into `stats`; with `helper` (--deep on a long list, where the platform
     allows) a forked helper summarises every other chunk on the second core (message_stats.SplitStats). Returns
     what the helper took and could not hand back, if anything."""
-    feed = SplitStats(stats, reader.deadline.remaining()) if helper and helper_available() else stats
+    feed: Any = stats
+    if helper and helper_available():
+        try:
+            feed = SplitStats(stats, reader.deadline.remaining())
+        except (OSError, ValueError):  # no process could be started (limits, memory): one core, as before
+            feed = stats
     for items in stream:
         if Oversized in set(map(type, items)):  # (one C-level pass: no Python step per message)
             items = [i for i in items if not isinstance(i, Oversized)]
