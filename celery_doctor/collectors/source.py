@@ -1,14 +1,19 @@
 """Collects the source part of a snapshot (celery_doctor.parts.source): finds and reads the project's Python files."""
 from __future__ import annotations
 
+import io
 import os
+import tokenize
 from typing import Iterable, Iterator, Optional
 
-from ..parts.source import SourceFile, SourceTree, parse_source
+from ..parts.source import SourceFile, SourceTree, parse_source, suppressions
+from ..pyast.closure import close_over_names
+from ..pyast.prefilter import might_matter
+from .syntax import syntax_check
 
 SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "env", ".tox", ".nox", "node_modules", "__pycache__",
              "site-packages", "build", "dist", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".eggs"}
-MAX_FILES = 5000
+MAX_FILES = 20000  # the text of every file is kept (about 35 MB per million lines)
 MAX_FILE_BYTES = 2 * 1024 * 1024
 
 
@@ -29,19 +34,61 @@ def _iter_python_files(root: str) -> Iterator[str]:
                 yield os.path.join(dirpath, name)
 
 
-def read_source_file(path: str) -> SourceFile:
+def _decode(data: bytes) -> str:
+    """The text as Python reads it: the PEP 263 coding cookie (or a UTF-8 BOM), else UTF-8. Raises
+    UnicodeDecodeError/SyntaxError/LookupError when Python could not read it either."""
+    encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    text = data.decode(encoding)
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _read(path: str) -> tuple[str, Optional[bytes], Optional[str], Optional[str]]:
+    """(display path, bytes, text, error): the bytes and text of a file, or why it could not be read."""
     display = _display_path(path)
     try:
         if os.path.getsize(path) > MAX_FILE_BYTES:
-            return SourceFile(display, "", None, f"larger than {MAX_FILE_BYTES} bytes, not read")
+            return display, None, None, f"larger than {MAX_FILE_BYTES} bytes, not read"
         with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8", errors="replace")
+            data = handle.read()
     except OSError as exc:
-        return SourceFile(display, "", None, f"unreadable: {exc.strerror or exc}")
+        return display, None, None, f"unreadable: {exc.strerror or exc}"
+    try:
+        return display, data, _decode(data), None
+    except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
+        return display, data, None, f"not readable as Python source text: {_decode_error(exc)}"
+
+
+def _decode_error(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not valid {exc.encoding} (byte {exc.start})"
+    return str(getattr(exc, "msg", None) or exc)
+
+
+def read_source_file(path: str) -> SourceFile:
+    """One file, read and parsed (or with the reason it could not be)."""
+    display, _, text, error = _read(path)
+    if text is None:
+        return SourceFile(display, "", None, error)
     return parse_source(display, text)
 
 
-def collect_source(roots: Iterable[str]) -> SourceTree:
+def _source_file(path: str, prefilter: bool) -> SourceFile:
+    """One file of a tree: parsed when a check may need it (pyast.prefilter), else kept as deferred text."""
+    display, data, text, error = _read(path)
+    if text is None:
+        return SourceFile(display, "", None, error)
+    if not prefilter or might_matter(data):
+        return parse_source(display, text)
+    return SourceFile(display, text, None, None, suppressions(text), deferred=True)
+
+
+def collect_source(roots: Iterable[str], prefilter: Optional[bool] = None) -> SourceTree:
+    """The Python files under `roots`. With the prefilter (the default; CELERY_DOCTOR_SOURCE_PREFILTER=0 turns it
+    off, for the benchmark's and the tests' comparisons) only the files a check may need are parsed; the others
+    are only checked for syntax (by worker processes on a large tree), so that a file Python could not read
+    either is listed under Not checked."""
+    if prefilter is None:
+        prefilter = os.environ.get("CELERY_DOCTOR_SOURCE_PREFILTER", "1") != "0"
     roots = tuple(os.path.abspath(r) for r in roots)
     seen: set[str] = set()
     files = []
@@ -55,8 +102,13 @@ def collect_source(roots: Iterable[str]) -> SourceTree:
             if len(files) >= MAX_FILES:
                 truncated = True
                 break
-            files.append(read_source_file(path))
-    return SourceTree(tuple(_display_path(r) for r in roots), tuple(files), truncated)
+            files.append(_source_file(path, prefilter))
+    pending = syntax_check([f for f in files if f.deferred])
+    files = close_over_names(files)
+    tree = SourceTree(tuple(_display_path(r) for r in roots), tuple(files), truncated,
+                      f"more than {MAX_FILES} Python files; the first {MAX_FILES} were read" if truncated else None)
+    tree.later(pending)
+    return tree
 
 
 def default_source_roots(app_module_file: Optional[str], app_spec: Optional[str]) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional
 
 __all__ = ["IGNORE_COMMENT", "SourceFile", "SourceTree", "example", "parse_source", "suppressions"]
 
@@ -22,6 +22,7 @@ class SourceFile:
     tree: Optional[ast.Module]
     error: Optional[str] = None  # syntax error, unreadable file
     suppressions: dict = field(default_factory=dict)  # line -> frozenset of ids (empty set: all)
+    deferred: bool = False  # read, not parsed: nothing the checks look for (pyast.prefilter); see SourceTree.load
 
     def suppressed(self, line: Optional[int], check_id: str) -> bool:
         if line is None or line not in self.suppressions:
@@ -35,19 +36,55 @@ class SourceTree:
     roots: tuple[str, ...]
     files: tuple[SourceFile, ...]
     truncated: bool = False
+    limit: Optional[str] = None  # why files were left out when truncated
+    _loaded: dict = field(default_factory=dict, compare=False, repr=False)  # internal: deferred files parsed on demand
 
     def parsed(self) -> Iterator[SourceFile]:
+        """The parsed files: every file a check can report in (deferred files are not parsed, see load)."""
         return (f for f in self.files if f.tree is not None)
 
     def file(self, path: str) -> Optional[SourceFile]:
-        for f in self.files:
-            if f.path == path:
-                return f
-        return None
+        index = self._loaded.get(_INDEX)
+        if index is None:
+            index = self._loaded[_INDEX] = {f.path: f for f in reversed(self.files)}
+        return index.get(path)
+
+    def load(self, path: str, keep: bool = True) -> Optional[SourceFile]:
+        """The file parsed: a deferred file is parsed now (and kept, unless keep is False); None when it is not in
+        the tree or does not parse (then not_checked lists it)."""
+        source = self.file(path)
+        if source is None or not source.deferred:
+            return source if source is not None and source.tree is not None else None
+        loaded = self._loaded.get(path)
+        if loaded is None:
+            loaded = parse_source(source.path, source.text)
+            if keep or loaded.tree is None:
+                self._loaded[path] = loaded
+        return loaded if loaded.tree is not None else None
+
+    def later(self, errors: Callable[[], list]) -> None:
+        """Errors found after the tree was built (the syntax check of deferred files runs beside the checks)."""
+        self._loaded[_LATER] = errors
+
+    def not_checked(self) -> list[tuple[str, str]]:
+        """(file, why) for every file that was not analysed: unreadable, too large, undecodable, not parseable,
+        and the files left out when the tree was truncated."""
+        out = [(f.path, f.error) for f in self.files if f.error]
+        later = dict(self._loaded[_LATER]()) if _LATER in self._loaded else {}
+        later.update((f.path, f.error) for f in self._loaded.values() if isinstance(f, SourceFile) and f.error)
+        known = {path for path, _ in out}
+        out += sorted((path, error) for path, error in later.items() if path not in known)
+        if self.truncated:
+            out.append((", ".join(self.roots), f"not every file was read: {self.limit or 'too many files'}"))
+        return out
 
     def suppressed(self, path: Optional[str], line: Optional[int], check_id: str) -> bool:
         source = self.file(path) if path else None
         return bool(source and source.suppressed(line, check_id))
+
+
+_INDEX = object()
+_LATER = object()
 
 
 def suppressions(text: str) -> dict:
@@ -69,7 +106,10 @@ def parse_source(path: str, text: str) -> SourceFile:
         tree = ast.parse(text, filename=path)
     except (SyntaxError, ValueError) as exc:
         line = getattr(exc, "lineno", None)
-        return SourceFile(path, text, None, f"syntax error at line {line}: {getattr(exc, 'msg', exc)}")
+        if line is None:  # ValueError: "source code string cannot contain null bytes"
+            return SourceFile(path, text, None, f"not parseable: {exc}", suppressions(text))
+        return SourceFile(path, text, None, f"syntax error at line {line}: {getattr(exc, 'msg', exc)}",
+                          suppressions(text))
     return SourceFile(path, text, tree, None, suppressions(text))
 
 

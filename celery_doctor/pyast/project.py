@@ -8,12 +8,13 @@ from __future__ import annotations
 import ast
 import os
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from ..parts.source import SourceFile, SourceTree
 from .expr import dotted_name, last_name, literal_seconds
+from .lazy import DeferredModules, ModulesByName, PerModule, index_module
 from .scope import FuncNode, walk_scope
 
 if TYPE_CHECKING:
@@ -35,6 +36,18 @@ class Module:
     @property
     def tree(self) -> ast.Module:
         return self.file.tree
+
+
+@dataclass(frozen=True)
+class DeferredModule(Module):
+    """A module of a deferred file (pyast.prefilter): `file` holds its text; the tree is parsed on first use."""
+
+    loader: Callable = field(default=None, compare=False, repr=False)  # SourceTree.load
+
+    @property
+    def tree(self) -> ast.Module:
+        source = self.loader(self.path)
+        return source.tree if source is not None else None
 
 
 def _module_names(files: list[SourceFile]) -> dict[str, tuple[str, bool]]:
@@ -74,18 +87,24 @@ class Project:
 
     def __init__(self, tree: SourceTree):
         self.tree = tree
-        names = _module_names(list(tree.parsed()))
+        # Deferred files (pyast.prefilter) are named and looked up like the others, but parsed only on demand.
+        known = [f for f in tree.files if f.tree is not None or f.deferred]
+        names = _module_names(known)
         self.modules: list[Module] = [Module(f, *names[f.path]) for f in tree.parsed()]
         self.by_path = {m.path: m for m in self.modules}
-        self.by_name: dict[str, Module] = {}
-        for module in self.modules:
-            self.by_name.setdefault(module.name, module)
+        self._deferred = DeferredModules(tree, {f.path: names[f.path] for f in known if f.deferred}, DeferredModule)
+        self._paths_named: dict[str, list[str]] = {}  # dotted name -> paths, in file order
+        for f in known:
+            self._paths_named.setdefault(names[f.path][0], []).append(f.path)
+        self.by_name = ModulesByName({name: paths[0] for name, paths in self._paths_named.items()}, self._module_at,
+                                     lambda path: path in self.by_path or self._deferred.parses(path))
         self.functions: dict[str, list[tuple[Module, ast.AST]]] = {}
         self.classes: dict[str, list[tuple[Module, ast.ClassDef]]] = {}
-        self.constants: dict[str, dict[str, ast.expr]] = {}
-        self.imported_names: dict[str, dict[str, tuple[str, str]]] = {}  # path -> local name -> (module, name)
-        self._imports: dict[str, list[ast.AST]] = {}
-        self._defs: dict[str, list[ast.AST]] = {}
+        self.constants = PerModule(self._deferred_constants, self._deferred.paths)
+        # path -> local name -> (module, name)
+        self.imported_names = PerModule(self._deferred_imported_names, self._deferred.paths)
+        self._imports = PerModule(lambda path: self._deferred.imports(path) or [], self._deferred.paths)
+        self._defs = PerModule(lambda path: self._deferred.index(path)[1], self._deferred.paths)
         for module in self.modules:
             self.constants[module.path] = _module_constants(module)
             self._index_definitions(module)
@@ -93,18 +112,21 @@ class Project:
         self._task_classes: dict[int, bool] = {}
         self._scopes: dict[str, list[Scope]] = {}
 
+    def _module_at(self, path: str) -> Optional[Module]:
+        return self.by_path.get(path) or self._deferred.module(path)
+
+    def _deferred_constants(self, path: str) -> dict:
+        module = self._deferred.module(path)
+        return _module_constants(module) if module.tree is not None else {}
+
+    def _deferred_imported_names(self, path: str) -> dict:
+        return self._imported_names(self._deferred.module(path))
+
     def _index_definitions(self, module: Module) -> None:
-        imports: list[ast.AST] = []
-        defs: list[ast.AST] = []
-        for node in ast.walk(module.tree):
-            if isinstance(node, FuncNode):
-                self.functions.setdefault(node.name, []).append((module, node))
-                defs.append(node)
-            elif isinstance(node, ast.ClassDef):
-                self.classes.setdefault(node.name, []).append((module, node))
-                defs.append(node)
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                imports.append(node)
+        imports, defs = index_module(module.tree)
+        for node in defs:
+            table = self.classes if isinstance(node, ast.ClassDef) else self.functions
+            table.setdefault(node.name, []).append((module, node))
         self._imports[module.path] = imports
         self._defs[module.path] = defs
 
@@ -240,18 +262,28 @@ class Project:
 
     # ----- definitions -------------------------------------------------------------------------------------------
     def _lookup(self, table: dict, name: str, prefer: Optional[Module]):
-        """A definition by name as seen from `prefer`: its own module, then what it imports, then a unique match."""
-        found = table.get(name) or []
+        """A definition by name as seen from `prefer`: its own module, then what it imports, then a unique match
+        in the tree. Deferred files are parsed only as far as the answer needs."""
+        kind = ast.ClassDef if table is self.classes else FuncNode
         if prefer is not None:
-            for module, node in found:
-                if module.path == prefer.path:
-                    return module, node
+            own = _named_in(self.definitions(prefer), kind, name)
+            if own is not None:
+                return prefer, own
             imported = self.imported_names.get(prefer.path, {}).get(name)
             if imported:
                 source_module, original = imported
-                for module, node in table.get(original) or []:
-                    if module.name == source_module:
+                for path in self._paths_named.get(source_module, ()):
+                    module = self._module_at(path)
+                    node = _named_in(self.definitions(module), kind, original) if module is not None else None
+                    if node is not None:
                         return module, node
+        found = list(table.get(name) or [])
+        for path in self._deferred.candidates(name):
+            if len(found) > 1:
+                break
+            module = self._deferred.module(path)
+            if module is not None:
+                found += [(module, n) for n in self.definitions(module) if isinstance(n, kind) and n.name == name]
         return found[0] if len(found) == 1 else None
 
     def function(self, name: str, prefer: Optional[Module] = None) -> Optional[tuple[Module, ast.AST]]:
@@ -362,6 +394,10 @@ def _connects(decorator: ast.expr, wanted: set[str]) -> bool:
         return True
     return parts[-1] == "receiver" and isinstance(decorator, ast.Call) and bool(decorator.args) \
         and dotted_name(decorator.args[0]).split(".")[-1] in wanted
+
+
+def _named_in(definitions: list, kind, name: str):
+    return next((n for n in definitions if isinstance(n, kind) and n.name == name), None)
 
 
 def _module_constants(module: Module) -> dict[str, ast.expr]:

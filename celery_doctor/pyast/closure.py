@@ -1,0 +1,85 @@
+"""The closure of the prefilter (pyast.prefilter): deferred files that name a decorator factory, a task class or a
+model of the parsed files are parsed too, until nothing new comes in.
+
+A task can be `@my_task` with `my_task = shared_task(...)` defined in another module, or a class deriving from the
+project's own Task subclass; a model can derive from the project's own base model. Such a file may hold none of
+the prefilter's tokens, but the task discovery (facts.source_tasks) and the model index (checks/source_orm.py)
+read every parsed file, so it must be parsed.
+"""
+from __future__ import annotations
+
+import ast
+
+from ..parts.source import SourceFile, parse_source
+from .expr import dotted_name
+from .lazy import index_module
+from .prefilter import MODEL_BASES, referenced_bases
+
+FuncNode = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _classes(tree: ast.Module) -> list[tuple[str, frozenset, bool]]:
+    """(name, the words of its bases, sets __tablename__ in its body) for every class of the module."""
+    found = []
+    for node in index_module(tree)[1]:
+        if isinstance(node, ast.ClassDef):
+            words = frozenset(part for base in node.bases for part in dotted_name(base).split(".") if part)
+            table = any(isinstance(s, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__tablename__"
+                                                          for t in s.targets) for s in node.body)
+            found.append((node.name, words, table))
+    return found
+
+
+def _factory_names(source: SourceFile) -> set[str]:
+    """Module-level names bound by a statement whose text mentions `task` or `partial`: every decorator factory
+    (a superset)."""
+    found: set[str] = set()
+    lines = None
+    for stmt in source.tree.body:
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+            names = [t.id for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
+                     if isinstance(t, ast.Name)]
+        elif isinstance(stmt, FuncNode):
+            names = [stmt.name]
+        else:
+            continue
+        if not names:
+            continue
+        lines = lines if lines is not None else source.text.splitlines()
+        text = "\n".join(lines[stmt.lineno - 1:stmt.end_lineno or stmt.lineno])
+        if "task" in text or "partial" in text:
+            found.update(names)
+    return found
+
+
+def _wanted(factories: set[str], classes: list[tuple[str, frozenset, bool]]) -> set[str]:
+    """Factory names and the classes deriving (by name, through the classes seen) from a task or model base."""
+    wanted = set(factories)
+    grown = True
+    while grown:
+        before = len(wanted)
+        wanted |= {name for name, words, table in classes if table or words & MODEL_BASES or words & wanted}
+        grown = len(wanted) > before
+    return wanted
+
+
+def close_over_names(files: list[SourceFile]) -> list[SourceFile]:
+    """The files, with the deferred ones that refer to a factory, task class or model of the parsed ones parsed."""
+    deferred = {i: referenced_bases(f.text) for i, f in enumerate(files) if f.deferred}
+    factories: set[str] = set()
+    classes: list[tuple[str, frozenset, bool]] = []
+    added = [f for f in files if f.tree is not None]
+    while True:
+        for source in added:
+            factories |= _factory_names(source)
+            classes += _classes(source.tree)
+        wanted = _wanted(factories, classes)
+        hits = [i for i, words in deferred.items() if words & wanted]
+        if not hits:
+            return files
+        added = []
+        for i in hits:
+            del deferred[i]
+            files[i] = parse_source(files[i].path, files[i].text)
+            if files[i].tree is not None:
+                added.append(files[i])

@@ -1,0 +1,119 @@
+"""The Project's view of deferred files (pyast.prefilter): named like the others, parsed only when a check looks
+one of their names up (a helper function, a base class, a constant, an import), and then indexed exactly."""
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator, Optional
+
+from ..parts.source import SourceTree
+from .prefilter import defined_names
+
+FuncNode = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def index_module(tree: ast.Module) -> tuple[list[ast.AST], list[ast.AST]]:
+    """(imports, definitions) of a module, in ast.walk order; definitions are functions and classes. Walked once
+    per tree (the collector's closure and the Project both need it): kept on the tree object."""
+    cached = getattr(tree, "_celery_doctor_index", None)
+    if cached is not None:
+        return cached
+    imports: list[ast.AST] = []
+    defs: list[ast.AST] = []
+    for node in ast.walk(tree):
+        if isinstance(node, (*FuncNode, ast.ClassDef)):
+            defs.append(node)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            imports.append(node)
+    tree._celery_doctor_index = (imports, defs)
+    return imports, defs
+
+
+class DeferredModules:
+    """Deferred files by path: their Module (whose tree is parsed on first use), their imports (parsed without
+    keeping the tree), and an index of the names they may define."""
+
+    def __init__(self, tree: SourceTree, names: dict[str, tuple[str, bool]], make: Callable[..., Any]):
+        self.tree = tree
+        self.paths = names  # path -> (dotted module name, is_package)
+        self.make = make  # (file, name, is_package, loader) -> Module
+        self._modules: dict[str, Any] = {}
+        self._imports: dict[str, Optional[list]] = {}
+        self._may_define: Optional[dict[str, list[str]]] = None
+
+    def module(self, path: str):
+        """The module of a deferred file (not parsed yet), or None when the path is not a deferred file."""
+        if path not in self.paths:
+            return None
+        if path not in self._modules:
+            self._modules[path] = self.make(self.tree.file(path), *self.paths[path], self.tree.load)
+        return self._modules[path]
+
+    def imports(self, path: str) -> Optional[list]:
+        """The import statements of a deferred file (None when it does not parse); the tree is not kept."""
+        if path not in self._imports:
+            source = self.tree.load(path, keep=False)
+            self._imports[path] = index_module(source.tree)[0] if source is not None else None
+        return self._imports[path]
+
+    def parses(self, path: str) -> bool:
+        return self.imports(path) is not None
+
+    def index(self, path: str) -> tuple[list, list]:
+        """(imports, definitions) of a deferred file, parsed and kept: definitions are returned to checks."""
+        source = self.tree.load(path)
+        return index_module(source.tree) if source is not None else ([], [])
+
+    def candidates(self, name: str) -> list[str]:
+        """Deferred files whose text may define a function or class `name` (a superset, in file order)."""
+        if self._may_define is None:
+            self._may_define = {}
+            for path in self.paths:
+                source = self.tree.file(path)
+                for word in defined_names(source.text if source is not None else ""):
+                    self._may_define.setdefault(word, []).append(path)
+        return self._may_define.get(name, [])
+
+
+class ModulesByName(Mapping):
+    """Dotted module name -> Module, for parsed and deferred files alike (the first file of a name wins)."""
+
+    def __init__(self, paths: dict[str, str], module_at: Callable[[str], Any], exists: Callable[[str], bool]):
+        self._paths = paths
+        self._module_at = module_at
+        self._exists = exists  # a module of a file that does not parse is not a module (as before the prefilter)
+
+    def __getitem__(self, name: str):
+        path = self._paths[name]
+        if not self._exists(path):
+            raise KeyError(name)
+        return self._module_at(path)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._paths and self._exists(self._paths[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+
+class PerModule(dict):
+    """path -> a per-module value (constants, imported names, ...): computed on first use for deferred files."""
+
+    def __init__(self, compute: Callable[[str], Any], deferred: Mapping):
+        super().__init__()
+        self._compute = compute
+        self._deferred = deferred
+
+    def __missing__(self, path: str):
+        if path not in self._deferred:
+            raise KeyError(path)
+        value = self[path] = self._compute(path)
+        return value
+
+    def get(self, path, default=None):
+        if path in self:
+            return super().__getitem__(path)
+        return self.__missing__(path) if path in self._deferred else default

@@ -1,0 +1,118 @@
+"""Which source files the checks can need parsed: a bytes-level test run on every file before `ast.parse`.
+
+Parsing is most of the cost of the source lint, and most files of a large tree have nothing to do with Celery.
+A file passes (`might_matter`) when its bytes contain a token without which no check could report anything in
+it or learn anything global from it; the others are read (and keep their text and inline suppressions) but are
+parsed only if a check looks one of their names up (Project.function/cls/constants/imports, SourceTree.load).
+
+Why a file without these tokens cannot produce a finding (keep in sync with checks/source_*.py,
+checks/config_*.py, facts/source_tasks.py, facts/context.py and pyast/calls.py; tests/test_source_scale.py
+compares the findings with and without this filter):
+
+- tasks (facts.source_tasks): a task decorator's name ends with `task` (task, shared_task, periodic_task,
+  x.task); a task class derives from `Task` (word). Decorator factories defined in one module and used in
+  another, and task classes deriving from the project's own task classes, are followed by name (closure below).
+- publishes and signatures (scope.is_publish, source_orm, source_names): `delay` (word), `apply_async`,
+  `send_task`, `signature(`, `Signature`, `subtask`, `.s(`, `.si(`.
+- literal delays, naive ETAs and expiries (calls.literal_delays, config_misc): `countdown`, and `eta=` and
+  `expires=` (they are read only as keyword arguments of a call; whitespace may stand before the `=`).
+- global facts read anywhere in the tree: `ATOMIC_REQUESTS`, `register_after_fork`, `register_at_fork`,
+  `__json__`, `register_type(`, serializer settings, `Celery` (word), `autodiscover_tasks`, signal names
+  (worker_process_init, task_prerun, task_postrun), `revoke`, `terminate(`, `scoped_session`.
+- database engines and clients created at import time (source_fork): the engine factories, `MongoClient`,
+  `MotorClient`, and `connect` together with a driver name (psycopg, pymysql, MySQLdb, mysql, cx_Oracle,
+  oracledb).
+- locks released in `finally` (source_locks): `nx=`, `setnx` or `.add(` with `cache`, and `delete`/`unlink`,
+  and `finally`.
+- broker and backend URLs with a password in a string literal (static/secrets.py: masked in every output, and
+  reported): a scheme it knows, `://`, `user:password@`.
+- ORM models (source_orm's model index reads every class of the tree): `__tablename__`, or one of the model
+  base names as a word (Model, Base, DeclarativeBase, AbstractUser, AbstractBaseUser, PermissionsMixin);
+  models deriving from the project's own models are followed by name.
+
+Closure (collectors.source): after the passing files are parsed, the names of the decorator factories and of
+the classes that may be task classes or models are collected; an unparsed file whose class bases or decorators
+name one of them is parsed too, until nothing new comes in.
+
+Helpers called from tasks, base classes, constants and imports of unparsed files need no token: the Project
+finds them by name and parses their file on demand.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Plain substrings: a bytes `in` test each (fast).
+SUBSTRINGS = (
+    b"apply_async", b"send_task", b"signature(", b"Signature", b"subtask", b".s(", b".si(", b"countdown",
+    b"ATOMIC_REQUESTS", b"register_after_fork", b"register_at_fork", b"__json__", b"register_type(",
+    b"task_serializer", b"TASK_SERIALIZER", b"CELERY_SERIALIZER", b"autodiscover_tasks", b"worker_process_init",
+    b"task_prerun", b"task_postrun", b"revoke", b"terminate(", b"scoped_session", b"create_engine",
+    b"create_async_engine", b"engine_from_config", b"MongoClient", b"MotorClient", b"__tablename__",
+)
+# Words: a substring test first, then the regex (each starts with a literal, so the regex engine scans fast).
+WORDS = (
+    (b"task", re.compile(rb"task\b")),
+    (b"Task", re.compile(rb"(?<![\w\x80-\xff])Task\b")),
+    (b"delay", re.compile(rb"(?<![\w\x80-\xff])delay\b")),
+    (b"eta", re.compile(rb"(?<![\w\x80-\xff])eta[\s\\]*=(?!=)")),  # only ever read as a keyword argument
+    (b"expires", re.compile(rb"(?<![\w\x80-\xff])expires[\s\\]*=(?!=)")),
+    (b"Celery", re.compile(rb"(?<![\w\x80-\xff])Celery\b")),
+)
+MODEL_WORDS = (b"Model", b"Base", b"DeclarativeBase", b"AbstractUser", b"AbstractBaseUser", b"PermissionsMixin")
+MODEL_BASES = {w.decode() for w in MODEL_WORDS} | {"Task"}
+_MODEL_RE = re.compile(rb"(?<![\w\x80-\xff])(?:" + b"|".join(MODEL_WORDS) + rb")\b")
+DRIVERS = (b"psycopg", b"pymysql", b"MySQLdb", b"mysql", b"cx_Oracle", b"oracledb")
+# A broker/backend URL with a password (static/secrets.py reads them from string literals, masks and reports them).
+_SECRET_URL = re.compile(rb"(?i)(?:redis|sentinel|amqp|sqs|mongodb|db\+|couchbase|arangodb|cassandra|elasticsearch|es)"
+                         rb"[a-z0-9+]*://[^:/?#\s@]*:[^/?#\s]+@")
+
+
+def _lock_release(data: bytes) -> bool:
+    acquires = b"nx=" in data or b"setnx" in data or (b".add(" in data and b"cache" in data.lower())
+    return acquires and (b"delete" in data or b"unlink" in data) and b"finally" in data
+
+
+def might_matter(data: bytes) -> bool:
+    """True when a check may need this file parsed (see the module docstring for why the others cannot)."""
+    if any(token in data for token in SUBSTRINGS):
+        return True
+    if any(literal in data and rx.search(data) for literal, rx in WORDS):
+        return True
+    if b"connect" in data and any(driver in data for driver in DRIVERS):
+        return True
+    if _lock_release(data):
+        return True
+    if b"://" in data and _SECRET_URL.search(data):
+        return True
+    return any(w in data for w in MODEL_WORDS) and _MODEL_RE.search(data) is not None
+
+
+# ----- names an unparsed file refers to, for the closure and the on-demand lookups (supersets: a match is
+# ----- confirmed by parsing the file) ---------------------------------------------------------------------------
+_IDENT = r"[^\W\d]\w*"
+_DEFS = re.compile(r"(?:def|class)[\s\\]+(" + _IDENT + r")")
+_CLASS_BASES = re.compile(r"class[\s\\]+" + _IDENT + r"[\s\\]*(?:\[[^\]]*\][\s\\]*)?\(([^:]*)")
+_DECORATOR = re.compile(r"@[\s\\]*\(?[\s\\]*(" + _IDENT + r"(?:[\s\\]*\.[\s\\]*" + _IDENT + r")*)")
+_WORD = re.compile(_IDENT)
+
+
+def _norm(name: str) -> str:
+    return name if name.isascii() else unicodedata.normalize("NFKC", name)
+
+
+def defined_names(text: str) -> set[str]:
+    """Every name that may be defined with `def`/`class` in the text (a superset of the real ones)."""
+    return {_norm(m.group(1)) for m in _DEFS.finditer(text)} if ("def" in text or "class" in text) else set()
+
+
+def referenced_bases(text: str) -> set[str]:
+    """Words in class base lists and decorators of the text (a superset of the names they refer to)."""
+    found: set[str] = set()
+    if "class" in text:
+        for match in _CLASS_BASES.finditer(text):
+            found.update(_norm(w) for w in _WORD.findall(match.group(1)))
+    if "@" in text:
+        for match in _DECORATOR.finditer(text):
+            found.update(_norm(w) for w in _WORD.findall(match.group(1)))
+    return found
