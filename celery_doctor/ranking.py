@@ -23,6 +23,13 @@ def at_risk_points(messages: int | None) -> float:
     return min(MAX_AT_RISK_POINTS, 5.0 * math.log10(messages + 1))
 
 
+def impact_reason(finding: Finding) -> str:
+    """Why the check gave this finding its impact, when it says so in an evidence line `impact <level>: <reason>`
+    (the impact follows the loss mechanism and what the project shows, e.g. a library default is low)."""
+    prefix = f"impact {finding.impact.value}: "
+    return next((e[len(prefix):] for e in finding.evidence if e.startswith(prefix)), "")
+
+
 def score(finding: Finding) -> tuple[float, str]:
     impact_points = IMPACT_POINTS[finding.impact]
     factor = CONFIDENCE_FACTOR[finding.confidence]
@@ -30,7 +37,8 @@ def score(finding: Finding) -> tuple[float, str]:
     total = round(impact_points * factor + risk, 1)
     table = CATEGORY_IMPACT.get(finding.category)
     where = f"{table.value} in the impact table" if table else "not a cause of task loss"
-    why = (f"impact {finding.impact.value} ({finding.category.value}: {where}) "
+    reason = impact_reason(finding)
+    why = (f"impact {finding.impact.value} ({reason + '; ' if reason else ''}{finding.category.value}: {where}) "
            f"{impact_points:g} x {finding.confidence.value} {factor:g}")
     if finding.messages_at_risk:
         why += f" + {finding.messages_at_risk:,} messages at risk {risk:.1f}"

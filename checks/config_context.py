@@ -25,8 +25,8 @@ def impact_line(impact: Impact, reason: str) -> str:
 def conditional(finding: Finding, reason: str) -> Finding:
     """`finding` made conditional on a production configuration: one impact level down, confidence inferred."""
     lowered = LOWER[finding.impact]
-    note = (f"conditional: {reason}; this holds only where the same settings run with a broker and workers "
-            f"(impact {finding.impact.value} -> {lowered.value}, confidence inferred)")
+    note = impact_line(lowered, f"conditional, {reason}; this holds only where the same settings run with a broker "
+                                f"and workers (lowered from {finding.impact.value}, confidence inferred)")
     return replace(finding, impact=lowered, confidence=Confidence.INFERRED, evidence=(*finding.evidence, note))
 
 

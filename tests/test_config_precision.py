@@ -448,3 +448,15 @@ def test_acks_late_without_protection_is_the_early_ack_loss_narrowed():
     assert any("no task is registered" in e for e in fallback.evidence)
     bare.conf.update(task_reject_on_worker_lost=True)
     assert findings_of(by_id("CD102"), make_snapshot(bare)) == []
+
+
+def test_the_ranking_says_why_a_finding_has_its_impact():
+    from celery_doctor.ranking import rank
+
+    [early] = found("CD101", make_app())
+    [eager] = found("CD133", make_app(broker=AMQP, task_default_delivery_mode="transient", task_always_eager=True))
+    by_check = {r.finding.check: r.why for r in rank([early, eager])}
+    assert by_check["CD101"].startswith("impact low (Celery's default (at most once)")
+    assert by_check["CD133"].startswith("impact medium (conditional, task_always_eager=True")
+    [plain] = found("CD133", make_app(broker=AMQP, task_default_delivery_mode="transient"))
+    assert rank([plain])[0].why.startswith("impact high (broker: high in the impact table)")
