@@ -223,3 +223,28 @@ def test_imports_are_read_only_when_a_value_needs_them(tmp_path):
     config = collect_static_config(static)
     assert config.value("task_time_limit") == 600 and config.tasks["proj.tasks.work"].soft_time_limit == 540
     assert "proj.heavy" not in read
+
+
+def test_the_apps_task_class_gives_every_task_its_options(tmp_path):
+    _, config = static_config(tmp_path, {"proj.py": """
+        from celery import Celery, Task
+
+        class BaseTask(Task):
+            acks_late = True
+            time_limit = 120
+
+            def before_start(self, task_id, args, kwargs):
+                pass
+
+        app = Celery("proj", task_cls=BaseTask)
+
+        @app.task(time_limit=30)
+        def quick():
+            pass
+
+        @app.task
+        def slow():
+            pass
+    """})
+    assert config.tasks["proj.slow"].acks_late is True and config.tasks["proj.slow"].time_limit == 120
+    assert config.tasks["proj.quick"].time_limit == 30 and config.tasks["proj.quick"].acks_late is True

@@ -117,6 +117,20 @@ def test_watch_fixture_app(tmp_path):
 
 
 CLI_APPS = {
+    "task_cls": """
+        from celery import Celery, Task
+
+        class BaseTask(Task):
+            acks_late = True
+            time_limit = 7200
+
+        app = Celery("proj", broker="redis://127.0.0.1:6379/3", task_cls=BaseTask)
+        app.conf.worker_prefetch_multiplier = 4
+
+        @app.task
+        def slow():
+            pass
+    """,
     "periodic": """
         from celery import Celery
         from celery.schedules import crontab

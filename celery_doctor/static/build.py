@@ -17,7 +17,7 @@ from ..parts.source import SourceTree
 from .apps import FoundApp, Step, choose, find_apps, steps_of, task_calls
 from .modules import Binding, Lazy, Modules, module_name, parsed, settle, settled
 from .periodic import Periodic, periodic_calls
-from .tasks import register, stand_ins
+from .tasks import TASK_OPTIONS, register, stand_ins
 from .values import Evaluator, Namespace, Opaque, Unresolved
 
 # Celery() keywords that are settings (Celery sets them in the configuration); the others (loader, fixups,
@@ -94,6 +94,8 @@ class _Builder:
         for kw in call.keywords:
             if kw.arg == "config_source":
                 source = kw.value
+            elif kw.arg == "task_cls":
+                self._task_cls(kw, kwargs)
             elif kw.arg == "namespace":
                 ok, value, _ = self.evaluate(kw.value, "Celery(namespace=...)", kw.value.lineno)
                 kwargs["namespace"] = value if ok and isinstance(value, str) else None
@@ -105,6 +107,22 @@ class _Builder:
         if source is not None:
             self.config_from_object(Step("config_from_object", ast.Call(ast.Name("x"), [source], []), source.lineno))
         return app
+
+    def _task_cls(self, kw: ast.keyword, kwargs: dict) -> None:
+        """Celery(task_cls=ProjectTask): the class's task options (acks_late, time limits...) as class attributes of
+        a Task subclass of ours, which Celery makes the base of every task (its methods are not read)."""
+        from celery import Task
+
+        ok, value, _ = self.evaluate(kw.value, "Celery(task_cls=...)", kw.value.lineno)
+        if not ok:
+            return
+        if not isinstance(value, Namespace):
+            self.result.not_checked.append((f"Celery(task_cls=...) ({self.where(kw.value.lineno)})",
+                                            "not read statically: not a class of the source"))
+            return
+        attrs = {key: settle(v) for key, v in value.values.items() if key in TASK_OPTIONS}
+        attrs = {key: v for key, v in attrs.items() if not isinstance(v, (Unresolved, Opaque))}
+        kwargs["task_cls"] = type(value.label.split(" ")[-1], (Task,), attrs)
 
     def _app_keyword(self, kw: ast.keyword, kwargs: dict) -> None:
         from celery.app import defaults

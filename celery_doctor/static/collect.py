@@ -47,7 +47,7 @@ def with_env_notes(static: Optional[StaticConfig], findings: list) -> list:
 def describe(static: StaticConfig) -> str:
     """One line for the report's header: where the configuration was read, and what came from the environment."""
     app = static.found
-    text = f"config read statically: app {app.variable} ({app.path}:{app.line})"
+    text = f"config read statically, nothing imported: {app.variable} = Celery(...) at {app.path}:{app.line}"
     if static.origin and os.path.abspath(app.path) != static.origin:
         rel = os.path.relpath(static.origin)
         text += f", settings {static.origin if rel.startswith('..') else rel}"

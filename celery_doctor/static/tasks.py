@@ -92,6 +92,9 @@ def register(app: Any, tasks: list[StandIn]) -> dict[str, Location]:
         app.tasks.unregister(name)
     locations = {}
     for stand_in in tasks:
+        if stand_in.name in locations:
+            continue  # two functions under one name: the first is kept (as the first import would register it)
+
         def run(*args: Any, **kwargs: Any) -> None:
             return None
 
