@@ -63,9 +63,19 @@ class _Lines:
         return " ".join(lines[location.line - 1].split())
 
 
+def _subject(place: Finding) -> str:
+    """The subject without the line number a check may end it with (`file:proj/celery.py:6`): the line's code is
+    in the fingerprint, its number must not be."""
+    subject = scrub(place.subject)
+    where = place.location
+    if where is not None and where.line and subject.endswith(f":{where.line}"):
+        subject = subject[: -len(f":{where.line}")]
+    return subject
+
+
 def fingerprint(place: Finding, lines: _Lines) -> str:
     path = _path(place.location) if place.location else ""
-    key = "\0".join((place.check, scrub(place.subject), path, lines.code(place.location)))
+    key = "\0".join((place.check, _subject(place), path, lines.code(place.location)))
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
@@ -85,7 +95,7 @@ def baseline_document(report: Report) -> dict[str, Any]:
     for place in places(report):
         key = fingerprint(place, lines)
         counts[key] += 1
-        described.setdefault(key, {"check": place.check, "subject": scrub(place.subject),
+        described.setdefault(key, {"check": place.check, "subject": _subject(place),
                                    "path": _path(place.location) if place.location else None})
     entries = [{"fingerprint": key, **described[key], "count": counts[key]} for key in counts]
     entries.sort(key=lambda e: (e["check"], e["path"] or "", e["subject"], e["fingerprint"]))

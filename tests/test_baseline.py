@@ -148,3 +148,24 @@ def test_the_baseline_from_pyproject_and_bad_baselines(project):
         assert len(bad.stderr.strip().splitlines()) == 1
     missing = lint(project, "--baseline", "nowhere.json")
     assert missing.returncode == 2 and "cannot read baseline nowhere.json" in missing.stderr
+
+
+def test_a_line_number_in_the_subject_does_not_break_the_fingerprint(tmp_path, monkeypatch):
+    from celery_doctor.baseline import _Lines, fingerprint
+    from celery_doctor.model import Category, Confidence, Finding, Impact, Location
+
+    monkeypatch.chdir(tmp_path)
+
+    def place(line: int) -> Finding:  # a check that names the line in its subject (CD173: file:path:line)
+        return Finding(check="CD173", title="t", category=Category.SECURITY, impact=Impact.LOW,
+                       confidence=Confidence.CONFIGURED, subject=f"file:proj/celery.py:{line}", evidence=("e",),
+                       fix="f", location=Location("proj/celery.py", line))
+
+    (tmp_path / "proj").mkdir()
+    code = 'app = Celery("proj", broker="redis://:***@127.0.0.1:6379/7")\n'
+    (tmp_path / "proj/celery.py").write_text("from celery import Celery\n\n" + code)
+    before = fingerprint(place(3), _Lines())
+    (tmp_path / "proj/celery.py").write_text("from celery import Celery\n\n# moved\n\n" + code)
+    assert fingerprint(place(5), _Lines()) == before
+    (tmp_path / "proj/celery.py").write_text("from celery import Celery\n\n# moved\n\n" + code.replace("6379", "6380"))
+    assert fingerprint(place(5), _Lines()) != before
