@@ -190,9 +190,12 @@ def _unique(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _relevant_first(findings: tuple[RankedFinding, ...], task: Optional[str], queue: Optional[str]) -> tuple[RankedFinding, ...]:
-    def related(f: Finding) -> bool:
-        text = " ".join((f.subject, *f.evidence))
-        return bool((task and task in text) or (queue and f.subject == f"queue:{queue}"))
+    def related(row: Finding) -> bool:  # any place of the cause (one row may stand for several queues)
+        for f in row.places:
+            text = " ".join((f.subject, *f.evidence))
+            if (task and task in text) or (queue and f.subject == f"queue:{queue}"):
+                return True
+        return False
 
     ordered = sorted(findings, key=lambda r: (not related(r.finding), r.rank))
     return tuple(RankedFinding(i, r.score, r.why, r.finding) for i, r in enumerate(ordered, 1))

@@ -168,3 +168,13 @@ def test_a_declared_cause_groups_findings_whose_titles_differ():
 
     rows = group([replace(a, cause="drift"), replace(b, cause="drift")])
     assert len(rows) == 1 and rows[0].subjects == ("worker:a", "worker:b")
+
+
+def test_trace_puts_first_a_cause_whose_later_place_is_the_traced_queue():
+    from celery_doctor.trace import _relevant_first
+
+    rows = rank([finding("queue:a", 50), finding("queue:traced", 1), finding("setting:x", 900, check="CD999",
+                                                                           title="Something else")])
+    assert [r.finding.check for r in rows] == ["CD999", "CD206"]
+    ordered = _relevant_first(rows, None, "traced")
+    assert [r.finding.check for r in ordered] == ["CD206", "CD999"] and ordered[0].rank == 1
