@@ -138,16 +138,13 @@ def _register_replaced_broker(app: Any) -> None:
         pass
 
 
-def _config_part(app: Any, broker: BrokerTarget, static: Any, tree: Any) -> Part:
+def _config_part(app: Any, broker: BrokerTarget, static: Any) -> Part:
     try:
         if static is not None:
             from .static.collect import collect_static_config
 
             return Part.gathered(collect_static_config(static, broker))
-        if tree is not None:
-            return Part.unavailable("no Celery app found in the source (a module-level `app = Celery(...)`); "
-                                    "the broker's defaults were checked")
-        return Part.gathered(collect_config(app, broker))
+        return Part.gathered(collect_config(app, broker))  # an imported app, or --broker's with Celery's defaults
     except Exception as exc:  # noqa: BLE001 - a config value of the wrong type is a reason, not a traceback
         return Part.unavailable(scrub(f"reading the app's configuration failed: {type(exc).__name__}: {exc}"))
 
@@ -155,7 +152,7 @@ def _config_part(app: Any, broker: BrokerTarget, static: Any, tree: Any) -> Part
 def build_snapshot(options: RunOptions, deadline: Deadline, app: Any, broker: BrokerTarget,
                    static: Any = None, tree: Any = None) -> tuple[Snapshot, Optional[CollectContext]]:
     """`static` and `tree`: a static run's configuration and source (static_target), else the app is read."""
-    parts: dict[str, Part] = {"config": _config_part(app, broker, static, tree)}
+    parts: dict[str, Part] = {"config": _config_part(app, broker, static)}
     config = parts["config"].data
     roots = options.sources or default_source_roots(config.app_module_file if config else None, options.app)
     if tree is not None:

@@ -184,13 +184,15 @@ def test_lint_opens_no_network_connection(tmp_path):
     assert "GUARD-TRIPPED" in probe.stderr
 
 
-def test_broker_only_without_app():
-    result = run_cli("lint", "--broker", "amqp://guest:s3cr3tpw@127.0.0.1:5672//", "--format", "json")
+def test_broker_only_without_app(tmp_path):
+    # in a directory without a Celery app: the broker's defaults (with an app there, lint reads it statically)
+    result = run_cli("lint", "--broker", "amqp://guest:s3cr3tpw@127.0.0.1:5672//", "--format", "json", cwd=tmp_path)
     data = json.loads(result.stdout)
     assert data["target"]["broker"] == "amqp://guest:***@127.0.0.1:5672//"
     assert "CD130" in {f["check"] for f in data["findings"]}
     assert "s3cr3tpw" not in result.stdout + result.stderr
-    env_result = run_cli("lint", "--format", "json", env={"CELERY_BROKER_URL": "redis://:pw123456@127.0.0.1:6379/3"})
+    env_result = run_cli("lint", "--format", "json", env={"CELERY_BROKER_URL": "redis://:pw123456@127.0.0.1:6379/3"},
+                         cwd=tmp_path)
     assert json.loads(env_result.stdout)["target"]["broker"] == "redis://:***@127.0.0.1:6379/3"
 
 

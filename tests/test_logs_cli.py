@@ -78,7 +78,7 @@ def test_scan_ranks_log_evidence_with_the_live_state(tmp_path):
     assert data["timeline"] and data["inputs"].startswith(f"logs: {log}")
     text = run_cli("scan", "--broker", BROKER, "--logs", log, "--timeout", "5").stdout
     assert "Timeline (UTC, 2024-05-01; 2 events on celery@w1)" in text and ", logs:" in text.splitlines()[0]
-    lint = json.loads(run_cli("lint", "--broker", BROKER, "--format", "json").stdout)
+    lint = json.loads(run_cli("lint", "--broker", BROKER, "--format", "json", cwd=tmp_path).stdout)
     skipped = {c["id"]: c["reason"] for c in lint["checks"] if c["id"].startswith("CD6")}
     assert set(skipped.values()) == {"needs logs: lint reads no logs (scan --logs, or celery-doctor logs)"}
     assert not [n for n in lint["not_checked"] if n["part"].startswith("logs")] and lint["timeline"] == []
