@@ -427,3 +427,25 @@ def test_serve_counts_a_real_worker_answering_then_dead_after_sigkill(redis_db2)
         if served is not None:
             code, stderr, _ = served.stop(signal.SIGTERM)
             assert code == 0, stderr
+
+
+def test_openmetrics_labels_are_masked_escaped_and_bounded():
+    import dataclasses
+
+    from celery_doctor.masking import SECRETS
+    from celery_doctor.reporters.openmetrics import MAX_LABEL, format_openmetrics
+
+    report = run_lint_report()
+    SECRETS.add("Tr0ub4dor&3-hostile")
+    hostile = 'queue:"q" Tr0ub4dor&3-hostile\n# EOF\u202e\x1b[31m\\' + "x" * 500
+    first = report.findings[0]
+    report = dataclasses.replace(report, findings=(
+        dataclasses.replace(first, finding=dataclasses.replace(first.finding, subject=hostile)),))
+    text = format_openmetrics(report)
+    metrics = parse_metrics(text)  # still a valid exposition: the quote, newline and backslash are escaped
+    [subject] = [dict(k[1])["subject"] for k in metrics if k[0] == "celery_doctor_findings"]
+    assert len(subject) <= MAX_LABEL and subject.startswith('queue:"q"')
+    assert "\n" not in subject and "\u202e" not in subject and "\x1b" not in subject
+    assert "\\u202e" in subject and "\\x1b" in subject and 'queue:"q" ***' in subject
+    assert "Tr0ub4dor" not in text
+    assert [line for line in text.splitlines() if line.startswith("# EOF")] == ["# EOF"]  # the label's stays inside
