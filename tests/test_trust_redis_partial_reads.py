@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from tests.conftest import json_places
 from tests.test_trust_support import AclUser, canary, cli, delete_new_keys, redis_available, redis_client, uid
 
 pytestmark = [pytest.mark.redis, pytest.mark.skipif(not redis_available(), reason="no Redis on 127.0.0.1:6379")]
@@ -60,7 +61,7 @@ def test_acl_without_dangerous_commands_still_reads_queues_and_skips_only_server
         for server_check in ("CD201", "CD202", "CD203", "CD204"):
             status = _status(run, server_check)
             assert status["status"] == "skipped" and "INFO was not allowed" in status["reason"], status
-        backlog = [f for f in run.json()["findings"] if f["subject"] == f"queue:{queue}"]
+        backlog = [f for f in json_places(run.json()["findings"]) if f["subject"] == f"queue:{queue}"]
         assert backlog, "the queue the user may read was not read"
     finally:
         user.delete()
@@ -93,7 +94,7 @@ def test_a_priority_key_of_the_wrong_type_is_reported(db, tmp_path):
     run = cli("scan", "--broker", f"redis://127.0.0.1:6379/{DB}", "--format", "json", "--timeout", "10",
               "--fail-on", "never", cwd=tmp_path)
     assert run.code == 0 and not run.crash_logs, str(run)
-    found = [f for f in run.json()["findings"] if f["check"] == "CD218"]
+    found = [f for f in json_places(run.json()["findings"]) if f["check"] == "CD218"]
     assert found and found[0]["subject"] == f"queue:{queue}", run.stdout
     assert "WRONGTYPE" in " ".join(found[0]["evidence"])
     # ... and trace still searches the list keys around it

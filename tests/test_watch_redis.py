@@ -400,7 +400,7 @@ def test_a_prefork_worker_with_busy_children_keeps_heart_beating(incident):
     state, report = incident["state"], incident["report"]
     busy = state.worker(incident["busy"].nodename)
     assert busy.liveness.verdict == ALIVE and busy.active and busy.active >= 1
-    assert not [f for f in report.findings if f.finding.subject == f"worker:{incident['busy'].nodename}"]
+    assert not [p for f in report.findings for p in f.finding.places if p.subject == f"worker:{incident['busy'].nodename}"]
 
 
 def test_a_task_routed_to_a_queue_nobody_consumes(incident):
