@@ -449,3 +449,56 @@ def test_openmetrics_labels_are_masked_escaped_and_bounded():
     assert "\\u202e" in subject and "\\x1b" in subject and 'queue:"q" ***' in subject
     assert "Tr0ub4dor" not in text
     assert [line for line in text.splitlines() if line.startswith("# EOF")] == ["# EOF"]  # the label's stays inside
+
+
+def test_openmetrics_of_a_real_rabbitmq_queue_with_a_consumer_holding_a_message():
+    import base64
+    import time
+    import urllib.request
+    import uuid
+    from urllib.parse import quote
+
+    import pika
+
+    auth = "Basic " + base64.b64encode(b"guest:guest").decode()
+
+    def api(method: str, path: str, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request("http://127.0.0.1:15672/api" + path, data=data, method=method,
+                                         headers={"Authorization": auth, "content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            text = response.read()
+            return json.loads(text) if text else None
+
+    vhost = f"cd-om-{uuid.uuid4().hex[:8]}"
+    api("PUT", f"/vhosts/{quote(vhost, safe='')}", {})
+    api("PUT", f"/permissions/{quote(vhost, safe='')}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+    connection = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", 5672, vhost, pika.PlainCredentials("guest", "guest"), socket_timeout=5))
+    try:
+        channel = connection.channel()
+        channel.queue_declare("om-queue", durable=True)
+        for i in range(3):
+            channel.basic_publish("", "om-queue", json.dumps([i]).encode())
+        channel.basic_qos(prefetch_count=1)
+        channel.basic_consume("om-queue", lambda *args: None)  # holds one message, never acks
+        deadline = time.monotonic() + 30
+        while True:  # the management API's statistics lag by a few seconds
+            connection.process_data_events(time_limit=0.5)
+            stats = api("GET", f"/queues/{quote(vhost, safe='')}/om-queue")
+            if stats.get("messages_ready") == 2 and stats.get("messages_unacknowledged") == 1:
+                break
+            assert time.monotonic() < deadline, stats
+        result = run_cli("scan", "--broker", f"amqp://guest:guest@127.0.0.1:5672/{vhost}", "--format",
+                         "openmetrics", "--fail-on", "never", "--timeout", "10")
+        assert result.returncode == 0, result.stderr
+        metrics = parse_metrics(result.stdout)
+        queue = frozenset({("queue", "om-queue")})
+        assert metrics[("celery_doctor_queue_depth", queue)] == 2
+        assert metrics[("celery_doctor_queue_unacked", queue)] == 1
+        assert metrics[("celery_doctor_queue_consumers", queue)] == 1
+        assert metrics[("celery_doctor_part", frozenset({("part", "rabbitmq"), ("status", "gathered")}))] == 1
+        assert "guest:guest" not in result.stdout
+    finally:
+        connection.close()
+        api("DELETE", f"/vhosts/{quote(vhost, safe='')}")
