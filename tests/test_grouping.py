@@ -116,6 +116,53 @@ def test_text_markdown_and_sarif_show_one_row_and_every_place(project, report):
                                                                 if f["check"] == "CD141")}
 
 
+def routes_and_retries_project(root: Path, count: int = 20) -> Path:
+    """Another project where each problem repeats: routes to undeclared queues, sends to undeclared queues,
+    fixed-interval retries, add_periodic_task without expires."""
+    package = root / "proj2"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("")
+    code = ["from proj2.celery import app\n"]
+    for i in range(count):
+        code.append(f'''
+
+@app.task(bind=True, autoretry_for=(ConnectionError,), max_retries=5, retry_kwargs={{"countdown": 5}})
+def send_{i}(self):
+    work_{i}.apply_async((1,), queue="nowhere_{i}")
+
+
+@app.task
+def work_{i}(x):
+    return x
+''')
+    code.append("\n\n@app.on_after_configure.connect\ndef setup(sender, **kwargs):\n")
+    code += [f'    sender.add_periodic_task({30 + i}.0, work_{i}.s(1), name="periodic-{i}")\n' for i in range(count)]
+    (package / "tasks.py").write_text("".join(code))
+    routes = ", ".join(f'"proj2.tasks.work_{i}": {{"queue": "undeclared_{i}"}}' for i in range(count))
+    (package / "celery.py").write_text("\n".join([
+        "from celery import Celery",
+        "from kombu import Queue",
+        "",
+        'app = Celery("proj2", broker="redis://127.0.0.1:6379/7", include=["proj2.tasks"])',
+        'app.conf.task_queues = [Queue("celery")]',
+        f"app.conf.task_routes = {{{routes}}}",
+        "",
+    ]))
+    return root
+
+
+def test_routes_and_retries_repeated_twenty_times_are_one_row_each(tmp_path):
+    root = routes_and_retries_project(tmp_path)
+    result = run_cli("lint", "--app", "proj2.celery", "--format", "json", "--fail-on", "never", cwd=root)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    rows = data["findings"] + data["security"]
+    per_check = collections.Counter(row["check"] for row in rows)
+    assert {check: n for check, n in per_check.items() if n > 1} == {}, [(r["check"], r["title"]) for r in rows]
+    places = {row["check"]: len(row["occurrences"]) for row in rows}
+    assert {"CD120": 20, "CD170": 20, "CD522": 20, "CD540": 20}.items() <= places.items(), places
+
+
 # --------------------------------------------------------------------------------------------- units
 
 def finding(subject: str, at_risk=None, impact=Impact.HIGH, confidence=Confidence.OBSERVED, check="CD206",
