@@ -248,3 +248,30 @@ def test_the_apps_task_class_gives_every_task_its_options(tmp_path):
     """})
     assert config.tasks["proj.slow"].acks_late is True and config.tasks["proj.slow"].time_limit == 120
     assert config.tasks["proj.quick"].time_limit == 30 and config.tasks["proj.quick"].acks_late is True
+
+
+@pytest.mark.parametrize("configure", [
+    "import proj.settings as conf\napp.config_from_object(conf)",
+    "from proj import settings\napp.config_from_object(settings)",
+    "app.config_from_object('proj.settings:Production')",
+    "app.config_from_object('proj.settings.Production')",
+    "from proj.settings import Production\napp.config_from_object(Production)",
+])
+def test_config_from_object_forms(tmp_path, configure):
+    _, config = static_config(tmp_path, {
+        "proj/__init__.py": "",
+        "proj/settings.py": "task_time_limit = 300\n\nclass Production:\n    task_time_limit = 300\n",
+        "proj/celery.py": f"from celery import Celery\napp = Celery('proj')\n{configure}\n",
+    })
+    assert config.value("task_time_limit") == 300 and config.setting("task_time_limit").explicit
+    assert str(config.located("task_time_limit")).endswith(("proj/settings.py:1", "proj/settings.py:4"))
+
+
+def test_config_source_keyword_and_namespace(tmp_path):
+    _, config = static_config(tmp_path, {
+        "proj/__init__.py": "",
+        "proj/settings.py": "CELERY_TASK_TIME_LIMIT = 300\nTASK_TIME_LIMIT = 5\n",
+        "proj/celery.py": "from celery import Celery\napp = Celery('proj', config_source='proj.settings', "
+                          "namespace='CELERY')\n",
+    })
+    assert config.value("task_time_limit") == 300
