@@ -502,3 +502,46 @@ def test_openmetrics_of_a_real_rabbitmq_queue_with_a_consumer_holding_a_message(
     finally:
         connection.close()
         api("DELETE", f"/vhosts/{quote(vhost, safe='')}")
+
+
+def test_openmetrics_of_a_real_redis_worker_busy_in_an_acks_late_task(redis_db2, tmp_path):
+    import time
+    import uuid
+
+    from tests.workerproc import start_worker
+
+    module = f"cd_om_slow_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(
+        "import time\n"
+        "from celery import Celery\n"
+        f"app = Celery('{module}', broker='{REDIS_DB2}')\n"
+        "app.conf.task_acks_late = True\n"
+        "@app.task(name='om.slow')\n"
+        "def slow():\n"
+        "    time.sleep(60)\n")
+    worker = start_worker(module, cwd=tmp_path, broker=REDIS_DB2, queues=["cd_om_slow"])
+    try:
+        from celery import Celery
+
+        sender = Celery("om-sender", broker=REDIS_DB2, set_as_current=False)
+        for _ in range(3):
+            sender.send_task("om.slow", queue="cd_om_slow")
+        deadline = time.monotonic() + 20
+        # the solo pool runs the task in its only loop: one delivered (running, acks_late), two left queued
+        while not (redis_db2.hlen("unacked") == 1 and redis_db2.llen("cd_om_slow") == 2):
+            assert time.monotonic() < deadline, worker.tail()
+            time.sleep(0.2)
+        time.sleep(1.1)  # an age of at least a second
+        result = run_cli("scan", "--broker", REDIS_DB2, "--format", "openmetrics", "--fail-on", "never",
+                         "--timeout", "10")
+        assert result.returncode == 0, result.stderr
+        metrics = parse_metrics(result.stdout)
+        queue = frozenset({("queue", "cd_om_slow")})
+        assert metrics[("celery_doctor_queue_unacked", queue)] == 1
+        assert metrics[("celery_doctor_queue_depth", queue)] == 2
+        assert metrics[("celery_doctor_unacked", frozenset())] == 1
+        assert 1 <= metrics[("celery_doctor_unacked_oldest_age_seconds", frozenset())] < 60
+        # busy in its task, the solo worker cannot answer: connected and silent, as CD410 says
+        assert metrics[("celery_doctor_workers", frozenset({("state", "silent")}))] == 1
+    finally:
+        worker.kill()
