@@ -56,10 +56,10 @@ def test_lint_source_with_broker_only_gives_sarif_locations_and_honours_inline_i
         ("CD501", line_of(TASKS, "except Exception:", 1))]
     statuses = {c["id"]: c["status"] for c in data["checks"]}
     assert statuses["CD510"] == "passed" and statuses["CD501"] == "failed"
-    # no app (none given, none found in the source by the static reader since 0af0254): there are no registered
-    # names to compare with, and CD541 says so (this test expected "passed" before the static reader)
-    cd541 = next(c for c in data["checks"] if c["id"] == "CD541")
-    assert cd541["status"] == "skipped" and cd541["reason"].startswith("needs config"), cd541
+    # no app given and none in the source: --broker's app with Celery's defaults, which registers no task of the
+    # project, so there are no registered names to compare with (731ec7f restored this after 0af0254 had left the
+    # config part unavailable here)
+    assert statuses["CD541"] == "passed"
 
 
 def test_default_source_is_the_apps_package(tmp_path):
