@@ -117,6 +117,24 @@ def test_watch_fixture_app(tmp_path):
 
 
 CLI_APPS = {
+    "factory": """
+        import functools
+        from celery import Celery, shared_task
+
+        app = Celery("proj", broker="redis://127.0.0.1:6379/3")
+        app.conf.task_acks_late = True
+        app.conf.worker_prefetch_multiplier = 4
+        critical = app.task(acks_late=True, reject_on_worker_lost=True, time_limit=7200)
+        slow = functools.partial(shared_task, time_limit=3 * 3600)
+
+        @critical
+        def charge(order):
+            return order
+
+        @slow(name="reports.build")
+        def build():
+            return 0
+    """,
     "task_cls": """
         from celery import Celery, Task
 
