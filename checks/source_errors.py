@@ -131,8 +131,11 @@ SWALLOW_FIX = ("Catch only the exceptions the task can really handle. For the re
             "or base class wrapped around the task, that neither re-raises nor retries makes the task return "
             "normally. Celery records SUCCESS and acknowledges the message (celery/app/trace.py build_tracer: "
             "mark_as_done on a normal return; celery/worker/request.py Request.on_success acks an acks_late "
-            "message), so nothing retries it and no failure is reported. Celery's own `Retry`, `Reject` and `Ignore` subclass Exception, so such a handler also "
-            "swallows `self.retry()`.",
+            "message), so nothing retries it and no failure is reported. Celery's own `Retry`, `Reject` and "
+            "`Ignore` subclass Exception, so such a handler also swallows `self.retry()`. Not reported: a handler "
+            "that re-enqueues the work, does more than log (records the failure), only sets a fallback value the "
+            "task then uses, or returns the error as the result to a reader of it (a chord callback, a caller "
+            "waiting on `.get()`).",
         confirm="`celery-doctor lint --select CD501` lists the lines. Grep the worker logs for the handler's message "
                 "next to `succeeded in` for the same task id.",
         fix="Catch only the exceptions the task can handle; re-raise the rest (`raise`) or retry with a bound "
@@ -271,8 +274,10 @@ def _outside(body: list, handler: ast.ExceptHandler) -> list[ast.AST]:
         why="When the broker is unreachable, `apply_async`/`delay` retries under `task_publish_retry_policy` (about "
             "0.7 s by default) and then raises `kombu.exceptions.OperationalError` (celery/app/amqp.py "
             "send_task_message -> producer.publish(retry=..., retry_policy=...); kombu/connection.py "
-            "Connection.ensure re-raises once the retries are spent, as OperationalError). A surrounding `except Exception:` "
-            "that only logs (or passes) drops that task: it was never queued and nothing will send it again.",
+            "Connection.ensure re-raises once the retries are spent, as OperationalError). A surrounding "
+            "`except Exception:` that only logs (or passes) drops that task: it was never queued and nothing will "
+            "send it again. Not reported: a handler that tells the caller (returns an error response, "
+            "`messages.error(request, ...)`) or re-enqueues the work.",
         confirm="`celery-doctor lint --select CD502` lists the lines; grep producer logs for the handler's message "
                 "and `OperationalError`.",
         fix="Let the error propagate so the caller fails visibly (and its own retry logic runs), or on failure "

@@ -143,8 +143,8 @@ def named_calls(proj: Project):
                 "message has been ignored and discarded.` and the result stays PENDING (or FAILURE NotRegistered).",
         why="`send_task('name')` and `signature('name')` are not checked against the registry when sending: the "
             "message is published and the worker that receives it, not knowing the name, rejects and discards it "
-            "(celery/worker/consumer/consumer.py `Consumer.on_unknown_task`: `message.reject_log_error(...)`, requeue=False "
-            "in kombu/message.py, then the result is marked FAILURE NotRegistered; a rejected message without a "
+            "(celery/worker/consumer/consumer.py `Consumer.on_unknown_task`: `message.reject_log_error(...)`, "
+            "requeue=False in kombu/message.py, then the result is marked FAILURE NotRegistered; a rejected message without a "
             "dead-letter exchange is gone). A typo, a renamed task or an unimported module all end the same way.",
         confirm="`celery -A proj inspect registered` on the workers consuming the queue; grep worker logs for "
                 "`unregistered task`.",

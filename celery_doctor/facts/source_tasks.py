@@ -253,8 +253,8 @@ class _Discovery:
         options, origin = self.class_options(base_name, module, "base class {}") if base_name else ({}, {})
         options.update(given)
         origin.update(given_origin)
-        return Task(module, node, decorator, None, options, origin, self.task_name(module, node.name, options.get("name")),
-                    open_options)
+        name = self.task_name(module, node.name, options.get("name"))
+        return Task(module, node, decorator, None, options, origin, name, open_options)
 
     def class_options(self, name: str, module: Module, label: str) -> tuple[dict, dict]:
         """Attributes of a class and of its bases in the tree (the most derived wins), and where each comes from."""
