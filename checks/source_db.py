@@ -237,7 +237,9 @@ def _is_view(func: ast.AST) -> bool:
             "has `ATOMIC_REQUESTS: True`; Django reads it nowhere else) the writes are invisible to other "
             "connections until the outermost block commits. `.delay()` publishes at once (celery/app/task.py "
             "Task.apply_async -> app.send_task, with no regard for the transaction), so the worker can run "
-            "before the commit, or after a rollback of data that never existed.",
+            "before the commit, or after a rollback of data that never existed. Not reported: an atomic block on a "
+            "read replica (`using=` a replica), and tasks whose class (base= or the app's task_cls) overrides "
+            "apply_async/delay to publish through `transaction.on_commit`.",
         confirm="`celery-doctor lint --select CD511`; worker logs show `DoesNotExist` for ids created moments "
                 "before by a request.",
         fix="Publish on commit: `task.delay_on_commit(...)` (Celery 5.4+, on the Django task class) or "
