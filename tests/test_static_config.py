@@ -275,3 +275,31 @@ def test_config_source_keyword_and_namespace(tmp_path):
                           "namespace='CELERY')\n",
     })
     assert config.value("task_time_limit") == 300
+
+
+def test_django_settings_read_through_django_conf(tmp_path):
+    """`from django.conf import settings` stands for the settings module the source names by default (here in
+    manage.py); task options and conf values read from it."""
+    _, config = static_config(tmp_path, {
+        "manage.py": "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'site.settings')\n",
+        "site/__init__.py": "",
+        "site/settings.py": "REPORT_LIMIT = 45 * 60\nCELERY_TASK_ACKS_LATE = True\nlowercase = 1\n",
+        "site/celery.py": """
+            from celery import Celery
+            from django.conf import settings
+            app = Celery("site")
+            app.config_from_object("django.conf:settings", namespace="CELERY")
+            app.conf.task_soft_time_limit = settings.REPORT_LIMIT - 60
+        """,
+        "reports/__init__.py": "",
+        "reports/tasks.py": """
+            from celery import shared_task
+            from django.conf import settings
+
+            @shared_task(time_limit=settings.REPORT_LIMIT)
+            def build():
+                pass
+        """,
+    })
+    assert config.value("task_acks_late") is True and config.value("task_soft_time_limit") == 2640
+    assert config.tasks["reports.tasks.build"].time_limit == 2700

@@ -127,6 +127,18 @@ def _django_settings(module: ast.Module) -> Optional[str]:
     return None
 
 
+def django_settings_default(tree: Optional[SourceTree]) -> Optional[str]:
+    """The DJANGO_SETTINGS_MODULE some module of the source sets by default (manage.py, wsgi.py, celery.py)."""
+    from .modules import parsed
+
+    for listed in (tree.files if tree else ()):
+        source = parsed(tree, listed) if "DJANGO_SETTINGS_MODULE" in listed.text else None
+        found = _django_settings(source.tree) if source is not None else None
+        if found:
+            return found
+    return None
+
+
 def choose(apps: list[FoundApp]) -> tuple[Optional[FoundApp], list[FoundApp]]:
     """The app to lint and the others: the most configured one, then the shallowest path, then by name."""
     if not apps:

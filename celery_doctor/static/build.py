@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 from ..model import Location
 from ..parts.source import SourceTree
-from .apps import FoundApp, Step, choose, find_apps, steps_of, task_calls
-from .modules import Binding, Lazy, Modules, module_name, parsed, settle, settled
+from .apps import FoundApp, Step, choose, django_settings_default, find_apps, steps_of, task_calls
+from .modules import Binding, Lazy, Modules, module_name, namespace_attribute, parsed, settle, settled
 from .periodic import Periodic, periodic_calls
 from .tasks import TASK_OPTIONS, register, stand_ins
 from .values import Evaluator, Namespace, Opaque, Unresolved
@@ -66,8 +66,7 @@ class _Builder:
         return Location(self.found.path, line)
 
     def evaluate(self, node: ast.AST, what: str, line: int) -> tuple[bool, Any, dict]:
-        evaluate = Evaluator(self.names.value if self.names else _unknown,
-                             _attribute)
+        evaluate = Evaluator(self.names.value if self.names else _unknown, namespace_attribute)
         try:
             return True, evaluate(node), dict(evaluate.env)
         except Unresolved as exc:
@@ -172,7 +171,7 @@ class _Builder:
         if isinstance(target, ast.Constant) and isinstance(target.value, str):
             name = target.value
             if name.startswith("django.conf"):
-                name = os.environ.get("DJANGO_SETTINGS_MODULE") or self.found.django_settings or ""
+                name = self.modules.django_settings or ""
                 if not name:
                     self.result.not_checked.append((f"the Django settings ({self.where(line)})", "not read "
                                                     "statically: no DJANGO_SETTINGS_MODULE default in the source"))
@@ -301,21 +300,14 @@ def _unknown(name: str) -> Any:
     raise Unresolved(f"{name}: the app's module could not be read")
 
 
-def _attribute(value: Any, attr: str) -> Any:
-    if isinstance(value, Namespace):
-        found = settle(value.values.get(attr, Unresolved(f"{value.label} has no {attr}")))
-        if isinstance(found, Unresolved):
-            raise found
-        return found
-    raise Unresolved(f"the attribute {attr}")
-
-
 def read_static_config(tree: Optional[SourceTree], cwd: Optional[str] = None) -> Optional[StaticConfig]:
     """The Celery app of the source, configured statically (None when the source creates no app)."""
     found, others = choose(find_apps(tree))
     if found is None:
         return None
     modules = Modules(tree, os.path.abspath(cwd or os.getcwd()))
+    modules.django_settings = (os.environ.get("DJANGO_SETTINGS_MODULE") or found.django_settings
+                               or django_settings_default(tree))
     builder = _Builder(found, modules)
     app = builder.create()
     builder.run()

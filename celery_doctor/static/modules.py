@@ -122,6 +122,7 @@ class Modules:
             self.files.setdefault(module_name(source.path), source)
         self.loaded: dict[str, ModuleNames] = {}
         self.loading: set[str] = set()
+        self.django_settings: Optional[str] = None  # the module `from django.conf import settings` stands for
 
     def find(self, name: str) -> Optional[SourceFile]:
         found = self.files.get(name)
@@ -180,16 +181,7 @@ class _Reader:
         return self.names.value(name)
 
     def attribute(self, value: Any, attr: str) -> Any:
-        if isinstance(value, Namespace):
-            if attr not in value.values:
-                raise Unresolved(f"{value.label} has no {attr} at module level")
-            found = settle(value.values[attr])
-            if isinstance(found, Unresolved):
-                raise found
-            return found
-        if isinstance(value, Opaque):
-            raise Unresolved(f"{attr} of {value.what}")
-        raise Unresolved(f"the attribute {attr}")
+        return namespace_attribute(value, attr)
 
     def evaluator(self) -> Evaluator:
         return Evaluator(self.lookup, self.attribute)
@@ -272,6 +264,11 @@ class _Reader:
                 self.names.names[name] = Binding(Opaque(f"the module {name}"), stmt.lineno)
 
     def _imported(self, base: str, name: str, line: int) -> Binding:
+        if (base, name) == ("django.conf", "settings") and self.modules.django_settings:
+            found = self.modules.module(self.modules.django_settings)  # Django's settings object: its upper-case names
+            if found is not None:
+                return Binding(Namespace(f"the Django settings {found.name}", {
+                    k: v for k, v in found.as_namespace().values.items() if k.isupper()}, found.path), line)
         source = self.modules.module(base) if base != self.names.name else None
         if source is not None and name in source.names:
             return settled(source.names[name])
@@ -326,6 +323,20 @@ class _Reader:
         self.run(stmt.body)  # the path where nothing raises (e.g. `from .local import *` when it exists)
         self.run(stmt.orelse)
         self.run(stmt.finalbody)
+
+
+def namespace_attribute(value: Any, attr: str) -> Any:
+    """`value.attr` for a module, class or settings object of the project read here; else Unresolved."""
+    if isinstance(value, Namespace):
+        found = settle(value.values.get(attr, Unresolved(f"{value.label} has no {attr}")))
+        if isinstance(found, Opaque):
+            raise Unresolved(f"{attr} is {found.what}")
+        if isinstance(found, Unresolved):
+            raise found
+        return found
+    if isinstance(value, Opaque):
+        raise Unresolved(f"{attr} of {value.what}")
+    raise Unresolved(f"the attribute {attr}")
 
 
 def builtin(name: str, path: str) -> Any:

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from ..model import Location
 from ..pyast.project import project
-from .modules import Modules, module_name
+from .modules import Modules, module_name, namespace_attribute
 from .values import Evaluator, Unresolved, dotted
 
 # Decorator options that are plain attributes of the task class (Celery's _task_from_fun sets them as they are).
@@ -56,7 +56,7 @@ def stand_ins(tree, modules: Modules, skip_receivers: frozenset = frozenset()) -
             continue  # a Task class is registered only by app.register_task; another app's tasks are not ours
         where = Location(task.module.path, task.first_line)
         names = modules.module(module_name(task.module.path))
-        evaluate = Evaluator(names.value if names else _nothing)
+        evaluate = Evaluator(names.value if names else _nothing, namespace_attribute)
         options: dict = {}
         for key, node in task.options.items():
             if key not in TASK_OPTIONS and key != "name":
