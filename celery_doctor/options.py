@@ -206,7 +206,8 @@ OPTIONS: tuple[Option, ...] = (
            "as baselined and do not fail --fail-on.", REPORT_COMMANDS, key="baseline"),
     Option("write_baseline", ("--write-baseline",), str, None,
            "Write every finding of this run to FILE as a baseline (fingerprints that survive line moves; no "
-           "secrets), for --baseline.", REPORT_COMMANDS, key="write-baseline"),
+           "secrets), for --baseline; without --baseline, this run reports against it and passes.", REPORT_COMMANDS,
+           key="write-baseline"),
     Option("color", ("--color",), str, "auto",
            "Colour the text output: auto (only a terminal, and not when NO_COLOR is set), always or never "
            "(default {default}).", (*COMMANDS, "watch", "logs"), key="color", choices=("auto", "always", "never")),
