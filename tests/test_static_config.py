@@ -225,8 +225,9 @@ def test_imports_are_read_only_when_a_value_needs_them(tmp_path):
     assert "proj.heavy" not in read
 
 
-def test_the_apps_task_class_gives_every_task_its_options(tmp_path):
-    _, config = static_config(tmp_path, {"proj.py": """
+@pytest.mark.parametrize("task_cls", ["BaseTask", "'proj:BaseTask'"])
+def test_the_apps_task_class_gives_every_task_its_options(tmp_path, task_cls):
+    _, config = static_config(tmp_path, {"proj.py": f"""
         from celery import Celery, Task
 
         class BaseTask(Task):
@@ -236,7 +237,7 @@ def test_the_apps_task_class_gives_every_task_its_options(tmp_path):
             def before_start(self, task_id, args, kwargs):
                 pass
 
-        app = Celery("proj", task_cls=BaseTask)
+        app = Celery("proj", task_cls={task_cls})
 
         @app.task(time_limit=30)
         def quick():

@@ -115,6 +115,8 @@ class _Builder:
         ok, value, _ = self.evaluate(kw.value, "Celery(task_cls=...)", kw.value.lineno)
         if not ok:
             return
+        if isinstance(value, str):  # 'proj.tasks:BaseTask', as Celery's symbol_by_name reads it
+            value = self._module_or_attribute(value)
         if not isinstance(value, Namespace):
             self.result.not_checked.append((f"Celery(task_cls=...) ({self.where(kw.value.lineno)})",
                                             "not read statically: not a class of the source"))
