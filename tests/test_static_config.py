@@ -304,3 +304,16 @@ def test_django_settings_read_through_django_conf(tmp_path):
     })
     assert config.value("task_acks_late") is True and config.value("task_soft_time_limit") == 2640
     assert config.tasks["reports.tasks.build"].time_limit == 2700
+
+
+def test_conf_update_forms(tmp_path):
+    _, config = static_config(tmp_path, {"proj.py": """
+        from celery import Celery
+        BASE = {"task_time_limit": 300}
+        EXTRA = dict(task_soft_time_limit=240)
+        app = Celery("proj")
+        app.conf.update(**BASE)
+        app.conf.update(EXTRA, worker_prefetch_multiplier=1)
+    """})
+    assert (config.value("task_time_limit"), config.value("task_soft_time_limit"),
+            config.value("worker_prefetch_multiplier")) == (300, 240, 1)

@@ -231,7 +231,8 @@ class _Builder:
         call = step.node
         values: dict = {}
         items: list = []
-        for arg in call.args:
+        whole = [*call.args, *(kw.value for kw in call.keywords if kw.arg is None)]  # update(d), update(**d)
+        for arg in whole:
             if isinstance(arg, ast.Dict) and all(k is not None for k in arg.keys):
                 items += list(zip(arg.keys, arg.values))
             else:
@@ -240,6 +241,9 @@ class _Builder:
                     values.update(value)
                     for key in value:
                         self._note_key(key, step.line, env)
+                elif ok:
+                    self.result.not_checked.append((f"conf.update(...) ({self.where(step.line)})",
+                                                    f"not read statically: a {type(value).__name__}, not a dict"))
         items += [(ast.Constant(kw.arg, lineno=kw.value.lineno), kw.value) for kw in call.keywords if kw.arg]
         for key_node, value_node in items:
             ok, key, _ = self.evaluate(key_node, "a key of conf.update(...)", step.line)
