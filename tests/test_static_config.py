@@ -317,3 +317,15 @@ def test_conf_update_forms(tmp_path):
     """})
     assert (config.value("task_time_limit"), config.value("task_soft_time_limit"),
             config.value("worker_prefetch_multiplier")) == (300, 240, 1)
+
+
+def test_configuration_inside_a_function_is_named_not_guessed(tmp_path):
+    static, config = static_config(tmp_path, {"proj.py": """
+        from celery import Celery
+        app = Celery("proj")
+
+        def configure(production):
+            app.conf.task_acks_late = production
+    """})
+    assert config.value("task_acks_late") is False  # Celery's default: the function is not run
+    assert any("configure()" in what and "proj.py:5" in what for what, _ in static.not_checked)

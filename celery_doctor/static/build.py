@@ -287,6 +287,17 @@ class _Builder:
             self.result.setting_lines.setdefault(step.key, self.where(step.line))
 
 
+def _configured_in_functions(found: FoundApp) -> list:
+    """(what, why) for functions of the app's module that configure it: when (and whether) they run is not known."""
+    notes = []
+    for node in found.file.tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for step in steps_of(node.body, found.variable):
+                notes.append((f"app configured in function {node.name}() ({found.path}:{step.line})",
+                              "not read statically: whether and when the function runs is not known"))
+    return notes
+
+
 def _periodic(builder: _Builder, tasks: list) -> None:
     """Beat entries the app's configure/finalize handlers add with add_periodic_task (celery_doctor.static.periodic)."""
     calls = periodic_calls(builder.found)
@@ -332,6 +343,7 @@ def read_static_config(tree: Optional[SourceTree], cwd: Optional[str] = None) ->
                                    for call in task_calls(source.tree)]
     result.task_locations = register(app, tasks)
     _periodic(builder, tasks)
+    result.not_checked += _configured_in_functions(found)
     for other in others:
         result.not_checked.append((f"the Celery app {other.variable} ({other.path}:{other.line})",
                                    f"not linted: the source creates several apps, this run read {found.variable} "
