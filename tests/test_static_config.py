@@ -329,3 +329,12 @@ def test_configuration_inside_a_function_is_named_not_guessed(tmp_path):
     """})
     assert config.value("task_acks_late") is False  # Celery's default: the function is not run
     assert any("configure()" in what and "proj.py:5" in what for what, _ in static.not_checked)
+
+
+def test_configuration_in_another_module_is_named(tmp_path):
+    static, _ = static_config(tmp_path, {
+        "proj/__init__.py": "",
+        "proj/celery.py": "from celery import Celery\napp = Celery('proj')\n",
+        "proj/schedule.py": "from .celery import app\n\napp.conf.beat_schedule = {}\n",
+    })
+    assert any("proj/schedule.py:3" in what for what, _ in static.not_checked), static.not_checked
