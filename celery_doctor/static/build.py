@@ -15,6 +15,7 @@ from typing import Any, Optional
 from ..model import Location
 from ..parts.source import SourceTree
 from .apps import FoundApp, Step, choose, django_settings_default, find_apps, steps_of, task_calls
+from .elsewhere import configured_elsewhere, configured_in_functions
 from .modules import Binding, Lazy, Modules, module_name, namespace_attribute, parsed, settle, settled
 from .periodic import Periodic, periodic_calls
 from .tasks import TASK_OPTIONS, register, stand_ins
@@ -287,40 +288,6 @@ class _Builder:
             self.result.setting_lines.setdefault(step.key, self.where(step.line))
 
 
-def _configured_in_functions(found: FoundApp) -> list:
-    """(what, why) for functions of the app's module that configure it: when (and whether) they run is not known."""
-    notes = []
-    for node in found.file.tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            for step in steps_of(node.body, found.variable):
-                notes.append((f"app configured in function {node.name}() ({found.path}:{step.line})",
-                              "not read statically: whether and when the function runs is not known"))
-    return notes
-
-
-def _configured_elsewhere(found: FoundApp, tree: Optional[SourceTree], modules: Modules) -> list:
-    """(what, why) for other modules that import the app and configure it (`from proj.celery import app`, then
-    `app.conf.x = ...`): that happens only if and when the module is imported, which is not known here."""
-    home = module_name(found.path)
-    notes = []
-    for listed in (tree.files if tree else ()):
-        if listed.path == found.path or ".conf" not in listed.text or found.variable not in listed.text:
-            continue
-        source = parsed(tree, listed)
-        if source is None:
-            continue
-        name = module_name(source.path)
-        package = os.path.basename(source.path) == "__init__.py"
-        for stmt in source.tree.body:
-            if isinstance(stmt, ast.ImportFrom) and modules.absolute(name, package, stmt.level, stmt.module) == home:
-                for alias in stmt.names:
-                    if alias.name == found.variable:
-                        notes += [(f"app configured in {source.path}:{step.line}", "not read statically: the "
-                                   "module configures the app when it is imported, which is not known here")
-                                  for step in steps_of(source.tree.body, alias.asname or alias.name)]
-    return notes
-
-
 def _periodic(builder: _Builder, tasks: list) -> None:
     """Beat entries the app's configure/finalize handlers add with add_periodic_task (celery_doctor.static.periodic)."""
     calls = periodic_calls(builder.found)
@@ -366,8 +333,7 @@ def read_static_config(tree: Optional[SourceTree], cwd: Optional[str] = None) ->
                                    for call in task_calls(source.tree)]
     result.task_locations = register(app, tasks)
     _periodic(builder, tasks)
-    result.not_checked += _configured_in_functions(found)
-    result.not_checked += _configured_elsewhere(found, tree, modules)
+    result.not_checked += configured_in_functions(found) + configured_elsewhere(found, tree, modules)
     for other in others:
         result.not_checked.append((f"the Celery app {other.variable} ({other.path}:{other.line})",
                                    f"not linted: the source creates several apps, this run read {found.variable} "
