@@ -12,15 +12,39 @@ from .prefilter import defined_names
 FuncNode = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
+def all_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node under `tree`, in ast.walk's order (breadth first, fields in order), walked once and kept on the
+    tree object: the closure, the Project index and the project-wide call queries share it."""
+    cached = getattr(tree, "_celery_doctor_nodes", None)
+    if cached is not None:
+        return cached
+    node_type = ast.AST
+    nodes = [tree]
+    append = nodes.append
+    i = 0
+    while i < len(nodes):
+        node = nodes[i]
+        i += 1
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if isinstance(value, list):
+                for item in value:
+                    if isinstance(item, node_type):
+                        append(item)
+            elif isinstance(value, node_type):
+                append(value)
+    tree._celery_doctor_nodes = nodes
+    return nodes
+
+
 def index_module(tree: ast.Module) -> tuple[list[ast.AST], list[ast.AST]]:
-    """(imports, definitions) of a module, in ast.walk order; definitions are functions and classes. Walked once
-    per tree (the collector's closure and the Project both need it): kept on the tree object."""
+    """(imports, definitions) of a module, in ast.walk order; definitions are functions and classes."""
     cached = getattr(tree, "_celery_doctor_index", None)
     if cached is not None:
         return cached
     imports: list[ast.AST] = []
     defs: list[ast.AST] = []
-    for node in ast.walk(tree):
+    for node in all_nodes(tree):
         if isinstance(node, (*FuncNode, ast.ClassDef)):
             defs.append(node)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):

@@ -147,7 +147,7 @@ class Project:
         cached = self._scopes.get(module.path)
         if cached is None:
             cached = [Scope(None, module.tree.body, list(walk_scope(module.tree.body)))]
-            for node in ast.walk(module.tree):
+            for node in self.definitions(module):  # ast.walk order
                 if isinstance(node, FuncNode):
                     cached.append(Scope(node, node.body, list(walk_scope(node.body))))
             self._scopes[module.path] = cached
