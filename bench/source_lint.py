@@ -92,6 +92,7 @@ def comparable(report: dict) -> list:
 def export_revision(rev: str, dest: Path) -> str:
     """The code of `rev` in dest (git archive), importable with PYTHONPATH=dest; returns that path."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+    dest.mkdir(parents=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     (dest / "celery_doctor" / "checks").symlink_to(dest / "checks")  # as the editable install maps it
     return str(dest)
@@ -123,6 +124,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tree", help="lint this directory instead of building one")
     parser.add_argument("--baseline", help="also run git revision REV on the tree and compare the findings")
+    parser.add_argument("--baseline-runs", type=int, help="runs of the baseline (default --runs)")
     parser.add_argument("--compare", action="store_true", help="also run with every file parsed "
                         "(CELERY_DOCTOR_SOURCE_PREFILTER=0) and compare the findings: they must be identical")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -142,7 +144,8 @@ def main() -> None:
             _compare("every file parsed", unfiltered, report)
         if args.baseline:
             old = export_revision(args.baseline, temp / "baseline")
-            before = measure(f"revision {args.baseline}", tree, work, args.runs, lines, len(paths), old)
+            before = measure(f"revision {args.baseline}", tree, work, args.baseline_runs or args.runs, lines, len(paths),
+                             old)
             _compare(f"revision {args.baseline}", before, report)
     finally:
         if args.keep:

@@ -268,3 +268,21 @@ def test_a_coding_cookie_is_honoured(tmp_path):
     path.write_bytes(b"# -*- coding: latin-1 -*-\nfrom celery import shared_task\nname = '\xe9t\xe9'\n")
     source = read_source_file(str(path))
     assert source.error is None and "été" in source.text
+
+
+def test_the_syntax_check_of_deferred_files_in_worker_processes(tmp_path, monkeypatch):
+    from celery_doctor.collectors import source, syntax
+
+    monkeypatch.setattr(syntax, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(syntax, "_workers", lambda: 2)
+    files = {f"pkg/plain_{i}.py": f"def f{i}(x):\n    return x\n" for i in range(40)}
+    files["pkg/plain_7.py"] = "def f(:\n    pass\n"
+    files["pkg/nul_3.py"] = "x = 1\n"
+    write_tree(tmp_path, files)
+    (tmp_path / "pkg" / "nul_3.py").write_bytes(b"x = 1\x00\n")
+    tree = source.collect_source([str(tmp_path / "pkg")])
+    assert all(f.deferred for f in tree.files if f.error is None)
+    listed = dict(tree.not_checked())
+    assert len(listed) == 2
+    assert next(v for k, v in listed.items() if k.endswith("plain_7.py")).startswith("syntax error at line 1")
+    assert "null bytes" in next(v for k, v in listed.items() if k.endswith("nul_3.py"))

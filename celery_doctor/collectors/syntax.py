@@ -1,7 +1,7 @@
 """Syntax checks of the files the source collector does not parse (pyast.prefilter): a file Python could not
 read either (syntax newer than this Python, a null byte) is listed under Not checked, never skipped silently.
 
-On a large tree the files are parsed by worker processes (the other core), while the main process parses the
+On a large tree the files are parsed by worker processes (the other cores, at most two), while the main process parses the
 files the checks need and runs the checks; the workers send back only the errors (path, reason), never a tree.
 """
 from __future__ import annotations
@@ -38,10 +38,12 @@ def _errors(chunk: list[SourceFile]) -> list[tuple[str, str]]:
 
 
 def _workers() -> int:
+    """Processes for the syntax check: the cores this process may use, less the one it parses and checks on."""
     try:
-        return max(1, min(2, len(os.sched_getaffinity(0))))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, min(2, os.cpu_count() or 1))
+        cores = os.cpu_count() or 1
+    return max(0, min(2, cores - 1))
 
 
 def syntax_check(files: list[SourceFile]) -> Callable[[], list[tuple[str, str]]]:
@@ -50,7 +52,7 @@ def syntax_check(files: list[SourceFile]) -> Callable[[], list[tuple[str, str]]]
     if not files:
         return list
     size = sum(len(f.text) for f in files)
-    if size < PARALLEL_MIN_BYTES or _workers() < 2:
+    if size < PARALLEL_MIN_BYTES or _workers() < 1:
         errors = _errors(files)
         return lambda: errors
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
