@@ -192,6 +192,15 @@ def _not_checked(snapshot: Snapshot) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _rabbit_note(note: str) -> tuple[str, str]:
+    """A rabbitmq part's note as (what, why): 'rabbitmq queue listing: ...' names itself; the others are about the
+    management API's guessed address."""
+    what, sep, why = note.partition(": ")
+    if sep and what.startswith("rabbitmq "):
+        return what, why
+    return "rabbitmq management API (address guessed)", note
+
+
 def partly_checked(name: str, data: Any) -> list[tuple[str, str]]:
     """(what, why) for the pieces of a gathered live part that could not be read."""
     out: list[tuple[str, str]] = []
@@ -202,8 +211,7 @@ def partly_checked(name: str, data: Any) -> list[tuple[str, str]]:
                                                        "depths and consumer counts of the app's queues)"))
             if getattr(data, "amqp_error", None):
                 out.append(("rabbitmq AMQP", str(data.amqp_error)))
-            out.extend(("rabbitmq management API (address guessed)", str(note))
-                       for note in (getattr(data, "notes", None) or ()))
+            out.extend(_rabbit_note(str(note)) for note in (getattr(data, "notes", None) or ()))
         elif name == "redis":
             out.extend(("redis (partly read)", str(note)) for note in (getattr(data, "notes", None) or ()))
         elif name == "logs":

@@ -257,10 +257,13 @@ class _Collector:
     def read_api(self, api: ManagementClient, amqp_cluster: Optional[str] = None) -> None:
         self._read_overview(api, amqp_cluster)  # the first call: if it fails, the API is unreachable
         self._read_vhost(api)
-        items, total, truncated = api.queues()  # required too
+        listing = api.queues()  # required too
+        items, truncated = listing.items, listing.truncated
         self.api_reachable = True
-        self.queue_count = total
+        self.queue_count = listing.total
         self.queues_truncated = truncated
+        if listing.note:
+            self.notes.append(f"rabbitmq queue listing: {listing.note}")
         # Policies first: queue settings name the policy they come from.
         self.policies = self._optional(POLICIES, lambda: [_policy(p, False) for p in api.policies()])
         self.operator_policies = self._optional(OPERATOR_POLICIES,
@@ -268,11 +271,14 @@ class _Collector:
         definitions = {p.name: p.definition for p in self.policies}
         definitions.update({f"operator:{p.name}": p.definition for p in self.operator_policies})
         self._read_queues(api, items, truncated, definitions)
-        exchanges = self._optional(EXCHANGES, lambda: api.exchanges()[0])
-        for item in exchanges:
+        exchanges = self._optional(EXCHANGES, lambda: [api.exchanges()])
+        for item in exchanges[0].items if exchanges else ():
             exchange = _exchange_from_api(item)
             self.exchanges[exchange.name] = exchange
-        if EXCHANGES not in self.missing:
+        if exchanges and exchanges[0].truncated:
+            # An app exchange beyond what was listed is not known to be missing.
+            self.missing[EXCHANGES] = f"exchange listing {exchanges[0].note}"
+        elif EXCHANGES not in self.missing:
             self.missing_exchanges = [n for n in self.app_exchanges if n not in self.exchanges]
         self.bindings = self._optional(BINDINGS, lambda: [_binding(b) for b in api.bindings()])
         self.nodes = self._optional(NODES, lambda: [_node(n) for n in api.nodes()])
