@@ -125,6 +125,14 @@ CROSS_FILE = {
         def unrelated(values):
             return sorted(values)
         """,
+    "proj/shapes.py": """
+        class Model:
+            pass
+
+
+        def describe(thing: Model) -> str:
+            return "Base"
+        """,
 }
 
 
@@ -160,7 +168,9 @@ def test_prefilter_changes_no_finding_on_a_cross_file_project(tmp_path, monkeypa
     deferred = {f.path for f in tree.files if f.deferred}
     # plain files stay unparsed; files the tasks reach only by name are parsed by the closure or on demand
     assert "proj/plain.py" in deferred and "proj/services.py" in deferred and "proj/limits.py" in deferred
-    assert {"proj/jobs.py", "proj/mid.py", "proj/cleanup.py", "proj/orders.py"}.isdisjoint(deferred)
+    assert "proj/shapes.py" in deferred  # model base names, but no class on them: checked in a worker, not parsed
+    assert {"proj/jobs.py", "proj/mid.py", "proj/cleanup.py", "proj/orders.py", "proj/models_base.py"}.isdisjoint(
+        deferred)
     checks = {json.loads(f)[0] for f in everything}
     located = {(json.loads(f)[0], json.loads(f)[1]) for f in everything}
     # the findings that need another file: the factory's options, the class task, the model instance
@@ -276,12 +286,14 @@ def test_the_syntax_check_of_deferred_files_in_worker_processes(tmp_path, monkey
     monkeypatch.setattr(syntax, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(syntax, "_workers", lambda: 2)
     files = {f"pkg/plain_{i}.py": f"def f{i}(x):\n    return x\n" for i in range(40)}
+    files["pkg/orm.py"] = "from db import Base\n\n\nclass Row(Base):\n    pass\n"
+    files["pkg/mention.py"] = "Base = None\n"
     files["pkg/plain_7.py"] = "def f(:\n    pass\n"
     files["pkg/nul_3.py"] = "x = 1\n"
     write_tree(tmp_path, files)
     (tmp_path / "pkg" / "nul_3.py").write_bytes(b"x = 1\x00\n")
     tree = source.collect_source([str(tmp_path / "pkg")])
-    assert all(f.deferred for f in tree.files if f.error is None)
+    assert [f.path.endswith("orm.py") for f in tree.files if not f.deferred and f.error is None] == [True]
     listed = dict(tree.not_checked())
     assert len(listed) == 2
     assert next(v for k, v in listed.items() if k.endswith("plain_7.py")).startswith("syntax error at line 1")

@@ -8,8 +8,8 @@ from typing import Iterable, Iterator, Optional
 
 from ..parts.source import SourceFile, SourceTree, parse_source, suppressions
 from ..pyast.closure import close_over_names
-from ..pyast.prefilter import might_matter
-from .syntax import syntax_check
+from ..pyast.prefilter import relevance
+from .syntax import SyntaxCheck
 
 SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "env", ".tox", ".nox", "node_modules", "__pycache__",
              "site-packages", "build", "dist", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".eggs"}
@@ -72,14 +72,14 @@ def read_source_file(path: str) -> SourceFile:
     return parse_source(display, text)
 
 
-def _source_file(path: str, prefilter: bool) -> SourceFile:
-    """One file of a tree: parsed when a check may need it (pyast.prefilter), else kept as deferred text."""
+def _source_file(path: str, prefilter: bool) -> tuple[SourceFile, Optional[str]]:
+    """One file of a tree as deferred text, and how much it matters (pyast.prefilter.relevance: "core" files are
+    parsed, "model" files if they define a model class); without the prefilter every file is "core"."""
     display, data, text, error = _read(path)
     if text is None:
-        return SourceFile(display, "", None, error)
-    if not prefilter or might_matter(data):
-        return parse_source(display, text)
-    return SourceFile(display, text, None, None, suppressions(text), deferred=True)
+        return SourceFile(display, "", None, error), None
+    return SourceFile(display, text, None, None, suppressions(text), deferred=True), \
+        relevance(data) if prefilter else "core"
 
 
 def collect_source(roots: Iterable[str], prefilter: Optional[bool] = None) -> SourceTree:
@@ -91,7 +91,8 @@ def collect_source(roots: Iterable[str], prefilter: Optional[bool] = None) -> So
         prefilter = os.environ.get("CELERY_DOCTOR_SOURCE_PREFILTER", "1") != "0"
     roots = tuple(os.path.abspath(r) for r in roots)
     seen: set[str] = set()
-    files = []
+    files: list[SourceFile] = []
+    kinds: list[Optional[str]] = []
     truncated = False
     for root in roots:
         for path in _iter_python_files(root):
@@ -102,12 +103,17 @@ def collect_source(roots: Iterable[str], prefilter: Optional[bool] = None) -> So
             if len(files) >= MAX_FILES:
                 truncated = True
                 break
-            files.append(_source_file(path, prefilter))
-    pending = syntax_check([f for f in files if f.deferred])
-    files = close_over_names(files)
+            source, kind = _source_file(path, prefilter)
+            files.append(source)
+            kinds.append(kind)
+    check = SyntaxCheck([f for f, k in zip(files, kinds) if f.deferred and k != "core"],
+                        {f.path for f, k in zip(files, kinds) if k == "model"})
+    files = [parse_source(f.path, f.text) if k == "core" else f for f, k in zip(files, kinds)]
+    models = check.models()
+    files = close_over_names([parse_source(f.path, f.text) if f.deferred and f.path in models else f for f in files])
     tree = SourceTree(tuple(_display_path(r) for r in roots), tuple(files), truncated,
                       f"more than {MAX_FILES} Python files; the first {MAX_FILES} were read" if truncated else None)
-    tree.later(pending)
+    tree.later(check.errors)
     return tree
 
 

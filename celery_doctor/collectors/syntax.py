@@ -1,40 +1,45 @@
 """Syntax checks of the files the source collector does not parse (pyast.prefilter): a file Python could not
 read either (syntax newer than this Python, a null byte) is listed under Not checked, never skipped silently.
+The same pass tells which files holding only ORM model base names define a model class (those are parsed).
 
-On a large tree the files are parsed by worker processes (the other cores, at most two), while the main process parses the
-files the checks need and runs the checks; the workers send back only the errors (path, reason), never a tree.
+On a large tree the files are parsed by worker processes (the other cores, at most two), while the main process
+parses the files the checks need and runs the checks; the workers send back only paths and reasons, never a
+tree.
 """
 from __future__ import annotations
 
 import ast
 import multiprocessing
 import os
-from typing import Callable, Optional
+from typing import Optional
 
 from ..parts.source import SourceFile
+from ..pyast.closure import defines_model
 
 PARALLEL_MIN_BYTES = 2 * 1024 * 1024  # below this, parsing in this process costs less than starting workers
 CHUNK_FILES = 16
 
 
-def parse_error(source: SourceFile) -> Optional[str]:
-    """Why the text does not parse (as parts.source.parse_source words it), or None."""
+def parse_error(source: SourceFile) -> tuple[Optional[str], Optional[ast.Module]]:
+    """(why the text does not parse, as parts.source.parse_source words it, or None; the tree)."""
     try:
-        ast.parse(source.text, filename=source.path)
+        return None, ast.parse(source.text, filename=source.path)
     except SyntaxError as exc:
-        return f"syntax error at line {exc.lineno}: {exc.msg}"
+        return f"syntax error at line {exc.lineno}: {exc.msg}", None
     except ValueError as exc:
-        return f"not parseable: {exc}"
-    return None
+        return f"not parseable: {exc}", None
 
 
-def _errors(chunk: list[SourceFile]) -> list[tuple[str, str]]:
-    out = []
-    for source in chunk:
-        error = parse_error(source)
+def _check(chunk: list[tuple[SourceFile, bool]]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(errors, paths of the files asked about that define a model class) for a chunk of (file, ask)."""
+    errors, models = [], []
+    for source, ask in chunk:
+        error, tree = parse_error(source)
         if error:
-            out.append((source.path, error))
-    return out
+            errors.append((source.path, error))
+        elif ask and defines_model(tree):
+            models.append(source.path)
+    return errors, models
 
 
 def _workers() -> int:
@@ -46,28 +51,42 @@ def _workers() -> int:
     return max(0, min(2, cores - 1))
 
 
-def syntax_check(files: list[SourceFile]) -> Callable[[], list[tuple[str, str]]]:
-    """Start checking the files; returns a function that waits for the result: (path, reason) of those that do
-    not parse."""
-    if not files:
-        return list
-    size = sum(len(f.text) for f in files)
-    if size < PARALLEL_MIN_BYTES or _workers() < 1:
-        errors = _errors(files)
-        return lambda: errors
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = multiprocessing.get_context(method).Pool(_workers())
-    chunks = [files[i:i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
-    result = pool.map_async(_errors, chunks)
-    pool.close()
-    done: list = []
+def _chunks(items: list) -> list[list]:
+    return [items[i:i + CHUNK_FILES] for i in range(0, len(items), CHUNK_FILES)]
 
-    def wait() -> list[tuple[str, str]]:
-        if not done:
+
+class SyntaxCheck:
+    """The check of the deferred files, started at once: `models()` waits for the model answers only, `errors()`
+    for everything."""
+
+    def __init__(self, files: list[SourceFile], ask: set[str]):
+        items = [(f, f.path in ask) for f in files]
+        first = [item for item in items if item[1]]
+        rest = [item for item in items if not item[1]]
+        self._pool = None
+        if sum(len(f.text) for f in files) < PARALLEL_MIN_BYTES or _workers() < 1:
+            self._done = [_check(first), _check(rest)]
+            return
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        self._pool = multiprocessing.get_context(method).Pool(_workers())
+        self._pending = [self._pool.map_async(_check, _chunks(first)), self._pool.map_async(_check, _chunks(rest))]
+        self._pool.close()
+        self._done = [None, None]
+
+    def _part(self, index: int) -> tuple[list, list]:
+        if self._done[index] is None:
             try:
-                done.append([error for chunk in result.get() for error in chunk])
-            finally:
-                pool.join()
-        return done[0]
+                results = self._pending[index].get()
+            except BaseException:
+                self._pool.terminate()
+                raise
+            self._done[index] = ([e for r in results for e in r[0]], [m for r in results for m in r[1]])
+            if all(d is not None for d in self._done):
+                self._pool.join()
+        return self._done[index]
 
-    return wait
+    def models(self) -> set[str]:
+        return set(self._part(0)[1])
+
+    def errors(self) -> list[tuple[str, str]]:
+        return self._part(0)[0] + self._part(1)[0]

@@ -52,6 +52,12 @@ def _factory_names(source: SourceFile) -> set[str]:
     return found
 
 
+def defines_model(tree: ast.Module) -> bool:
+    """A class on an ORM model base (by the last part of its name: checks/source_orm.py Orm._is_model, without
+    following the project's own classes) or with __tablename__ in its body: the file must be parsed."""
+    return any(table or words & MODEL_BASES for _, words, table in _classes(tree))
+
+
 def _wanted(factories: set[str], classes: list[tuple[str, frozenset, bool]]) -> set[str]:
     """Factory names and the classes deriving (by name, through the classes seen) from a task or model base."""
     wanted = set(factories)

@@ -27,8 +27,10 @@ compares the findings with and without this filter):
 - broker and backend URLs with a password in a string literal (static/secrets.py: masked in every output, and
   reported): a scheme it knows, `://`, `user:password@`.
 - ORM models (source_orm's model index reads every class of the tree): `__tablename__`, or one of the model
-  base names as a word (Model, Base, DeclarativeBase, AbstractUser, AbstractBaseUser, PermissionsMixin);
-  models deriving from the project's own models are followed by name.
+  base names as a word (Model, Base, DeclarativeBase, AbstractUser, AbstractBaseUser, PermissionsMixin). Such a
+  file (when nothing else in it matters) is parsed only if it defines a class on one of these bases or with
+  `__tablename__` (decided in a worker process, collectors.syntax); models deriving from the project's own
+  models are followed by name (closure).
 
 Closure (collectors.source): after the passing files are parsed, the names of the decorator factories and of
 the classes that may be task classes or models are collected; an unparsed file whose class bases or decorators
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Optional
 
 # Plain substrings: a bytes `in` test each (fast).
 SUBSTRINGS = (
@@ -48,7 +51,7 @@ SUBSTRINGS = (
     b"ATOMIC_REQUESTS", b"register_after_fork", b"register_at_fork", b"__json__", b"register_type(",
     b"task_serializer", b"TASK_SERIALIZER", b"CELERY_SERIALIZER", b"autodiscover_tasks", b"worker_process_init",
     b"task_prerun", b"task_postrun", b"revoke", b"terminate(", b"scoped_session", b"create_engine",
-    b"create_async_engine", b"engine_from_config", b"MongoClient", b"MotorClient", b"__tablename__",
+    b"create_async_engine", b"engine_from_config", b"MongoClient", b"MotorClient",
 )
 # Words: a substring test first, then the regex (each starts with a literal, so the regex engine scans fast).
 WORDS = (
@@ -73,19 +76,26 @@ def _lock_release(data: bytes) -> bool:
     return acquires and (b"delete" in data or b"unlink" in data) and b"finally" in data
 
 
+def relevance(data: bytes) -> Optional[str]:
+    """"core" when a check may need the file parsed, "model" when only ORM model base names are in it (it is
+    parsed only if it defines a class on such a base, or with __tablename__: collectors.syntax finds out in a
+    worker process), None when nothing in it matters (see the module docstring)."""
+    if any(token in data for token in SUBSTRINGS):
+        return "core"
+    if any(literal in data and rx.search(data) for literal, rx in WORDS):
+        return "core"
+    if b"connect" in data and any(driver in data for driver in DRIVERS):
+        return "core"
+    if _lock_release(data) or (b"://" in data and _SECRET_URL.search(data)):
+        return "core"
+    if b"__tablename__" in data or (any(w in data for w in MODEL_WORDS) and _MODEL_RE.search(data)):
+        return "model"
+    return None
+
+
 def might_matter(data: bytes) -> bool:
     """True when a check may need this file parsed (see the module docstring for why the others cannot)."""
-    if any(token in data for token in SUBSTRINGS):
-        return True
-    if any(literal in data and rx.search(data) for literal, rx in WORDS):
-        return True
-    if b"connect" in data and any(driver in data for driver in DRIVERS):
-        return True
-    if _lock_release(data):
-        return True
-    if b"://" in data and _SECRET_URL.search(data):
-        return True
-    return any(w in data for w in MODEL_WORDS) and _MODEL_RE.search(data) is not None
+    return relevance(data) is not None
 
 
 # ----- names an unparsed file refers to, for the closure and the on-demand lookups (supersets: a match is
