@@ -125,6 +125,10 @@ CROSS_FILE = {
         def unrelated(values):
             return sorted(values)
         """,
+    "proj/routing.py": """
+        def to_reports(sig):
+            return sig.set(queue="reports")
+        """,
     "proj/shapes.py": """
         class Model:
             pass
@@ -138,6 +142,7 @@ CROSS_FILE = {
 
 def _findings(source_dir: Path, prefilter: bool) -> tuple[list, object]:
     from celery import Celery
+    from kombu import Queue
 
     from celery_doctor.collectors.config import collect_config
     from celery_doctor.collectors.source import collect_source
@@ -146,6 +151,7 @@ def _findings(source_dir: Path, prefilter: bool) -> tuple[list, object]:
     from celery_doctor.runner import run_checks
 
     app = Celery("scale", broker="redis://127.0.0.1:6379/0", set_as_current=False)
+    app.conf.task_queues = [Queue("celery")]
     config = collect_config(app)
     tree = collect_source([str(source_dir)], prefilter=prefilter)
     snapshot = Snapshot(target=Target(app="scale", broker=config.broker_url, transport=config.transport),
@@ -177,6 +183,7 @@ def test_prefilter_changes_no_finding_on_a_cross_file_project(tmp_path, monkeypa
     assert ("CD520", "proj/jobs.py") in located and ("CD501", "proj/jobs.py") in located
     assert ("CD501", "proj/cleanup.py") in located
     assert "CD514" in checks and "CD512" in checks
+    assert ("CD170", "proj/routing.py") in located  # a queue named in a file with nothing else of Celery
 
 
 @pytest.mark.parametrize("subdir", ["examples", "celery_doctor", "tests"])

@@ -16,6 +16,8 @@ compares the findings with and without this filter):
   `send_task`, `signature(`, `Signature`, `subtask`, `.s(`, `.si(`.
 - literal delays, naive ETAs and expiries (calls.literal_delays, config_misc): `countdown`, and `eta=` and
   `expires=` (they are read only as keyword arguments of a call; whitespace may stand before the `=`).
+- a queue named at a call (config_static CD170: `queue=` keyword, or an options dict with a "queue" key):
+  `queue=` or a quoted "queue".
 - global facts read anywhere in the tree: `ATOMIC_REQUESTS`, `register_after_fork`, `register_at_fork`,
   `__json__`, `register_type(`, serializer settings, `Celery` (word), `autodiscover_tasks`, signal names
   (worker_process_init, task_prerun, task_postrun), `revoke`, `terminate(`, `scoped_session`.
@@ -61,6 +63,7 @@ WORDS = (
     (b"eta", re.compile(rb"(?<![\w\x80-\xff])eta[\s\\]*=(?!=)")),  # only ever read as a keyword argument
     (b"expires", re.compile(rb"(?<![\w\x80-\xff])expires[\s\\]*=(?!=)")),
     (b"Celery", re.compile(rb"(?<![\w\x80-\xff])Celery\b")),
+    (b"queue", re.compile(rb"(?<![\w\x80-\xff])queue[\s\\]*=(?!=)|['\"]queue['\"]")),
 )
 MODEL_WORDS = (b"Model", b"Base", b"DeclarativeBase", b"AbstractUser", b"AbstractBaseUser", b"PermissionsMixin")
 MODEL_BASES = {w.decode() for w in MODEL_WORDS} | {"Task"}
