@@ -337,3 +337,21 @@ def test_a_value_from_the_environment_may_differ_and_is_said(tmp_path):
     early = [r.finding for r in report.findings if r.finding.check == "CD101"]
     assert early and any("comes from the environment ($CDSTATIC_ACKS)" in e for e in early[0].evidence)
     assert ("CD101", "setting:task_acks_late") not in imported
+
+
+def test_task_names_that_are_not_identifiers(tmp_path):
+    """`name="export-products"`: Celery compiles a stub from the function's name, so a stand-in named after the
+    task would not compile (a SyntaxError stopped the static lint on saleor). Both modes agree, without warnings."""
+    module = f"cdstatic_names_{uid()}"
+    (tmp_path / f"{module}.py").write_text(
+        f"from celery import Celery\napp = Celery(__name__, broker={REDIS!r})\n"
+        "app.conf.beat_schedule = {'export': {'task': 'export-products', 'schedule': 60.0}}\n\n"
+        "@app.task(name='export-products', queue='bulk')\ndef export_products():\n    pass\n\n"
+        "@app.task(name='a.b-c.class')\ndef weird():\n    pass\n")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the stand-in's queue= would warn (deprecated task attribute)
+        imported, static, _ = both_modes(tmp_path, module)
+    assert ("CD141", "beat:export") in static
+    assert_same(imported, static)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ast
 import builtins
+import keyword
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -98,12 +101,17 @@ def register(app: Any, tasks: list[StandIn]) -> dict[str, Location]:
         def run(*args: Any, **kwargs: Any) -> None:
             return None
 
-        short = stand_in.name.rsplit(".", 1)[-1]
-        run.__name__ = run.__qualname__ = short
+        # Celery compiles a signature stub from the function's name (utils.functional.head_from_fun): it must be an
+        # identifier, whatever the task's name (`name="export-products"`); the name itself is given explicitly.
+        short = re.sub(r"\W", "_", stand_in.name.rsplit(".", 1)[-1]) or "task"
+        run.__name__ = run.__qualname__ = short if short.isidentifier() and not keyword.iskeyword(short) else f"_{short}"
         run.__module__ = stand_in.name.rsplit(".", 1)[0] if "." in stand_in.name else "__main__"
-        try:
-            app.task(name=stand_in.name, shared=False, lazy=False, **stand_in.options)(run)
-        except Exception:  # noqa: BLE001 - an option Celery refuses: the task without its options
-            app.task(name=stand_in.name, shared=False, lazy=False)(run)
+        with warnings.catch_warnings():
+            # `queue=` on a task warns (deprecated in 5.x): the project's own decorator would warn, not our stand-in
+            warnings.simplefilter("ignore")
+            try:
+                app.task(name=stand_in.name, shared=False, lazy=False, **stand_in.options)(run)
+            except Exception:  # noqa: BLE001 - an option Celery refuses: the task without its options
+                app.task(name=stand_in.name, shared=False, lazy=False)(run)
         locations.setdefault(stand_in.name, stand_in.location)
     return locations
