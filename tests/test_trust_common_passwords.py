@@ -91,9 +91,14 @@ def test_word_passwords_leave_names_alone_and_never_stay_in_a_credential_positio
 
 def test_lint_with_a_word_password_reports_the_same_as_with_a_random_one(tmp_path):
     """amqp://celery:celery@host//: fixes and names mentioning `celery` are not blanked out."""
-    word = cli("lint", "--broker", "amqp://celery:celery@127.0.0.1:5672//", "--format", "json", "-v", cwd=tmp_path)
+    # --fail-on low: a bare app's findings are low advice now (it exits 0 by default); exit 1 says they were found.
+    # The project revokes tasks (lint reads the current directory's source), so CD147 and its fix
+    # (`--statedb=/var/run/celery/%n.state`) are reported: a fix that names the word.
+    (tmp_path / "ops.py").write_text("def cancel(app, task_id):\n    app.control.revoke(task_id)\n")
+    word = cli("lint", "--broker", "amqp://celery:celery@127.0.0.1:5672//", "--format", "json", "-v",
+               "--fail-on", "low", cwd=tmp_path)
     random = cli("lint", "--broker", f"amqp://celery:{canary('L')}@127.0.0.1:5672//", "--format", "json",
-                 cwd=tmp_path)
+                 "--fail-on", "low", cwd=tmp_path)
     assert word.code == random.code == 1 and not word.crash_logs, str(word)
     a, b = word.json(), random.json()
     assert a["target"]["broker"] == b["target"]["broker"] == "amqp://celery:***@127.0.0.1:5672//"

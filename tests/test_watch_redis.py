@@ -118,7 +118,8 @@ class Frames(View):
 
 
 def findings(report, check_id):
-    return [r.finding for r in report.findings if r.finding.check == check_id]
+    """Every place of a check's findings: a ranked row stands for the places of one cause (Finding.occurrences)."""
+    return [f for r in report.findings if r.finding.check == check_id for f in (r.finding.occurrences or (r.finding,))]
 
 
 def _watch_connections(client):
