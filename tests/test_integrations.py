@@ -408,12 +408,12 @@ def test_the_example_alerts_use_metrics_and_checks_that_exist():
     assert len(yaml.safe_load(alerts)["groups"][0]["rules"]) >= 5
 
 
-def test_serve_counts_a_real_worker_answering_then_dead_after_sigkill(redis_db2):
+def test_serve_counts_a_real_worker_answering_then_dead_after_sigkill(redis_db2, tmp_path):
     import signal
 
     from tests.workerproc import start_worker
 
-    worker = start_worker("examples.shop", cwd=ROOT, broker=REDIS_DB2, queues=["cd_om_workers"])
+    worker = start_worker("examples.shop", cwd=ROOT, log_dir=tmp_path, broker=REDIS_DB2, queues=["cd_om_workers"])
     served = None
     try:
         served = Served("--broker", REDIS_DB2, "--interval", "0.3", "--timeout", "4")
