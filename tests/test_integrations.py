@@ -487,10 +487,12 @@ def test_openmetrics_of_a_real_rabbitmq_queue_with_a_consumer_holding_a_message(
         channel.basic_qos(prefetch_count=1)
         channel.basic_consume("om-queue", lambda *args: None)  # holds one message, never acks
         deadline = time.monotonic() + 30
-        while True:  # the management API's statistics lag by a few seconds
+        while True:  # the management API's statistics lag by a few seconds, its listing longer than one queue's GET
             connection.process_data_events(time_limit=0.5)
-            stats = api("GET", f"/queues/{quote(vhost, safe='')}/om-queue")
-            if stats.get("messages_ready") == 2 and stats.get("messages_unacknowledged") == 1:
+            [stats] = api("GET", f"/queues/{quote(vhost, safe='')}?page=1&page_size=500&sort=messages&sort_reverse=true"
+                                 "&columns=name,messages_ready,messages_unacknowledged,consumers")["items"]
+            if (stats.get("messages_ready") == 2 and stats.get("messages_unacknowledged") == 1
+                    and stats.get("consumers") == 1):
                 break
             assert time.monotonic() < deadline, stats
         result = run_cli("scan", "--broker", f"amqp://guest:guest@127.0.0.1:5672/{vhost}", "--format",
