@@ -441,4 +441,18 @@ def main(args: Optional[List[str]] = None, prog_name: str = "celery-doctor") -> 
             sys.stderr.write(f"celery-doctor: error: {printable(scrub(message))} (see `{command} --help`)\n")
             sys.exit(getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)
         raise
-    sys.exit(code if isinstance(code, int) else EXIT_OK)
+    _exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _exit(code: int) -> None:
+    """End the process once the output is flushed, without the interpreter's teardown: freeing a large source
+    lint's syntax trees one by one (and the final collections over them) took 3 of its 12 seconds. Nothing is left
+    to finish by then: the report is written, the syntax-check processes have been joined, and lint and scan hold
+    no open broker connection (as mypy does, for the same reason)."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+    except Exception:  # noqa: BLE001 - a closed pipe: the exit code still says what happened
+        pass
+    os._exit(code)

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from .broker_target import BrokerTarget, BrokerURLError
 from .collectors import CollectContext
 from .collectors.config import collect_config
-from .collectors.source import collect_source, default_source_roots
+from .collectors.source import collect_source, default_source_roots, thaw_heap
 from .deadline import Deadline
 from .masking import SECRETS, scrub
 from .model import Location, Part, PartStatus, Report, Snapshot, Target
@@ -232,6 +232,13 @@ def diagnose(options: RunOptions, registry: Optional[Registry] = None,
              snapshots: Optional[list] = None) -> tuple[Report, Registry]:
     """One run. `snapshots`, when given, receives the run's snapshot (openmetrics reads the broker's queues and
     the workers from it)."""
+    try:
+        return _diagnose(options, registry, snapshots)
+    finally:
+        thaw_heap()
+
+
+def _diagnose(options: RunOptions, registry: Optional[Registry], snapshots: Optional[list]) -> tuple[Report, Registry]:
     started = time.time()
     deadline = Deadline(options.timeout)
     registry = registry or load_registry()

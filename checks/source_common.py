@@ -18,6 +18,7 @@ from celery_doctor.pyast import (
     project,
     segment,
 )
+from celery_doctor.pyast.lazy import all_nodes
 from celery_doctor.settings import as_seconds, human_seconds
 
 CELERY_DEFAULT_MAX_RETRIES = 3
@@ -111,9 +112,13 @@ def option_truthy(proj: Project, task: Task, name: str) -> Optional[bool]:
 def app_task_classes(proj: Project) -> list[tuple[Module, str]]:
     """The task classes the tree gives its app: `Celery(..., task_cls=AMOTask)` (a name or 'module:Class'), or
     `app.Task = AMOTask`. Every task without its own base= is built on it (celery/app/base.py Celery.Task)."""
+    return proj.tree.memo("app_task_classes", lambda: _app_task_classes(proj))
+
+
+def _app_task_classes(proj: Project) -> list[tuple[Module, str]]:
     found: list[tuple[Module, str]] = []
     for module in proj.modules_mentioning("task_cls", ".Task ="):
-        for node in ast.walk(module.tree):
+        for node in all_nodes(module.tree):
             value = None
             if isinstance(node, ast.Call) and last_name(node) == "Celery":
                 value = keyword(node, "task_cls")

@@ -63,14 +63,15 @@ def revoke_calls(tree: Optional["SourceTree"]) -> list[Location]:
     """Where the project's code revokes tasks: `.revoke(...)` on a result or `app.control`, `revoke_by_stamped_headers`,
     or `control.terminate(...)`. Empty when there is no source."""
     from ..pyast import last_name, project
+    from ..pyast.lazy import nodes_of
 
     proj = project(tree)
     if proj is None:
         return []
     found = []
     for module in proj.modules_mentioning("revoke", "terminate("):
-        for node in ast.walk(module.tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and last_name(node) in REVOKE_METHODS:
+        for node in nodes_of(module.tree, ast.Call):
+            if isinstance(node.func, ast.Attribute) and last_name(node) in REVOKE_METHODS:
                 if last_name(node) == "terminate" and "control" not in ast.unparse(node.func.value):
                     continue  # process.terminate() and friends: not Celery's remote control
                 found.append(Location(module.path, node.lineno))

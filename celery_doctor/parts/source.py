@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 __all__ = ["IGNORE_COMMENT", "SourceFile", "SourceTree", "example", "parse_source", "suppressions"]
 
@@ -62,6 +62,14 @@ class SourceTree:
                 self._loaded[path] = loaded
         return loaded if loaded.tree is not None else None
 
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """A value derived from the parsed files, computed once: the parsed files never change after collection (a
+        deferred file parsed on demand is not one of them)."""
+        slot = (_MEMO, key)
+        if slot not in self._loaded:
+            self._loaded[slot] = compute()
+        return self._loaded[slot]
+
     def later(self, errors: Callable[[], list]) -> None:
         """Errors found after the tree was built (the syntax check of deferred files runs beside the checks)."""
         self._loaded[_LATER] = errors
@@ -84,6 +92,7 @@ class SourceTree:
 
 
 _INDEX = object()
+_MEMO = object()
 _LATER = object()
 
 

@@ -8,7 +8,7 @@ from typing import Iterator, Optional
 from ..model import Location
 from ..parts.source import SourceFile, SourceTree
 from .expr import _segment, keyword, last_name, literal_seconds, now_plus_seconds
-from .lazy import all_nodes
+from .lazy import nodes_of
 from .project import project
 
 DELAY_METHODS = ("apply_async", "retry", "send_task", "signature", "s", "set", "si", "apply_async_on_commit")
@@ -16,9 +16,8 @@ DELAY_METHODS = ("apply_async", "retry", "send_task", "signature", "s", "set", "
 
 def calls(tree: SourceTree) -> Iterator[tuple[SourceFile, ast.Call]]:
     for source in tree.parsed():
-        for node in all_nodes(source.tree):  # ast.walk's order, walked once per tree
-            if isinstance(node, ast.Call):
-                yield source, node
+        for node in nodes_of(source.tree, ast.Call):  # ast.walk's order, walked once per tree
+            yield source, node
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from ..parts.source import SourceTree
 from .prefilter import defined_names
 
 FuncNode = (ast.FunctionDef, ast.AsyncFunctionDef)
+_DEF_TYPES = frozenset((*FuncNode, ast.ClassDef))
+_IMPORT_TYPES = frozenset((ast.Import, ast.ImportFrom))
 
 
 def all_nodes(tree: ast.AST) -> list[ast.AST]:
@@ -21,13 +23,10 @@ def all_nodes(tree: ast.AST) -> list[ast.AST]:
     node_type = ast.AST
     nodes = [tree]
     append = nodes.append
-    i = 0
-    while i < len(nodes):
-        node = nodes[i]
-        i += 1
+    for node in nodes:  # the list grows while it is read: breadth first
         for name in node._fields:
             value = getattr(node, name, None)
-            if isinstance(value, list):
+            if value.__class__ is list:
                 for item in value:
                     if isinstance(item, node_type):
                         append(item)
@@ -35,6 +34,21 @@ def all_nodes(tree: ast.AST) -> list[ast.AST]:
                 append(value)
     tree._celery_doctor_nodes = nodes
     return nodes
+
+
+def nodes_of(tree: ast.AST, node_type: type) -> list[ast.AST]:
+    """The nodes of exactly this type under `tree`, in ast.walk's order: all_nodes sorted by type once per tree."""
+    by_type = getattr(tree, "_celery_doctor_types", None)
+    if by_type is None:
+        by_type = {}
+        for node in all_nodes(tree):
+            kind = type(node)
+            bucket = by_type.get(kind)
+            if bucket is None:
+                bucket = by_type[kind] = []
+            bucket.append(node)
+        tree._celery_doctor_types = by_type
+    return by_type.get(node_type, [])
 
 
 def index_module(tree: ast.Module) -> tuple[list[ast.AST], list[ast.AST]]:
@@ -45,9 +59,10 @@ def index_module(tree: ast.Module) -> tuple[list[ast.AST], list[ast.AST]]:
     imports: list[ast.AST] = []
     defs: list[ast.AST] = []
     for node in all_nodes(tree):
-        if isinstance(node, (*FuncNode, ast.ClassDef)):
+        kind = type(node)
+        if kind in _DEF_TYPES:
             defs.append(node)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+        elif kind in _IMPORT_TYPES:
             imports.append(node)
     tree._celery_doctor_index = (imports, defs)
     return imports, defs

@@ -55,23 +55,60 @@ SUBSTRINGS = (
     b"task_prerun", b"task_postrun", b"revoke", b"terminate(", b"scoped_session", b"create_engine",
     b"create_async_engine", b"engine_from_config", b"MongoClient", b"MotorClient",
 )
-# Words: a substring test first, then the regex (each starts with a literal, so the regex engine scans fast).
+_WORD_BYTES = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz") | frozenset(range(0x80, 0x100))
+
+
+class Word:
+    """A word (not preceded by a letter, digit, `_` or non-ASCII byte) followed by `tail`.
+
+    The regex starts with the word itself, so the engine scans for that literal fast; the byte before each match is
+    tested here. (A lookbehind written first makes the regex engine try every position of the file: it was most of
+    the prefilter's time.) No match can start inside another, so finditer misses none."""
+
+    def __init__(self, word: bytes, tail: bytes = rb"\b", free_before: bool = True):
+        self.word = word
+        self._rx = re.compile(re.escape(word) + tail)
+        self._free_before = free_before
+
+    def search(self, data: bytes) -> bool:
+        if self.word not in data:
+            return False
+        for match in self._rx.finditer(data):
+            start = match.start()
+            if not self._free_before or start == 0 or data[start - 1] not in _WORD_BYTES:
+                return True
+        return False
+
+
+_KEYWORD = rb"[\s\\]*=(?!=)"  # read only as a keyword argument (whitespace may stand before the `=`)
 WORDS = (
-    (b"task", re.compile(rb"task\b")),
-    (b"Task", re.compile(rb"(?<![\w\x80-\xff])Task\b")),
-    (b"delay", re.compile(rb"(?<![\w\x80-\xff])delay\b")),
-    (b"eta", re.compile(rb"(?<![\w\x80-\xff])eta[\s\\]*=(?!=)")),  # only ever read as a keyword argument
-    (b"expires", re.compile(rb"(?<![\w\x80-\xff])expires[\s\\]*=(?!=)")),
-    (b"Celery", re.compile(rb"(?<![\w\x80-\xff])Celery\b")),
-    (b"queue", re.compile(rb"(?<![\w\x80-\xff])queue[\s\\]*=(?!=)|['\"]queue['\"]")),
+    Word(b"task", free_before=False), Word(b"Task"), Word(b"delay"), Word(b"eta", _KEYWORD),
+    Word(b"expires", _KEYWORD), Word(b"Celery"), Word(b"queue", _KEYWORD),
+    Word(b"'queue'", b"", free_before=False), Word(b'"queue"', b"", free_before=False),
 )
 MODEL_WORDS = (b"Model", b"Base", b"DeclarativeBase", b"AbstractUser", b"AbstractBaseUser", b"PermissionsMixin")
 MODEL_BASES = {w.decode() for w in MODEL_WORDS} | {"Task"}
-_MODEL_RE = re.compile(rb"(?<![\w\x80-\xff])(?:" + b"|".join(MODEL_WORDS) + rb")\b")
+_MODELS = tuple(Word(w) for w in MODEL_WORDS)
 DRIVERS = (b"psycopg", b"pymysql", b"MySQLdb", b"mysql", b"cx_Oracle", b"oracledb")
-# A broker/backend URL with a password (static/secrets.py reads them from string literals, masks and reports them).
-_SECRET_URL = re.compile(rb"(?i)(?:redis|sentinel|amqp|sqs|mongodb|db\+|couchbase|arangodb|cassandra|elasticsearch|es)"
-                         rb"[a-z0-9+]*://[^:/?#\s@]*:[^/?#\s]+@")
+# A broker/backend URL with a password (static/secrets.py reads them from string literals, masks and reports them):
+# `<scheme>://user:password@`, the scheme a run of [a-z0-9+] (any case) holding one of these names. The regex starts
+# at the literal `://` (fast); the scheme before it is read here.
+_AFTER_SCHEME = re.compile(rb"://[^:/?#\s@]*:[^/?#\s]+@")
+_SCHEME_BYTES = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+")
+_SECRET_SCHEMES = (b"redis", b"sentinel", b"amqp", b"sqs", b"mongodb", b"db+", b"couchbase", b"arangodb",
+                   b"cassandra", b"elasticsearch", b"es")
+
+
+def secret_url(data: bytes) -> bool:
+    """True when the bytes hold a broker/backend URL with a user:password@ part."""
+    for match in _AFTER_SCHEME.finditer(data):
+        end = start = match.start()
+        while start > 0 and data[start - 1] in _SCHEME_BYTES:
+            start -= 1
+        scheme = data[start:end].lower()
+        if any(name in scheme for name in _SECRET_SCHEMES):
+            return True
+    return False
 
 
 def _lock_release(data: bytes) -> bool:
@@ -85,13 +122,13 @@ def relevance(data: bytes) -> Optional[str]:
     worker process), None when nothing in it matters (see the module docstring)."""
     if any(token in data for token in SUBSTRINGS):
         return "core"
-    if any(literal in data and rx.search(data) for literal, rx in WORDS):
+    if any(word.search(data) for word in WORDS):
         return "core"
     if b"connect" in data and any(driver in data for driver in DRIVERS):
         return "core"
-    if _lock_release(data) or (b"://" in data and _SECRET_URL.search(data)):
+    if _lock_release(data) or (b"://" in data and secret_url(data)):
         return "core"
-    if b"__tablename__" in data or (any(w in data for w in MODEL_WORDS) and _MODEL_RE.search(data)):
+    if b"__tablename__" in data or any(word.search(data) for word in _MODELS):
         return "model"
     return None
 

@@ -146,10 +146,10 @@ class Project:
         """The module's scopes (module body, then every function), each with its own nodes walked once."""
         cached = self._scopes.get(module.path)
         if cached is None:
-            cached = [Scope(None, module.tree.body, list(walk_scope(module.tree.body)))]
+            cached = [Scope(None, module.tree.body, walk_scope(module.tree.body))]
             for node in self.definitions(module):  # ast.walk order
                 if isinstance(node, FuncNode):
-                    cached.append(Scope(node, node.body, list(walk_scope(node.body))))
+                    cached.append(Scope(node, node.body, walk_scope(node.body)))
             self._scopes[module.path] = cached
         return cached
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import ast
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Optional
 
 from .expr import call_name, dotted_name, last_name
 
@@ -12,18 +12,38 @@ BROAD_EXCEPTIONS = {"Exception", "BaseException"}
 FuncNode = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
-def walk_scope(nodes: Iterable[ast.AST] | ast.AST) -> Iterator[ast.AST]:
-    """Every node under `nodes` that runs in the same scope: nested functions, lambdas and classes are not entered."""
+_SCOPE_TYPES = frozenset(SCOPE_NODES)
+_FIELDS_REVERSED: dict[type, tuple[str, ...]] = {}
+
+
+def walk_scope(nodes: Iterable[ast.AST] | ast.AST) -> list[ast.AST]:
+    """Every node under `nodes` that runs in the same scope: nested functions, lambdas and classes are not entered.
+    Depth first, children in ast.iter_child_nodes order (the order of ast.walk's own children, without its
+    generators: this walk is the one every scope query shares)."""
     if isinstance(nodes, ast.AST):
         stack = [nodes]
     else:
-        stack = [n for n in nodes if not isinstance(n, SCOPE_NODES)]
+        stack = [n for n in nodes if type(n) not in _SCOPE_TYPES]
     stack.reverse()
+    out: list[ast.AST] = []
+    append, pop, push = out.append, stack.pop, stack.append
+    node_type, skip, reversed_fields = ast.AST, _SCOPE_TYPES, _FIELDS_REVERSED
     while stack:
-        node = stack.pop()
-        yield node
-        children = [c for c in ast.iter_child_nodes(node) if not isinstance(c, SCOPE_NODES)]
-        stack.extend(reversed(children))
+        node = pop()
+        append(node)
+        kind = type(node)
+        fields = reversed_fields.get(kind)
+        if fields is None:
+            fields = reversed_fields[kind] = tuple(reversed(kind._fields))
+        for name in fields:
+            value = getattr(node, name, None)
+            if value.__class__ is list:
+                for item in reversed(value):
+                    if isinstance(item, node_type) and type(item) not in skip:
+                        push(item)
+            elif isinstance(value, node_type) and type(value) not in skip:
+                push(value)
+    return out
 
 
 def scope_body(func: ast.AST) -> list[ast.AST]:

@@ -6,6 +6,7 @@ import re
 from typing import Iterator, Optional
 
 from ..parts.source import SourceTree
+from ..pyast.lazy import nodes_of
 
 # Broker and result-backend URL schemes (kombu transports, Celery backends) that carry credentials in the URL.
 _URL = re.compile(
@@ -23,14 +24,18 @@ def _test_file(path: str) -> bool:
         or any(p in ("tests", "test", "testing") for p in parts[:-1])
 
 
-def literal_urls(tree: Optional[SourceTree]) -> Iterator[tuple[str, int, str, str, str]]:
+def literal_urls(tree: Optional[SourceTree]) -> tuple[tuple[str, int, str, str, str], ...]:
     """(path, line, url, password, host) for every string literal of the tree (test files left out) holding a
-    broker/backend URL with a password."""
-    for source in (tree.parsed() if tree else ()):
+    broker/backend URL with a password (found once per tree)."""
+    return tree.memo("literal_urls", lambda: tuple(_literal_urls(tree))) if tree else ()
+
+
+def _literal_urls(tree: SourceTree) -> Iterator[tuple[str, int, str, str, str]]:
+    for source in tree.parsed():
         if "://" not in source.text or _test_file(source.path):
             continue
-        for node in ast.walk(source.tree):
-            if not (isinstance(node, ast.Constant) and isinstance(node.value, str) and "@" in node.value):
+        for node in nodes_of(source.tree, ast.Constant):
+            if not (isinstance(node.value, str) and "@" in node.value):
                 continue
             for match in _URL.finditer(node.value):
                 password = match.group("pw")
