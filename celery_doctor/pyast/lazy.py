@@ -105,13 +105,21 @@ class DeferredModules:
 
     def candidates(self, name: str) -> list[str]:
         """Deferred files whose text may define a function or class `name` (a superset, in file order)."""
+        return self._names().get(name, [])
+
+    def may_define(self, path: str, name: str) -> bool:
+        """False when the deferred file's text cannot define a function or class `name` (then it need not be
+        parsed to look for one); True for a file that is not deferred."""
+        return path not in self.paths or path in self._names().get(name, ())
+
+    def _names(self) -> dict[str, list[str]]:
         if self._may_define is None:
             self._may_define = {}
             for path in self.paths:
                 source = self.tree.file(path)
                 for word in defined_names(source.text if source is not None else ""):
                     self._may_define.setdefault(word, []).append(path)
-        return self._may_define.get(name, [])
+        return self._may_define
 
 
 class ModulesByName(Mapping):

@@ -273,6 +273,8 @@ class Project:
             if imported:
                 source_module, original = imported
                 for path in self._paths_named.get(source_module, ()):
+                    if not self._deferred.may_define(path, original):
+                        continue  # a deferred file whose text defines no such name: not parsed for nothing
                     module = self._module_at(path)
                     node = _named_in(self.definitions(module), kind, original) if module is not None else None
                     if node is not None:
