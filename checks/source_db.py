@@ -110,6 +110,8 @@ TXN_WHY = ("the message can reach a worker before the transaction commits, so th
 def publish_before_commit(snapshot: Snapshot):
     proj = project_of(snapshot)
     for module in proj.modules_mentioning("ession", "begin"):
+        if module.path not in proj.publishing_paths:
+            continue
         for scope in proj.scopes(module):
             reported: set[int] = set()
             yield from _publishes_in_begin_blocks(snapshot, proj, module, scope, reported)
@@ -256,6 +258,8 @@ def publish_inside_atomic(snapshot: Snapshot):
     hint = _on_commit_hint(snapshot)
     atomic_requests = _atomic_requests(proj)
     for module in proj.modules_mentioning("atomic", "request"):
+        if module.path not in proj.publishing_paths:
+            continue
         for scope in proj.scopes(module):
             reported: set[int] = set()
             for call, evidence, confidence in _atomic_publishes(module, scope, atomic_requests):

@@ -182,7 +182,9 @@ def _consumed_results(proj: Project) -> set[str]:
     then `r.get()`). A handler returning an error value to them reports the failure (micromasters'
     recreate_index chord)."""
     found: set[str] = set()
-    for module in proj.modules_mentioning(".s(", ".si(", ".get("):
+    modules = [m for m in proj.modules_mentioning(".s(", ".si(", ".get(")  # `.get(` without a publish: nothing
+               if ".s(" in m.file.text or ".si(" in m.file.text or m.path in proj.publishing_paths]
+    for module in modules:
         for scope in proj.scopes(module):
             results: dict[str, str] = {}
             for node in scope.nodes:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional
 from ..parts.source import SourceFile, SourceTree
 from .expr import dotted_name, last_name, literal_seconds
 from .lazy import DeferredModules, ModulesByName, PerModule, index_module
-from .scope import FuncNode, walk_scope
+from .scope import PUBLISH_METHODS, FuncNode, walk_scope
 
 if TYPE_CHECKING:
     from ..facts.source_tasks import Task
@@ -156,6 +156,12 @@ class Project:
     def modules_mentioning(self, *words: str) -> list[Module]:
         """Modules whose text contains any of `words` (a cheap filter before walking trees)."""
         return [m for m in self.modules if any(w in m.file.text for w in words)]
+
+    @cached_property
+    def publishing_paths(self) -> frozenset[str]:
+        """Paths of the modules whose text names a publish method (scope.PUBLISH_METHODS): no other module holds a
+        publish, so a check about publishes need not walk the others."""
+        return frozenset(m.path for m in self.modules_mentioning(*PUBLISH_METHODS))
 
     # ----- imports -------------------------------------------------------------------------------------------
     def _absolute(self, module: Module, level: int, name: Optional[str]) -> str:
