@@ -37,7 +37,7 @@ class SourceTree:
     files: tuple[SourceFile, ...]
     truncated: bool = False
     limit: Optional[str] = None  # why files were left out when truncated
-    _loaded: dict = field(default_factory=dict, compare=False, repr=False)  # internal: deferred files parsed on demand
+    _loaded: dict = field(default_factory=dict, compare=False, repr=False)  # internal: files parsed on demand; memo()
 
     def parsed(self) -> Iterator[SourceFile]:
         """The parsed files: every file a check can report in (deferred files are not parsed, see load)."""
