@@ -176,15 +176,19 @@ def _returns_value(handler: ast.ExceptHandler) -> bool:
         isinstance(n.value, ast.Constant) and n.value.value is None) for n in walk_scope(handler.body))
 
 
+def _canvas_or_waiting_modules(proj: Project) -> list:
+    """Modules with a canvas member (`.s(`/`.si(`), or a publish and a `.get(` (`.get(` alone waits on nothing)."""
+    return [m for m in proj.modules_mentioning(".s(", ".si(", ".get(")
+            if ".s(" in m.file.text or ".si(" in m.file.text or m.path in proj.publishing_paths]
+
+
 def _consumed_results(proj: Project) -> set[str]:
     """Tasks whose return value someone reads: members of a canvas (`name.s(...)`/`.si(...)` in a group, chord
     or chain, whose callback gets the results) and tasks whose AsyncResult is waited on (`r = name.delay(...)`
     then `r.get()`). A handler returning an error value to them reports the failure (micromasters'
     recreate_index chord)."""
     found: set[str] = set()
-    modules = [m for m in proj.modules_mentioning(".s(", ".si(", ".get(")  # `.get(` without a publish: nothing
-               if ".s(" in m.file.text or ".si(" in m.file.text or m.path in proj.publishing_paths]
-    for module in modules:
+    for module in _canvas_or_waiting_modules(proj):
         for scope in proj.scopes(module):
             results: dict[str, str] = {}
             for node in scope.nodes:
