@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import pickle
+import struct
 from collections import Counter
 from itertools import compress, repeat
-from operator import add, attrgetter, gt, lt, sub
+from operator import add, attrgetter, eq, gt, lt, ne, sub
 from typing import Any, Optional
 
 from .envelope import Envelope, decode_payload, iso_to_epoch, parse_iso, str_or_none
@@ -34,6 +36,7 @@ _ARGS_ANCHOR = b', "argsrepr": '
 _ORIGIN_ANCHOR = b', "origin": '
 _NO_ETA = b'"eta": null, "expires": null, '
 _ID_ANCHOR = b'", "id": "'  # what follows the task name: the id is a JSON string
+_PRINTABLE = bytes(range(0x20, 0x7F))  # printable ASCII: JSON string characters read alike as bytes and as text
 
 
 def _decode_name(raw: bytes) -> str:
@@ -54,22 +57,49 @@ def _dup_text(task: bytes, args_slice: bytes) -> tuple[str, Optional[str], Optio
     return _decode_name(task), args, kwargs
 
 
-def _readable_times(values: list) -> bool:
-    """True when every fast-path `eta`/`expires` JSON value is null or a non-empty string a worker can parse."""
-    present = [value for value in values if value != b"null"]
-    if not present:
-        return True
-    if not (all(map(bytes.startswith, present, repeat(b'"'))) and all(map(bytes.endswith, present, repeat(b'"')))):
+def _time_values(values: list):
+    """The fast path's `eta` (or `expires`) JSON values of some messages, read as `envelope.from_parts` reads them:
+    None when every one is null; False when one is not a quoted string of 1 to 64 printable ASCII characters
+    without escapes, or not a time a worker can parse (the slow path then judges the chunk); else (which are
+    not null, their texts, their epochs). Each value is parsed once, in C-level passes when Celery wrote it."""
+    present = list(map(ne, values, repeat(b"null")))
+    if not any(present):
+        return None
+    raws = list(compress(values, present))
+    joined = b"".join(raws)
+    if (joined.translate(None, _PRINTABLE) or b"\\" in joined or joined.count(b'"') != 2 * len(raws)
+            or min(map(len, raws)) < 3 or max(map(len, raws)) > 66
+            or not all(map(bytes.startswith, raws, repeat(b'"'))) or not all(map(bytes.endswith, raws, repeat(b'"')))):
         return False
-    inner = [value[1:-1] for value in present]
-    if b"" in inner or b"\\" in b"".join(inner) or max(map(len, inner)) > 64:
+    texts = list(map(bytes.decode, map(bytes.__getitem__, raws, repeat(slice(1, -1)))))
+    try:  # what Celery writes (isoformat, with a time zone) parses in one C-level pass
+        moments = list(map(_dt.datetime.fromisoformat, texts))
+    except ValueError:
+        if None in map(parse_iso, texts):
+            return False
+        return present, texts, list(map(iso_to_epoch, texts))
+    if None in map(attrgetter("tzinfo"), moments):
+        return present, texts, list(map(iso_to_epoch, texts))
+    try:
+        return present, texts, list(map(_dt.datetime.timestamp, moments))
+    except (OverflowError, OSError, ValueError):
+        return present, texts, list(map(iso_to_epoch, texts))
+
+
+def _plain_name(name: bytes) -> bool:
+    """True when a fast-path task name (the raw bytes between its quotes) reads as `json.loads` reads it and is
+    counted under the same text: not empty, no escape, quote or control character, valid UTF-8, at most 300
+    characters (`_decode_name` keeps 300, `str_or_none` 1,000)."""
+    if not name or b'"' in name or b"\\" in name or len(name) > 1200:
         return False
-    try:  # what Celery writes (isoformat) parses in one C-level pass
-        list(map(_dt.datetime.fromisoformat, map(bytes.decode, inner)))
-        return True
-    except (ValueError, UnicodeDecodeError):
-        pass
-    return all(parse_iso(value.decode("utf-8", "replace")) is not None for value in inner)
+    if not name.translate(None, _PRINTABLE):  # printable ASCII (what kombu's json.dumps writes)
+        return len(name) <= 300
+    if min(name) < 0x20:  # a control character: invalid JSON
+        return False
+    try:
+        return len(name.decode("utf-8")) <= 300
+    except UnicodeDecodeError:
+        return False
 
 
 def _raw_key(raw: bytes) -> Optional[tuple[bytes, bytes]]:
@@ -88,27 +118,27 @@ def _raw_key(raw: bytes) -> Optional[tuple[bytes, bytes]]:
 
 
 def _timed_fields(items: list, names: list, name_end: list, args_at: list):
-    """(names, etas, expires) of the messages of a chunk that carry an eta or expires (None when none does), or
+    """(names, etas, expires) of the messages of a chunk that carry an eta or expires (None when none does; etas
+    and expires as `_time_values` reads them), or
     False when one of them is not in the canonical layout or carries a time a worker rejects (the slow path then
     reports it). One C-level pass per step, like the rest of the fast path."""
     find, get = bytes.find, bytes.__getitem__
     untimed = list(map(find, items, repeat(_NO_ETA), name_end, args_at))
     if -1 not in untimed:
         return None
-    picked = [i for i, position in enumerate(untimed) if position == -1]
-    some = [items[i] for i in picked]
-    stops = [args_at[i] for i in picked]
-    eta_at = list(map(find, some, repeat(b', "eta": '), [name_end[i] for i in picked], stops))
+    picked = list(map(eq, untimed, repeat(-1)))
+    some = list(compress(items, picked))
+    stops = list(compress(args_at, picked))
+    eta_at = list(map(find, some, repeat(b', "eta": '), compress(name_end, picked), stops))
     expires_at = list(map(find, some, repeat(b', "expires": '), eta_at, stops))
     group_at = list(map(find, some, repeat(b', "group": '), expires_at, stops))
     if -1 in eta_at or -1 in expires_at or -1 in group_at:
         return False
-    timed = ([names[i] for i in picked],
-             list(map(get, some, map(slice, map(add, eta_at, repeat(9)), expires_at))),
-             list(map(get, some, map(slice, map(add, expires_at, repeat(13)), group_at))))
-    if not (_readable_times(timed[1]) and _readable_times(timed[2])):
+    etas = _time_values(list(map(get, some, map(slice, map(add, eta_at, repeat(9)), expires_at))))
+    expires = _time_values(list(map(get, some, map(slice, map(add, expires_at, repeat(13)), group_at))))
+    if etas is False or expires is False:
         return False
-    return timed
+    return list(compress(names, picked)), etas, expires
 
 
 class EnvelopeStats:
@@ -190,8 +220,9 @@ class EnvelopeStats:
 
         Every step is a C-level `map` over the chunk (a handful of `bytes.find` calls per message), so the cost
         per message stays near a microsecond. Checked per message: the envelope starts and ends like kombu's,
-        the content type is JSON, the headers start `{"lang": "py", "task": "...` (Celery protocol 2), the
-        task name has no escapes, and `argsrepr` and `origin` follow. Anything else takes the slow path.
+        the content type is JSON, the headers start `{"lang": "py", "task": "...` (Celery protocol 2), and
+        `argsrepr` and `origin` follow; checked per distinct task name of the chunk (a few, not one per
+        message): it is what `json.loads` would read (`_plain_name`). Anything else takes the slow path.
         """
         find, get = bytes.find, bytes.__getitem__
         try:
@@ -209,14 +240,14 @@ class EnvelopeStats:
         if -1 in name_end:
             return False
         names = list(map(get, items, map(slice, name_start, name_end)))
-        joined = b"".join(names)
-        if b"\\" in joined or b'"' in joined:
+        tasks: dict = {}
+        _count_elements(tasks, names)
+        if not all(map(_plain_name, tasks)):
             return False
         args_at = list(map(find, items, repeat(_ARGS_ANCHOR), name_end))
         origin_at = list(map(find, items, repeat(_ORIGIN_ANCHOR), args_at))
         if -1 in args_at or -1 in origin_at:
             return False
-        args = list(map(get, items, map(slice, map(add, args_at, repeat(len(_ARGS_ANCHOR))), origin_at)))
         timed = _timed_fields(items, names, name_end, args_at)
         if timed is False:
             return False
@@ -224,17 +255,28 @@ class EnvelopeStats:
         n = len(items)
         self.analysed += n
         self.fast_path += n
-        self._count_tasks(names)
+        self._merge_tasks(tasks)
         if timed is not None:
             timed_names, etas, expires = timed
             self._times(timed_names, etas, self._eta_many)
             self._times(timed_names, expires, self._expires_many)
-        self._count_dups(list(zip(names, args)))
+        self._count_dups(list(zip(names, map(get, items, map(slice, map(add, args_at, repeat(len(_ARGS_ANCHOR))),
+                                                                     origin_at)))))
         return True
 
     # -- accounting ----------------------------------------------------------------------------------
     def _count_tasks(self, names: list) -> None:
         _count_elements(self._tasks, names)
+        self._bound_tasks()
+
+    def _merge_tasks(self, counts: dict) -> None:
+        """Add a chunk's task counts (name -> count: a few names, however many messages)."""
+        tasks, get = self._tasks, self._tasks.get
+        for name, count in counts.items():
+            tasks[name] = get(name, 0) + count
+        self._bound_tasks()
+
+    def _bound_tasks(self) -> None:
         if len(self._tasks) > 4 * MAX_TASK_NAMES:
             self._tasks = dict(Counter(self._normalised_tasks()).most_common())
 
@@ -248,28 +290,11 @@ class EnvelopeStats:
         kept[OTHER_TASKS] = sum(merged.values()) - sum(kept.values())
         return kept
 
-    def _times(self, names: list, values: list, account) -> None:
-        """Account the non-null eta (or expires) JSON values of fast-path messages, in message order: parsed
-        all at once when every one is a plain ISO-8601 string with a time zone (what Celery writes), else one
-        by one exactly as `iso_to_epoch` does."""
-        present = list(map(bytes.__ne__, values, repeat(b"null")))
-        if not any(present):
-            return
-        names = list(compress(names, present))
-        raws = [value.strip(b'"') for value in compress(values, present)]
-        epochs = None
-        if max(map(len, raws)) <= 64:
-            try:
-                texts = list(map(bytes.decode, raws))
-                moments = list(map(_dt.datetime.fromisoformat, texts))
-                if None not in map(attrgetter("tzinfo"), moments):
-                    epochs = list(map(_dt.datetime.timestamp, moments))
-            except (ValueError, TypeError, OverflowError, OSError, UnicodeDecodeError):
-                epochs = None
-        if epochs is None:
-            texts = list(map(_decode_name, raws))
-            epochs = list(map(iso_to_epoch, texts))
-        account(names, texts, epochs)
+    def _times(self, names: list, values: Any, account) -> None:
+        """Account the non-null eta (or expires) values of fast-path messages (`_time_values`), in message order."""
+        if values is not None:
+            present, texts, epochs = values
+            account(list(compress(names, present)), texts, epochs)
 
     def _eta_many(self, names: list, texts: list, epochs: list) -> None:
         self.eta_count += len(texts)
@@ -344,8 +369,13 @@ class EnvelopeStats:
              "protocol1")
 
     def state(self) -> dict:
-        """What `merge` needs of this summariser (picklable: counts, small tables, the duplicate table)."""
-        return {name: value for name, value in self.__dict__.items() if name not in ("now", "vt")}
+        """What `merge` needs of this summariser (picklable: counts, small tables, and the duplicate table as two
+        arrays of 64-bit integers, hashes and counts: 16 bytes a call where the dict takes about 100)."""
+        from array import array
+
+        state = {name: value for name, value in self.__dict__.items() if name not in ("now", "vt", "_dups")}
+        state["_dups"] = (array("q", self._dups.keys()).tobytes(), array("q", self._dups.values()).tobytes())
+        return state
 
     def merge(self, other: dict) -> None:
         """Add another summariser's `state()` (the same `now` and `vt`, and the same process's `hash`: a forked
@@ -368,15 +398,35 @@ class EnvelopeStats:
             self.eta_max = other["eta_max"]
         self.eta_examples = (self.eta_examples + other["eta_examples"])[:EXAMPLES]
         self.expired_examples = (self.expired_examples + other["expired_examples"])[:EXAMPLES]
-        counts = self._dups
-        for digest, count in other["_dups"].items():
-            counts[digest] = counts.get(digest, 0) + count
+        self._merge_dups(*other["_dups"])
         for digest, key in other["_dup_keys"].items():
             self._dup_keys.setdefault(digest, key)
         self.duplicates_approximate = self.duplicates_approximate or other["duplicates_approximate"]
-        if len(counts) > DUPLICATE_TABLE:
-            self._dups = {h: c for h, c in counts.items() if c > 1}
-            self.duplicates_approximate = True
+
+    def _merge_dups(self, digests_bytes: bytes, counts_bytes: bytes) -> None:
+        """Join another duplicate table (`state`'s arrays) to this one, as adding its calls one by one and then
+        bounding the table would. When the joined table is over DUPLICATE_TABLE, the calls seen once in all are
+        dropped: those of the other table are then never added (the peak memory of a merge stays near one table)."""
+        from array import array
+
+        digests, counts_in = array("q"), array("q")
+        digests.frombytes(digests_bytes)
+        counts_in.frombytes(counts_bytes)
+        counts = self._dups
+        joined = len(counts) + len(digests) - sum(map(counts.__contains__, digests))
+        get = counts.get
+        if joined <= DUPLICATE_TABLE:
+            for digest, count in zip(digests, counts_in):
+                counts[digest] = get(digest, 0) + count
+            return
+        for digest, count in zip(digests, counts_in):
+            have = get(digest)
+            if have is not None:
+                counts[digest] = have + count
+            elif count > 1:
+                counts[digest] = count
+        self._dups = {h: c for h, c in counts.items() if c > 1}
+        self.duplicates_approximate = True
 
     # -- result --------------------------------------------------------------------------------------
     def summary(self) -> MessageSummary:
@@ -423,14 +473,19 @@ class EnvelopeStats:
         )
 
 
-# -- two cores: a forked helper summarises every other chunk ------------------------------------------------
+# -- two cores: a forked helper summarises the chunks it has room for ----------------------------------------
 HELPER_MIN_MESSAGES = 20_000  # below this a helper process costs more than it saves
+HELPER_SLOTS = 2  # chunks handed to the helper at once: one it works on, one waiting (shared memory, no pipe copy)
+HELPER_SLOT_BYTES = (4 << 20) // 2 + (64 << 10)  # a chunk of one LRANGE reply budget (redis_memory) and its lengths
+_NOTE = struct.Struct("<iiq")  # slot, messages, bytes: what the parent tells the helper about a filled slot
 
 
 def helper_available() -> bool:
-    """A forked helper is used on Linux (fork keeps `hash`, so duplicate tables merge) when a CPU is idle: more
-    than one, and a load average that leaves one free. On a saturated machine a second process only competes
-    with the first (measured: 2.19x the floor with it, 1.86x without, at a load of 8 on 2 CPUs)."""
+    """A forked helper is used on Linux (fork keeps `hash`, so duplicate tables merge) with more than one CPU,
+    unless the machine is overloaded (a load average of twice the CPUs). The helper only takes a chunk when it has
+    a free slot, so a helper that gets little CPU never holds the reading process up: it then summarises more
+    chunks itself (measured before this rule: a helper that was handed every other chunk made a scan at a load of
+    8 on 2 CPUs slower, 2.19x the floor against 1.86x)."""
     import multiprocessing
     import os
     import sys
@@ -439,42 +494,51 @@ def helper_available() -> bool:
     if not sys.platform.startswith("linux") or cpus < 2:
         return False
     try:
-        if os.getloadavg()[0] > cpus - 1:
+        if os.getloadavg()[0] >= 2 * cpus:
             return False
     except OSError:
         return False
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-def _helper_main(conn: Any, now: float, vt: Optional[float]) -> None:
-    """The helper: chunks in (lengths, then the joined bytes) until an empty one, then its state out."""
+def _helper_main(conn: Any, shared: Any, now: float, vt: Optional[float]) -> None:
+    """The helper: a note per filled slot of `shared` (lengths, then the joined bytes), answered by the slot's
+    number once summarised, until an empty note; then its state out."""
     from array import array
     from itertools import accumulate
 
     stats = EnvelopeStats(now, vt)
     while True:
-        lengths = array("Q")
-        lengths.frombytes(conn.recv_bytes())
-        if not lengths:
+        note = conn.recv_bytes()
+        if not note:
             break
-        blob = conn.recv_bytes()
+        slot, count, size = _NOTE.unpack(note)
+        base = slot * HELPER_SLOT_BYTES
+        lengths = array("Q")
+        lengths.frombytes(shared[base:base + 8 * count])
+        blob = shared[base + 8 * count:base + 8 * count + size]
         ends = list(accumulate(lengths))
         stats.add_raw_chunk(list(map(blob.__getitem__, map(slice, [0, *ends[:-1]], ends))))
-    conn.send(stats.state())
+        conn.send_bytes(bytes((slot,)))
+    conn.send_bytes(pickle.dumps(stats.state(), protocol=pickle.HIGHEST_PROTOCOL))
     conn.close()
 
 
 class SplitStats:
-    """Feeds an `EnvelopeStats` on two cores: every other chunk is summarised by a forked helper process (the
-    parent reads, summarises its half and sends the other), and `finish` merges the helper's counts.
+    """Feeds an `EnvelopeStats` on two cores: a forked helper process summarises the chunks it has room for (the
+    parent reads every chunk, copies it into a free slot of memory shared with the helper and goes on; with no
+    free slot it summarises the chunk itself), and `finish` merges the helper's counts. The work balances itself:
+    a helper that gets a whole CPU takes most chunks, one that gets little takes few, and the parent never waits
+    for it.
 
-    The helper only summarises bytes it is sent: it opens no connection and reads nothing itself. Should it
+    The helper only summarises bytes it is handed: it opens no connection and reads nothing itself. Should it
     fail or not answer in time, its share is simply not counted (`lost` says how many messages): the summary's
-    `analysed` then falls short of the queue's length and the read is reported incomplete, as any cut read."""
+    `analysed` then falls short of the queue's length and the read is reported incomplete, as any cut read.
+    (Its state comes back pickled over the pipe to the process that forked it: never anything a broker sent.)"""
 
     def __init__(self, stats: EnvelopeStats, seconds: float) -> None:
-        """`seconds`: the helper is killed after this long whatever it is doing (a write to a helper that stopped
-        reading would otherwise block): the scan's deadline holds."""
+        """`seconds`: the helper is killed after this long whatever it is doing: the scan's deadline holds."""
+        import mmap
         import multiprocessing
         import threading
 
@@ -484,10 +548,11 @@ class SplitStats:
         self.sent = 0  # messages handed to the helper
         self.lost = 0
         self.error: Optional[str] = None
-        self._turn = False
+        self._free = list(range(HELPER_SLOTS))
+        self._shared = mmap.mmap(-1, HELPER_SLOTS * HELPER_SLOT_BYTES)  # anonymous and shared: the fork sees it
         context = multiprocessing.get_context("fork")
         self._conn, child = context.Pipe(duplex=True)
-        self._process = context.Process(target=_helper_main, args=(child, stats.now, stats.vt),
+        self._process = context.Process(target=_helper_main, args=(child, self._shared, stats.now, stats.vt),
                                         name="celery-doctor-summary", daemon=True)
         self._process.start()
         child.close()
@@ -495,16 +560,37 @@ class SplitStats:
         self._watchdog.daemon = True
         self._watchdog.start()
 
+    def _collect(self) -> None:
+        """Take back the slots the helper has finished (never waits)."""
+        conn = self._conn
+        try:
+            while conn is not None and conn.poll(0):
+                answer = conn.recv_bytes()
+                if len(answer) != 1:
+                    raise ValueError("an unexpected answer")
+                self._free.append(answer[0])
+        except (OSError, EOFError, ValueError) as exc:
+            self._fail(f"the helper process stopped ({type(exc).__name__})")
+
     def add_raw_chunk(self, items: list) -> None:
-        self._turn = not self._turn
-        if not self._turn or self._conn is None or not items:
+        if self._conn is not None and items:
+            self._collect()
+        if self._conn is None or not self._free or not items:
             self.stats.add_raw_chunk(items)
             return
         from array import array
 
+        lengths = array("Q", map(len, items)).tobytes()
+        blob = b"".join(items)
+        if len(lengths) + len(blob) > HELPER_SLOT_BYTES:  # larger than a slot (large messages): summarised here
+            self.stats.add_raw_chunk(items)
+            return
+        slot = self._free.pop()
+        base = slot * HELPER_SLOT_BYTES
+        self._shared[base:base + len(lengths)] = lengths
+        self._shared[base + len(lengths):base + len(lengths) + len(blob)] = blob
         try:
-            self._conn.send_bytes(array("Q", map(len, items)).tobytes())
-            self._conn.send_bytes(b"".join(items))
+            self._conn.send_bytes(_NOTE.pack(slot, len(items), len(blob)))
             self.sent += len(items)
         except (OSError, ValueError) as exc:
             self._fail(f"the helper process stopped ({type(exc).__name__})")
@@ -517,16 +603,22 @@ class SplitStats:
 
     def finish(self, seconds: float) -> EnvelopeStats:
         """Merge the helper's share (waiting at most `seconds` for it) and stop it."""
-        conn = self._conn
-        if conn is None:
-            return self.stats
+        import time
+
+        until = time.monotonic() + max(0.05, seconds)
         try:
-            conn.send_bytes(b"")
-            if not conn.poll(max(0.05, seconds)):
-                self._fail(f"the helper process did not hand in its share within {max(0.05, seconds):.1f} s")
+            if self._conn is None:
                 return self.stats
-            state = conn.recv()
-        except (OSError, EOFError, ValueError) as exc:
+            self._conn.send_bytes(b"")
+            while True:  # the slots still being summarised come back first, then the state
+                if not self._conn.poll(max(0.0, until - time.monotonic())):
+                    self._fail(f"the helper process did not hand in its share within {max(0.05, seconds):.1f} s")
+                    return self.stats
+                answer = self._conn.recv_bytes()
+                if len(answer) != 1:
+                    break
+            state = pickle.loads(answer)  # our own forked child's counts (as Connection.recv did), never broker data
+        except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
             self._fail(f"the helper process stopped ({type(exc).__name__})")
             return self.stats
         self.stats.merge(state)
