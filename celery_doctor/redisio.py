@@ -478,6 +478,8 @@ class Reader:
         self.commands = 0
         self.touch_free = False  # CLIENT NO-TOUCH accepted (Redis 7.2+): reads leave LRU/LFU data alone
         self._array: Optional[BulkArrayReader] = None
+        self.last_sizes: list[int] = []  # element sizes of the last LRANGE reply received
+        self.last_drained = 0  # of its elements, how many were drained (Oversized), not kept
         self._pending: Optional[tuple] = None  # (key, start, stop) of an LRANGE sent ahead, reply not yet read
 
     # -- plumbing ------------------------------------------------------------------------------------
@@ -710,6 +712,7 @@ class Reader:
                 items = list(connection.read_response() or ())
                 wire = sum(len(i) for i in items) + 16 * len(items)
             sizes, drained = element_sizes(items)
+            self.last_sizes, self.last_drained = sizes, drained  # for the stream: one pass over the chunk, not three
             self.guard.observe(wire, max(sizes, default=0), drained)
             return items
         except redis.ResponseError:
@@ -931,14 +934,15 @@ class ListStream:
             else:
                 want = ahead[2] - position + 1
             items = reader.lrange_receive()
-            sizes.learn(element_sizes(items)[0])
+            sizes.learn(reader.last_sizes)
             new = self._resync(items, last)
             position = position + len(items) - (0 if last is None else 1)
             if not new:
                 return
             last = new[-1]
             self.read += len(new)
-            self.oversized += element_sizes(new)[1]
+            if reader.last_drained:
+                self.oversized += element_sizes(new)[1]
             # Ask for the next chunk now: the server prepares it while the caller works on this one.
             if (len(items) >= want and not stop.is_set() and reader.deadline.remaining() >= self.reserve
                     and self._send(reader, sizes, position - 1, position) > 0):

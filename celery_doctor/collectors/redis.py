@@ -372,7 +372,7 @@ def _read_subqueue(reader: Reader, sub: SubQueue, share: int, deep: bool, stats:
     """Feed one priority sub-queue's messages to `stats` (every one with --deep, else a sample of `share`):
     (messages too large to read, why the read stopped early or None, notes on the read)."""
     if deep:
-        stream = reader.stream_list(sub.key, prefetch=sub.depth > 5000)
+        stream = reader.stream_list(sub.key)  # one connection: a reading thread only competed for the interpreter
     else:
         stream = reader.sample_list(sub.key, sub.depth, share)
     helper_lost = _feed(reader, stream, stats, deep and sub.depth >= HELPER_MIN_MESSAGES,
@@ -396,7 +396,7 @@ def _read_subqueue(reader: Reader, sub: SubQueue, share: int, deep: bool, stats:
 
 def _feed(reader: Reader, stream: Any, stats: EnvelopeStats, helper: bool, show: Any) -> Optional[str]:
     """Summarise every chunk of `stream` into `stats`; with `helper` (--deep on a long list, where the platform
-    allows) a forked helper summarises every other chunk on the second core (message_stats.SplitStats). Returns
+    allows) a forked helper summarises the chunks it has room for on the second core (message_stats.SplitStats). Returns
     what the helper took and could not hand back, if anything."""
     feed: Any = stats
     if helper and helper_available():
