@@ -6,11 +6,12 @@
    replicated with fresh task ids and delivery tags (and distinct args) and LPUSHed in pipelines until the
    queue holds N messages.
 2. Each round, back to back: the floor (LRANGE of the whole queue in 1,000-element chunks with redis-py,
-   doing nothing with the data), the deep collector in this process (the helper process summarising every other
-   chunk on the second core), and the deep collector without that helper. The machine is shared: only ratios
-   measured in the same round mean something; the medians are printed.
-3. `celery-doctor scan --deep` (the CLI, in a subprocess: its peak RSS is measured alone), then a default
-   sampled scan, each with `--format json`.
+   doing nothing with the data), the deep collector in this process (a forked helper process summarising the
+   chunks it has room for on the second core, when `message_stats.helper_available` allows one), and the deep
+   collector without that helper. The machine is shared: only ratios measured in the same round mean something;
+   the medians are printed.
+3. `celery-doctor scan --deep` (the CLI, in a subprocess: its peak RSS is measured alone, and its helper
+   process's apart), then a default sampled scan, each with `--format json`.
 4. SLOWLOG (threshold 10 ms, reset before, restored after): every command celery-doctor sent that took 10 ms+.
 Prints the figures; deletes everything it created (checked: "left behind") unless --keep. Not part of the
 test suite.
@@ -34,6 +35,7 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCTOR = [sys.executable, "-m", "celery_doctor"]
+HELPER_RSS: list[int] = []  # peak RSS (KB) of the CLI's summary helper process, per CLI run (0: none was started)
 
 
 def make_app(directory: Path, db: int, queue: str) -> str:
@@ -105,14 +107,26 @@ def floor(r: redis.Redis, queue: str, chunk: int = 1000) -> tuple[float, int, in
 def run_doctor(args: list[str], cwd: Path) -> tuple[float, int, dict, str]:
     env = dict(os.environ, PYTHONPATH=str(cwd) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("CELERY_BROKER_URL", None)
-    code = ("import resource, runpy, sys; sys.argv = ['celery-doctor'] + sys.argv[1:]\n"
+    # The CLI ends with os._exit (no interpreter teardown): its peak RSS is written from there, and so is its
+    # forked summary helper's (which inherits the patched os._exit), each tagged.
+    code = ("import os, resource, runpy, sys; sys.argv = ['celery-doctor'] + sys.argv[1:]\n"
+            "_exit, _pid = os._exit, os.getpid()\n"
+            "def _report(code):\n"
+            "    who = 'cli' if os.getpid() == _pid else 'helper'\n"
+            "    sys.stderr.write('\\nPEAK_RSS_KB=%d %s\\n' % (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, who))\n"
+            "    sys.stderr.flush()\n"
+            "    _exit(code)\n"
+            "os._exit = _report\n"
             "try:\n    runpy.run_module('celery_doctor', run_name='__main__')\n"
-            "finally:\n    sys.stderr.write('\\nPEAK_RSS_KB=%d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+            "finally:\n    sys.stderr.write('\\nPEAK_RSS_KB=%d cli\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
                             timeout=600)
     elapsed = time.perf_counter() - started
-    rss = int(result.stderr.rsplit("PEAK_RSS_KB=", 1)[1].split()[0]) if "PEAK_RSS_KB=" in result.stderr else -1
+    peaks = dict(reversed(line.split("=", 1)[1].split()) for line in result.stderr.splitlines()
+                 if line.startswith("PEAK_RSS_KB=") and len(line.split()) == 2)
+    rss = int(peaks.get("cli", -1))
+    HELPER_RSS.append(int(peaks.get("helper", 0)))
     try:
         report = json.loads(result.stdout)
     except ValueError:
@@ -122,7 +136,7 @@ def run_doctor(args: list[str], cwd: Path) -> tuple[float, int, dict, str]:
 
 def collector_seconds(app, queue: str, helper: bool) -> tuple[float, int]:
     """The deep collector's time for the queue in this process (no interpreter start-up), with or without the
-    forked helper that summarises every other chunk on the second core; (seconds, messages analysed)."""
+    forked helper that summarises the chunks it has room for on the second core; (seconds, messages analysed)."""
     import celery_doctor.collectors.redis as collector
     from celery_doctor.broker_target import BrokerTarget
     from celery_doctor.collectors import CollectContext, ScanOptions
@@ -205,7 +219,8 @@ def main() -> int:
             ["scan", "--app", name, "--deep", "--format", "json", "--select", "CD2", "--timeout", "60"], workdir)
         findings = report.get("findings", [])
         print(f"celery-doctor scan --deep (CLI): {deep_s:.2f} s wall (process start and app import included), "
-              f"peak RSS {deep_rss / 1024:.0f} MB (the largest child process: {helper_rss() / 1024:.0f} MB), "
+              f"peak RSS {deep_rss / 1024:.0f} MB (its summary helper process: {HELPER_RSS[-1] / 1024:.0f} MB; "
+              f"the largest process it waited for: {helper_rss() / 1024:.0f} MB), "
               f"{len(findings)} findings (target RSS <= 150 MB)", flush=True)
         sampled_s, sampled_rss, _sampled_report, _ = run_doctor(
             ["scan", "--app", name, "--format", "json", "--select", "CD2"], workdir)
