@@ -8,7 +8,7 @@ from typing import Any, Optional
 from celery_doctor.facts.limits import task_time_limits
 from celery_doctor.facts.routing import queue_declared, routed_queues
 from celery_doctor.model import Category, Confidence, Impact, Location, Runbook, Snapshot, check
-from celery_doctor.pyast import MISSING, keyword, last_name, project, segment
+from celery_doctor.pyast import MISSING, keyword, last_name, nodes_of, project, segment
 from celery_doctor.settings import as_seconds, human_seconds
 
 from ._util import plural, preview, setting_line, setting_location
@@ -47,8 +47,8 @@ def published_queues(snapshot: Snapshot) -> dict[str, list[tuple[Location, str]]
     if proj is None:
         return found
     for module in proj.modules_mentioning("queue"):
-        for node in ast.walk(module.tree):
-            if isinstance(node, ast.Call) and last_name(node) in QUEUE_CALLS:
+        for node in nodes_of(module.tree, ast.Call):
+            if last_name(node) in QUEUE_CALLS:
                 queue = _queue_of(proj, module, node)
                 if queue:
                     found.setdefault(queue, []).append((Location(module.path, node.lineno),

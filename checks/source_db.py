@@ -7,7 +7,17 @@ import ast
 from typing import Optional
 
 from celery_doctor.model import Category, Confidence, Runbook, Snapshot, check
-from celery_doctor.pyast import Module, Project, dotted_name, is_publish, keyword, last_name, publishes, receiver
+from celery_doctor.pyast import (
+    Module,
+    Project,
+    all_nodes,
+    dotted_name,
+    is_publish,
+    keyword,
+    last_name,
+    publishes,
+    receiver,
+)
 
 from .source_common import code, loc, overriding_class, project_of, published_task, task_class_chain, task_subject
 
@@ -208,7 +218,7 @@ def _atomic_requests(proj: Project) -> Optional[tuple[Module, int]]:
     for module in proj.modules:
         if "ATOMIC_REQUESTS" not in module.file.text:
             continue
-        for node in ast.walk(module.tree):
+        for node in all_nodes(module.tree):
             line = _atomic_requests_line(proj, module, node)
             if line is not None:
                 return module, line

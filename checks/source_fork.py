@@ -14,6 +14,7 @@ from celery_doctor.pyast import (
     dotted_name,
     keyword,
     last_name,
+    nodes_of,
     receiver,
     walk_scope,
 )
@@ -256,8 +257,8 @@ def _cleanup_nodes(proj: Project) -> list[ast.AST]:
     """Every node of task_prerun/task_postrun handlers and of Task classes: where a session can be removed."""
     nodes = [n for _, h in proj.signal_handlers(*CLEANUP_SIGNALS) for n in ast.walk(h)]
     for module in proj.modules:
-        for node in ast.walk(module.tree):
-            if isinstance(node, ast.ClassDef) and proj.is_task_class(node, module):
+        for node in nodes_of(module.tree, ast.ClassDef):
+            if proj.is_task_class(node, module):
                 nodes.extend(ast.walk(node))
     return nodes
 

@@ -7,7 +7,7 @@ import difflib
 from typing import Optional
 
 from celery_doctor.model import Category, Confidence, Runbook, Snapshot, check
-from celery_doctor.pyast import Project, dotted_name, keyword, last_name, walk_scope
+from celery_doctor.pyast import Project, dotted_name, keyword, last_name, nodes_of, walk_scope
 from celery_doctor.settings import human_seconds
 
 from ._util import plural
@@ -124,8 +124,8 @@ NAME_CALLS = {"send_task", "signature", "subtask", "Signature"}
 def named_calls(proj: Project):
     """(module, call, task name) for calls that name a task by a string literal."""
     for module in proj.modules_mentioning(*NAME_CALLS):
-        for node in ast.walk(module.tree):
-            if not isinstance(node, ast.Call) or last_name(node) not in NAME_CALLS:
+        for node in nodes_of(module.tree, ast.Call):
+            if last_name(node) not in NAME_CALLS:
                 continue
             target = node.args[0] if node.args else keyword(node, "name")
             if isinstance(target, ast.Constant) and isinstance(target.value, str) and target.value:

@@ -9,11 +9,13 @@ from celery_doctor.pyast import (
     FuncNode,
     Module,
     Project,
+    all_nodes,
     assigned_from,
     call_name,
     dotted_name,
     keyword,
     last_name,
+    nodes_of,
     receiver,
     scope_body,
     walk_scope,
@@ -213,7 +215,7 @@ def source_serializer(proj: Project) -> tuple[str, str]:
     sets none. A non-literal value (read from the environment) counts by its literal `default=` if it has one."""
     found: list[tuple[str, str]] = []
     for module in proj.modules_mentioning(*SERIALIZER_SETTINGS):
-        for node in ast.walk(module.tree):
+        for node in all_nodes(module.tree):
             pairs: list[tuple[str, ast.AST]] = []
             if isinstance(node, ast.Assign):
                 pairs = [(dotted_name(t).split(".")[-1], node.value) for t in node.targets]
@@ -234,8 +236,8 @@ def source_serializer(proj: Project) -> tuple[str, str]:
 def _registers_model_type(proj: Project) -> bool:
     """`register_type(<a model class or Model>, ...)` (kombu.utils.json): models are encoded by the serializer."""
     for module in proj.modules_mentioning("register_type("):
-        for node in ast.walk(module.tree):
-            if isinstance(node, ast.Call) and last_name(node) == "register_type" and node.args and \
+        for node in nodes_of(module.tree, ast.Call):
+            if last_name(node) == "register_type" and node.args and \
                     "model" in dotted_name(node.args[0]).lower():
                 return True
     return False
@@ -243,8 +245,8 @@ def _registers_model_type(proj: Project) -> bool:
 
 def _models_encode_themselves(proj: Project, orm: Orm) -> bool:
     for module in proj.modules_mentioning("__json__"):
-        for node in ast.walk(module.tree):
-            if isinstance(node, ast.ClassDef) and node.name in orm.models and any(
+        for node in nodes_of(module.tree, ast.ClassDef):
+            if node.name in orm.models and any(
                     isinstance(s, FuncNode) and s.name == "__json__" for s in node.body):
                 return True
     return False

@@ -22,6 +22,7 @@ from .expr import (
     now_plus_seconds,
     segment,
 )
+from .lazy import all_nodes, nodes_of
 from .project import _MISSING, MISSING, NON_CELERY_TASK_MODULES, Module, Project, Scope, project
 from .scope import (
     BROAD_EXCEPTIONS,
@@ -71,6 +72,7 @@ __all__ = [
     "Project",
     "Scope",
     "Task",
+    "all_nodes",
     "assigned_from",
     "call_name",
     "calls",
@@ -85,6 +87,7 @@ __all__ = [
     "literal_delays",
     "literal_seconds",
     "names_in",
+    "nodes_of",
     "now_plus_seconds",
     "only_logs",
     "periodic_task_locations",

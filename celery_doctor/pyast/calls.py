@@ -63,8 +63,8 @@ def periodic_task_locations(tree: Optional[SourceTree]) -> list[tuple[Location, 
         return []
     found = []
     for module in proj.modules_mentioning("add_periodic_task"):
-        for node in ast.walk(module.tree):
-            if isinstance(node, ast.Call) and last_name(node) == "add_periodic_task":
+        for node in nodes_of(module.tree, ast.Call):
+            if last_name(node) == "add_periodic_task":
                 name = keyword(node, "name")
                 sig = node.args[1] if len(node.args) > 1 else keyword(node, "sig")
                 found.append((Location(module.path, node.lineno),

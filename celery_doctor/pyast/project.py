@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from ..parts.source import SourceFile, SourceTree
 from .expr import dotted_name, last_name, literal_seconds
-from .lazy import DeferredModules, ModulesByName, PerModule, index_module
+from .lazy import DeferredModules, ModulesByName, PerModule, all_nodes, index_module, nodes_of
 from .scope import PUBLISH_METHODS, FuncNode, walk_scope
 
 if TYPE_CHECKING:
@@ -216,7 +216,7 @@ class Project:
             if module.path in task_paths:
                 why = "defines tasks"
             elif ("Celery(" in module.file.text or "autodiscover_tasks" in module.file.text) and any(
-                    isinstance(n, ast.Call) and last_name(n) in ("Celery", "autodiscover_tasks") for n in ast.walk(module.tree)):
+                    last_name(n) in ("Celery", "autodiscover_tasks") for n in nodes_of(module.tree, ast.Call)):
                 why = "creates or configures the Celery app"
             if why:
                 reasons[module.path] = why
@@ -377,7 +377,7 @@ class Project:
         wanted = set(signals)
         found = []
         for module in self.modules_mentioning(*signals):
-            for node in ast.walk(module.tree):
+            for node in all_nodes(module.tree):
                 if isinstance(node, FuncNode):
                     found += [(module, node) for d in node.decorator_list if _connects(d, wanted)]
                 elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect":
