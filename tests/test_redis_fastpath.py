@@ -123,3 +123,17 @@ def test_every_tricky_message_in_one_list_summarises_alike(read_back):
     assert 0 < a.fast_path < a.analysed == len(items)
     assert replace(a, fast_path=0) == replace(b, fast_path=0)
     assert a.malformed > 0 and a.unsafe and a.protocol1 and a.eta_beyond_vt and a.expired
+
+
+def test_a_helper_whose_parent_stops_early_ends_quietly(read_back, capfd):
+    """A scan that stops in the middle (an error, Ctrl-C) closes the helper's connection: the helper ends on its
+    own, exit code 0, no traceback on the user's terminal."""
+    from celery_doctor.message_stats import SplitStats
+
+    items = read_back["canonical"][0]
+    split = SplitStats(EnvelopeStats(NOW, VT), 30.0)
+    split.add_raw_chunk(items)
+    assert split.sent == len(items)  # handed to the helper (a free slot)
+    split.close()
+    assert split._process.exitcode == 0
+    assert "Traceback" not in capfd.readouterr().err

@@ -396,19 +396,24 @@ def _read_subqueue(reader: Reader, sub: SubQueue, share: int, deep: bool, stats:
 
 def _feed(reader: Reader, stream: Any, stats: EnvelopeStats, helper: bool, show: Any) -> Optional[str]:
     """Summarise every chunk of `stream` into `stats`; with `helper` (--deep on a long list, where the platform
-    allows) a forked helper summarises the chunks it has room for on the second core (message_stats.SplitStats). Returns
-    what the helper took and could not hand back, if anything."""
+    allows) a forked helper summarises the chunks it has room for on the second core (message_stats.SplitStats).
+    Returns what the helper took and could not hand back, if anything."""
     feed: Any = stats
     if helper and helper_available():
         try:
             feed = SplitStats(stats, reader.deadline.remaining())
         except (OSError, ValueError):  # no process could be started (limits, memory): one core, as before
             feed = stats
-    for items in stream:
-        if Oversized in set(map(type, items)):  # (one C-level pass: no Python step per message)
-            items = [i for i in items if not isinstance(i, Oversized)]
-        feed.add_raw_chunk(items)
-        show(stats.analysed + getattr(feed, "sent", 0))
+    try:
+        for items in stream:
+            if Oversized in set(map(type, items)):  # (one C-level pass: no Python step per message)
+                items = [i for i in items if not isinstance(i, Oversized)]
+            feed.add_raw_chunk(items)
+            show(stats.analysed + getattr(feed, "sent", 0))
+    except BaseException:
+        if feed is not stats:
+            feed.close()  # the helper is stopped, not left waiting for chunks (the CLI ends with os._exit)
+        raise
     if feed is stats:
         return None
     feed.finish(reader.deadline.remaining() - 0.3)
