@@ -338,3 +338,21 @@ def test_configuration_in_another_module_is_named(tmp_path):
         "proj/schedule.py": "from .celery import app\n\napp.conf.beat_schedule = {}\n",
     })
     assert any("proj/schedule.py:3" in what for what, _ in static.not_checked), static.not_checked
+
+
+def test_configuration_in_modules_importing_the_app_from_its_package_is_named(tmp_path):
+    """The app in a package's __init__: `from . import app` names no module, `from .. import app` neither; both
+    are found. A relative import in another package reaches another module, and is not named."""
+    static, _ = static_config(tmp_path, {
+        "proj/__init__.py": "from celery import Celery\napp = Celery('proj')\n",
+        "proj/tasks.py": "from . import app\n\napp.conf.task_acks_late = True\n",
+        "proj/sub/__init__.py": "",
+        "proj/sub/deep.py": "from .. import app\n\napp.conf.task_default_queue = 'x'\n",
+        "other/__init__.py": "app = None\n",
+        "other/mod.py": "from . import app\n\napp.conf.worker_prefetch_multiplier = 1\n",
+        "top.py": "from proj import app\n\napp.conf.worker_prefetch_multiplier = 4\n",
+    })
+    assert static.found.path.endswith("proj/__init__.py"), static.found
+    named = " ".join(what for what, _ in static.not_checked)
+    assert "proj/tasks.py:3" in named and "proj/sub/deep.py:3" in named and "top.py:3" in named, named
+    assert "other/mod.py" not in named, named

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from typing import Optional
 
 from ..parts.source import SourceTree
@@ -22,13 +23,26 @@ def configured_in_functions(found: FoundApp) -> list:
     return notes
 
 
+_RELATIVE_IMPORT = re.compile(r"\bfrom[\s\\]*\.")
+
+
+def _may_import_from(path: str, text: str, home: str) -> bool:
+    """False when the file holds no `from ... import` of the module `home` (a file parsed for nothing is kept, on a
+    large tree by the hundred): an absolute one names home's last part; a relative one (`from .`) stays inside the
+    file's own top-level package."""
+    if home.rsplit(".", 1)[-1] in text:
+        return True
+    return bool(_RELATIVE_IMPORT.search(text)) and module_name(path).split(".")[0] == home.split(".")[0]
+
+
 def configured_elsewhere(found: FoundApp, tree: Optional[SourceTree], modules: Modules) -> list:
     """(what, why) for other modules that import the app and configure it (`from proj.celery import app`, then
     `app.conf.x = ...`): that happens only if and when the module is imported, which is not known here."""
     home = module_name(found.path)
     notes = []
     for listed in (tree.files if tree else ()):
-        if listed.path == found.path or ".conf" not in listed.text or found.variable not in listed.text:
+        if listed.path == found.path or ".conf" not in listed.text or found.variable not in listed.text or \
+                not _may_import_from(listed.path, listed.text, home):
             continue
         source = parsed(tree, listed)
         if source is None:
