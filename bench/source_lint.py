@@ -1,6 +1,6 @@
 """Benchmark: `celery-doctor lint` over a large tree of real Python: lines per second and peak memory.
 
-    .venv/bin/python bench/source_lint.py [--lines 1000000] [--runs 3] [--tree DIR] [--baseline REV] [--keep]
+    .venv/bin/python bench/source_lint.py [--lines 1000000] [--runs 3] [--tree DIR] [--static] [--baseline REV] [--keep]
 
 The tree is built in a temporary directory from real files: the example shop (a Celery project) and the packages
 installed in this virtualenv (celery, kombu, billiard, amqp, vine, redis, django, click, typer, rich, pytest, pip,
@@ -8,9 +8,10 @@ setuptools, ...), copied whole, in that order, until about --lines lines. `--tre
 example a checkout of a real Celery project).
 
 Each run is the real CLI in a child process (`celery-doctor lint --app benchapp --source TREE --format json`, with a
-bare app that sets only a broker URL; lint opens no connection); its peak RSS is the child's own, read with wait4, and so is its CPU time. Prints the
-lines, files, seconds (wall, median of --runs), lines/s, CPU seconds and peak RSS, the findings and the files
-listed under Not checked.
+bare app that sets only a broker URL; lint opens no connection). `--static` also runs `celery-doctor lint --source
+TREE` without --app, which finds the example shop's app in the tree and reads its configuration statically. The
+peak RSS is the child's own, read with wait4, and so is its CPU time. Prints the lines, files, seconds (wall, median
+of --runs), lines/s, CPU seconds and peak RSS, the findings and the files listed under Not checked.
 
 `--compare` also runs this checkout with every file parsed (CELERY_DOCTOR_SOURCE_PREFILTER=0: no prefilter, see
 celery_doctor/pyast/prefilter.py) and compares the findings (check, location, subject, evidence): they must be
@@ -61,7 +62,7 @@ def build_tree(dest: Path, target_lines: int) -> None:
         total += sum(_lines(p) for p in python_files(dest / name))
 
 
-def run_lint(tree: Path, work: Path, pythonpath: str = "", prefilter: bool = True) -> dict:
+def run_lint(tree: Path, work: Path, pythonpath: str = "", prefilter: bool = True, static: bool = False) -> dict:
     """One lint run in a child process: wall and CPU seconds, the child's peak RSS (MB), the JSON report."""
     out_path = work / "report.json"
     env = dict(os.environ)
@@ -71,8 +72,8 @@ def run_lint(tree: Path, work: Path, pythonpath: str = "", prefilter: bool = Tru
     if not prefilter:
         env["CELERY_DOCTOR_SOURCE_PREFILTER"] = "0"
     (work / "benchapp.py").write_text('from celery import Celery\n\napp = Celery("bench", broker="redis://127.0.0.1:6379/0")\n')
-    command = [sys.executable, "-m", "celery_doctor", "lint", "--app", "benchapp", "--source", str(tree),
-               "--format", "json", "--fail-on", "never", "--timeout", "3600"]
+    command = [sys.executable, "-m", "celery_doctor", "lint", *([] if static else ["--app", "benchapp"]),
+               "--source", str(tree), "--format", "json", "--fail-on", "never", "--timeout", "3600"]
     started = time.perf_counter()
     with open(out_path, "w") as out, open(work / "stderr.txt", "w") as err:
         child = subprocess.Popen(command, cwd=work, stdout=out, stderr=err, env=env)
@@ -99,8 +100,8 @@ def export_revision(rev: str, dest: Path) -> str:
 
 
 def measure(label: str, tree: Path, work: Path, runs: int, lines: int, files: int, pythonpath: str = "",
-            prefilter: bool = True) -> dict:
-    results = [run_lint(tree, work, pythonpath, prefilter) for _ in range(runs)]
+            prefilter: bool = True, static: bool = False) -> dict:
+    results = [run_lint(tree, work, pythonpath, prefilter, static) for _ in range(runs)]
     wall = statistics.median(r["wall"] for r in results)
     report = results[-1]["report"]
     skipped = [n for n in report.get("not_checked", []) if n.get("part") not in ("redis", "rabbitmq", "workers")]
@@ -127,6 +128,8 @@ def main() -> None:
     parser.add_argument("--baseline-runs", type=int, help="runs of the baseline (default --runs)")
     parser.add_argument("--compare", action="store_true", help="also run with every file parsed "
                         "(CELERY_DOCTOR_SOURCE_PREFILTER=0) and compare the findings: they must be identical")
+    parser.add_argument("--static", action="store_true", help="also lint without --app: the configuration read "
+                        "statically from the tree (the example shop's app)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     temp = Path(tempfile.mkdtemp(prefix="cd-source-bench-"))
@@ -139,6 +142,8 @@ def main() -> None:
         work = temp / "work"
         work.mkdir()
         report = measure("this checkout", tree, work, args.runs, lines, len(paths))
+        if args.static:
+            measure("this checkout, static (no --app)", tree, work, args.runs, lines, len(paths), static=True)
         if args.compare:
             unfiltered = measure("this checkout, every file parsed", tree, work, 1, lines, len(paths), prefilter=False)
             _compare("every file parsed", unfiltered, report)
