@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -29,6 +28,7 @@ import uuid
 from pathlib import Path
 
 import redis
+from _child import run_cli  # bench/ is on sys.path when a script here runs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,19 +59,12 @@ def scan(module: str, cwd: Path, timeout: float) -> tuple[float, int, dict]:
     """(wall seconds, peak RSS KB, JSON report) of one `celery-doctor scan` in a child process."""
     env = dict(os.environ, PYTHONPATH=str(cwd) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("CELERY_BROKER_URL", None)
-    code = ("import resource, runpy, sys; sys.argv = ['celery-doctor'] + sys.argv[1:]\n"
-            "try:\n    runpy.run_module('celery_doctor', run_name='__main__')\n"
-            "finally:\n    sys.stderr.write('\\nPEAK_RSS_KB=%d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, "scan", "--app", module, "--format", "json", "--timeout",
-                           str(timeout), "--fail-on", "never"], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout + 60)
-    wall = time.perf_counter() - started
-    rss = int(done.stderr.rsplit("PEAK_RSS_KB=", 1)[1].split()[0]) if "PEAK_RSS_KB=" in done.stderr else -1
+    wall, rss, stdout, stderr = run_cli(["scan", "--app", module, "--format", "json", "--timeout", str(timeout),
+                                         "--fail-on", "never"], cwd, env, timeout + 60)
     try:
-        report = json.loads(done.stdout)
+        report = json.loads(stdout)
     except ValueError:
-        report = {"findings": [], "error": done.stderr[-400:]}
+        report = {"findings": [], "error": stderr[-400:]}
     return wall, rss, report
 
 

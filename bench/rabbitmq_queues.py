@@ -20,7 +20,6 @@ import base64
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -30,6 +29,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 from urllib.parse import quote
+
+from _child import run_cli  # bench/ is on sys.path when a script here runs
 
 API = "http://127.0.0.1:15672/api"
 AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
@@ -63,19 +64,12 @@ def scan(target: list, cwd: Path, timeout: float) -> tuple[float, int, dict]:
     """(wall seconds, peak RSS KB, JSON report) of one `celery-doctor scan` in a child process."""
     env = dict(os.environ, PYTHONPATH=str(cwd) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("CELERY_BROKER_URL", None)
-    code = ("import resource, runpy, sys; sys.argv = ['celery-doctor'] + sys.argv[1:]\n"
-            "try:\n    runpy.run_module('celery_doctor', run_name='__main__')\n"
-            "finally:\n    sys.stderr.write('\\nPEAK_RSS_KB=%d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, "scan", *target, "--format", "json", "--timeout",
-                           str(timeout), "--fail-on", "never"], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout + 60)
-    wall = time.perf_counter() - started
-    rss = int(done.stderr.rsplit("PEAK_RSS_KB=", 1)[1].split()[0]) if "PEAK_RSS_KB=" in done.stderr else -1
+    wall, rss, stdout, stderr = run_cli(["scan", *target, "--format", "json", "--timeout", str(timeout),
+                                         "--fail-on", "never"], cwd, env, timeout + 60)
     try:
-        report = json.loads(done.stdout)
+        report = json.loads(stdout)
     except ValueError:
-        report = {"findings": [], "not_checked": [], "error": done.stderr[-400:]}
+        report = {"findings": [], "not_checked": [], "error": stderr[-400:]}
     return wall, rss, report
 
 
