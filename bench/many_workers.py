@@ -1,16 +1,17 @@
 """Benchmark: `celery-doctor scan` over 40 live workers on one Redis broker, one busy in a long task, one SIGKILLed.
 
-    .venv/bin/python bench/many_workers.py [--workers 40] [--db 0] [--timeout 10] [--rounds 3]
+    .venv/bin/python bench/many_workers.py [--workers 40] [--db 0] [--timeout 10] [--rounds 3] [--pool solo]
 
-1. N real `celery worker` processes (solo pool, concurrency 1, --without-gossip --without-mingle
-   --without-heartbeat: small and quick to start) on Redis db 0, all consuming one queue; the first one also
-   consumes a queue of its own.
+1. N real `celery worker` processes (--pool: solo by default, or prefork, Celery's default; concurrency 1,
+   --without-gossip --without-mingle --without-heartbeat: small and quick to start) on Redis db 0, all consuming
+   one queue; the first one also consumes a queue of its own.
 2. The floor, measured in the same run: `celery-doctor scan --timeout T` while every worker answers (the scan
    ends as soon as all have answered).
-3. A long task is sent to the first worker's own queue (it is then busy: a solo worker's only loop runs the
-   task) and the second worker is SIGKILLed (its mailbox binding stays on Redis). `celery-doctor scan
-   --timeout T` again, several rounds: its wall time (process start included), peak RSS, and how it classified
-   each silent worker (CD410: killed / connected, busy or blocked / cannot tell which).
+3. A long task is sent to the first worker's own queue and the second worker is SIGKILLed (its mailbox binding
+   stays on Redis). A busy solo worker cannot answer (its only loop runs the task); a busy prefork worker does
+   (its main process is free). `celery-doctor scan --timeout T` again, several rounds: its wall time (process
+   start included), peak RSS, how it classified each silent worker (CD410: killed / connected, busy or blocked /
+   cannot tell which), and what it says of the busy worker when that one answered.
 4. Every worker is stopped and every key the run created in the database is deleted (checked).
 Not part of the test suite.
 """
@@ -82,12 +83,26 @@ def silent_workers(report: dict) -> dict[str, str]:
     return out
 
 
+def about(report: dict, name: str) -> list[str]:
+    """`CHECK: evidence` for each evidence line that names the worker, but for the list of the workers that
+    answered (CD410 names the busy ones apart)."""
+    out = []
+    for finding in report.get("findings", []):
+        for place in finding.get("occurrences") or [finding]:
+            out += [f"{finding['check']}: {line}" for line in place.get("evidence") or ()
+                    if name in line and "answered: " not in line]
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=40)
     parser.add_argument("--db", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pool", default="solo", choices=["solo", "prefork", "threads"],
+                        help="solo: a busy worker's only loop runs the task (it cannot answer); prefork (Celery's "
+                             "default) and threads: the main loop stays free and answers while the task runs")
     options = parser.parse_args()
     r = redis.Redis(db=options.db)
     before = set(r.scan_iter(count=1000))
@@ -98,7 +113,7 @@ def main() -> int:
     factory = WorkerFactory()
     try:
         started = time.perf_counter()
-        specs = [dict(app=module, cwd=workdir, pool="solo", concurrency=1, name=f"w{i:02d}-{uid}",
+        specs = [dict(app=module, cwd=workdir, pool=options.pool, concurrency=1, name=f"w{i:02d}-{uid}",
                       queues=[shared, own] if i == 0 else [shared]) for i in range(options.workers)]
         workers = factory.start_many(specs, ready_timeout=300)
         print(f"{len(workers)} workers ready in {time.perf_counter() - started:.0f} s (load average "
@@ -124,6 +139,8 @@ def main() -> int:
             for name, kind in sorted(seen.items()):
                 role = "busy" if name == busy.nodename else "SIGKILLed" if name == doomed.nodename else "idle?!"
                 print(f"    {name} ({role}): {kind}")
+            if busy.nodename not in seen:
+                print(f"    {busy.nodename} (busy) answered; what the report says of it: {about(report, busy.nodename)}")
         walls = [row[0] for row in rows]
         print(f"with one busy and one killed: median {statistics.median(walls):.2f} s wall = "
               f"{statistics.median(walls) / floor_s:.2f}x the all-answering floor; every round within --timeout "

@@ -57,6 +57,10 @@ def no_worker(snapshot: Snapshot):
     )
 
 
+def _running(worker) -> str:
+    return f"{worker.name} (running {preview((t.name for t in worker.active), limit=3)})"
+
+
 @check(
     id="CD410",
     slug="silent-worker",
@@ -115,6 +119,10 @@ def silent_worker(snapshot: Snapshot):
             evidence.append(f"some replies were in {worker.undecoded} and were not decoded")
         if answered:
             evidence.append(f"{plural(len(answered), 'other worker')} answered: {preview(w.name for w in answered)}")
+        busy = [w for w in answered if w.active]
+        if busy:
+            evidence.append("busy and alive (they answered while running tasks): "
+                            f"{preview((_running(w) for w in busy), limit=4)}")
         yield silent_worker.finding(
             subject=f"worker:{worker.name}",
             evidence=evidence,

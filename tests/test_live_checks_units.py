@@ -460,3 +460,16 @@ def test_queue_argument_drift_counts_the_max_priority_celery_adds():
     assert findings_of(by_id("CD312"), on_rabbit(prioritised, app_of(RABBIT_URL, task_queue_max_priority=10))) == []
     found = findings_of(by_id("CD312"), on_rabbit(prioritised, app_of(RABBIT_URL, task_queue_max_priority=5)))
     assert "x-max-priority: app 5, broker 10" in found[0].evidence[0]
+
+
+def test_cd410_names_the_busy_workers_that_answered_apart_from_the_silent_one():
+    """A prefork worker running a long task still answers (its main process is free): the silent worker's finding
+    says which answering workers are busy, so a busy worker is not taken for the dead one."""
+    busy = worker("celery@busy", active=(wrk.example_task("proj.tasks.long", time_start=NOW - 60),), active_total=1)
+    snapshot = with_workers(workers_with("celery@idle", busy, worker("celery@gone", answered=())))
+    findings = findings_of(by_id("CD410"), snapshot)
+    assert [f.subject for f in findings] == ["worker:celery@gone"]
+    assert "busy and alive (they answered while running tasks): celery@busy (running proj.tasks.long)" in \
+        findings[0].evidence, findings[0].evidence
+    quiet = with_workers(workers_with("celery@idle", worker("celery@gone", answered=())))
+    assert not any("busy and alive" in line for f in findings_of(by_id("CD410"), quiet) for line in f.evidence)
