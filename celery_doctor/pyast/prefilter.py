@@ -55,36 +55,43 @@ SUBSTRINGS = (
     b"task_prerun", b"task_postrun", b"revoke", b"terminate(", b"scoped_session", b"create_engine",
     b"create_async_engine", b"engine_from_config", b"MongoClient", b"MotorClient",
 )
-_WORD_BYTES = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz") | frozenset(range(0x80, 0x100))
+_WORD_BYTES = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz") | \
+    frozenset(range(0x80, 0x100))
+_QUOTES = frozenset(b"'\"")
 
 
 class Word:
-    """A word (not preceded by a letter, digit, `_` or non-ASCII byte) followed by `tail`.
+    """A word followed by `tail`, and preceded by what `before` says: "free" (not a letter, digit, `_` or
+    non-ASCII byte), "quote" (a quote) or "any".
 
     The regex starts with the word itself, so the engine scans for that literal fast; the byte before each match is
     tested here. (A lookbehind written first makes the regex engine try every position of the file: it was most of
     the prefilter's time.) No match can start inside another, so finditer misses none."""
 
-    def __init__(self, word: bytes, tail: bytes = rb"\b", free_before: bool = True):
+    def __init__(self, word: bytes, tail: bytes = rb"\b", before: str = "free"):
         self.word = word
         self._rx = re.compile(re.escape(word) + tail)
-        self._free_before = free_before
+        self._before = before
 
     def search(self, data: bytes) -> bool:
         if self.word not in data:
             return False
         for match in self._rx.finditer(data):
             start = match.start()
-            if not self._free_before or start == 0 or data[start - 1] not in _WORD_BYTES:
+            if self._before == "any" or self._allowed(data[start - 1] if start else None):
                 return True
         return False
+
+    def _allowed(self, previous: Optional[int]) -> bool:
+        if self._before == "quote":
+            return previous is not None and previous in _QUOTES
+        return previous is None or previous not in _WORD_BYTES
 
 
 _KEYWORD = rb"[\s\\]*=(?!=)"  # read only as a keyword argument (whitespace may stand before the `=`)
 WORDS = (
-    Word(b"task", free_before=False), Word(b"Task"), Word(b"delay"), Word(b"eta", _KEYWORD),
-    Word(b"expires", _KEYWORD), Word(b"Celery"), Word(b"queue", _KEYWORD),
-    Word(b"'queue'", b"", free_before=False), Word(b'"queue"', b"", free_before=False),
+    Word(b"task", before="any"), Word(b"Task"), Word(b"delay"), Word(b"eta", _KEYWORD),
+    Word(b"expires", _KEYWORD), Word(b"Celery"), Word(b"queue", _KEYWORD), Word(b"queue", rb"['\"]", before="quote"),
 )
 MODEL_WORDS = (b"Model", b"Base", b"DeclarativeBase", b"AbstractUser", b"AbstractBaseUser", b"PermissionsMixin")
 MODEL_BASES = {w.decode() for w in MODEL_WORDS} | {"Task"}
