@@ -12,13 +12,13 @@ from celery_doctor.pyast import (
     Module,
     Project,
     Task,
+    all_nodes,
     dotted_name,
     keyword,
     last_name,
     project,
     segment,
 )
-from celery_doctor.pyast.lazy import all_nodes
 from celery_doctor.settings import as_seconds, human_seconds
 
 CELERY_DEFAULT_MAX_RETRIES = 3
