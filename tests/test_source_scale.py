@@ -121,6 +121,24 @@ CROSS_FILE = {
             ship.delay(order)
             ship.apply_async((pk,), countdown=SLOW)
         """,
+    "proj/aliased.py": """
+        from proj.base import BaseTask as Basis
+
+
+        class Aliased(Basis):
+            pass
+        """,
+    "proj/rebuild.py": """
+        from proj.aliased import Aliased
+
+
+        class Rebuild(Aliased):
+            def run(self):
+                try:
+                    work()
+                except Exception:
+                    pass
+        """,
     "proj/plain.py": """
         def unrelated(values):
             return sorted(values)
@@ -182,6 +200,8 @@ def test_prefilter_changes_no_finding_on_a_cross_file_project(tmp_path, monkeypa
     # the findings that need another file: the factory's options, the class task, the model instance
     assert ("CD520", "proj/jobs.py") in located and ("CD501", "proj/jobs.py") in located
     assert ("CD501", "proj/cleanup.py") in located
+    assert ("CD501", "proj/rebuild.py") in located  # a task class through a base imported under another name
+    assert {"proj/aliased.py", "proj/rebuild.py"}.isdisjoint(deferred)
     assert "CD514" in checks and "CD512" in checks
     assert ("CD170", "proj/routing.py") in located  # a queue named in a file with nothing else of Celery
 

@@ -84,3 +84,11 @@ def test_source_collection_leaves_the_collector_enabled_and_a_run_leaves_nothing
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
     assert gc.isenabled()
+
+
+def test_aliased_names_are_the_originals_of_every_x_as_y():
+    from celery_doctor.pyast.prefilter import aliased_names
+
+    text = ("from proj.base import BaseTask as Basis\nimport a.b as c\ntry:\n    pass\nexcept KeyError as e:\n    pass\n"
+            "from m import (\n    One as\\\n    Uno,\n)\nalias = 1\nhas as_ = 2\n")
+    assert aliased_names(text) == {"BaseTask", "b", "KeyError", "One"}

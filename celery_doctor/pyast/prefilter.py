@@ -152,6 +152,7 @@ _DEFS = re.compile(r"(?:def|class)[\s\\]+(" + _IDENT + r")")
 _CLASS_BASES = re.compile(r"class[\s\\]+" + _IDENT + r"[\s\\]*(?:\[[^\]]*\][\s\\]*)?\(([^:]*)")
 _DECORATOR = re.compile(r"@[\s\\]*\(?[\s\\]*(" + _IDENT + r"(?:[\s\\]*\.[\s\\]*" + _IDENT + r")*)")
 _WORD = re.compile(_IDENT)
+_AS = re.compile(r"as(?=[\s\\]+[^\W\d])")  # starts with the literal: an identifier first would try every word
 
 
 def _norm(name: str) -> str:
@@ -161,6 +162,26 @@ def _norm(name: str) -> str:
 def defined_names(text: str) -> set[str]:
     """Every name that may be defined with `def`/`class` in the text (a superset of the real ones)."""
     return {_norm(m.group(1)) for m in _DEFS.finditer(text)} if ("def" in text or "class" in text) else set()
+
+
+def aliased_names(text: str) -> set[str]:
+    """Every identifier X of `X as Y` in the text (`import X as Y`, also `except X as e`: a superset)."""
+    found: set[str] = set()
+    for match in _AS.finditer(text):
+        end = match.start() - 1
+        if end < 0 or not (text[end].isspace() or text[end] == "\\"):
+            continue  # `as` inside a word (alias, has)
+        while end >= 0 and (text[end].isspace() or text[end] == "\\"):
+            end -= 1
+        start = end
+        while start >= 0 and (text[start].isalnum() or text[start] == "_"):
+            start -= 1
+        word = text[start + 1:end + 1].lstrip("0123456789")
+        while word and word[0].isdigit():  # other digits than ASCII ones
+            word = word[1:]
+        if word:
+            found.add(_norm(word))
+    return found
 
 
 def referenced_bases(text: str) -> set[str]:
