@@ -36,7 +36,8 @@ compares the findings with and without this filter):
 
 Closure (collectors.source): after the passing files are parsed, the names of the decorator factories and of
 the classes that may be task classes or models are collected; an unparsed file whose class bases or decorators
-name one of them is parsed too, until nothing new comes in.
+name one of them, or that imports one of those classes under another name (`import Base as B`), is parsed too,
+until nothing new comes in.
 
 Helpers called from tasks, base classes, constants and imports of unparsed files need no token: the Project
 finds them by name and parses their file on demand.
