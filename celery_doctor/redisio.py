@@ -13,9 +13,7 @@ Typical use (the `trace` command finds one task id this way)::
 """
 from __future__ import annotations
 
-import queue as _queue
 import socket as _socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -489,7 +487,7 @@ class Reader:
         return f"{where}/{self.db}"
 
     def clone(self, db: Optional[int] = None) -> "Reader":
-        """Another connection to the same server (a second database, or a prefetching thread)."""
+        """Another connection to the same server (a second database)."""
         return Reader(self.target, self.deadline, self.prefix, self.cap, self._use_ssl, self._host, self._port,
                       self.db if db is None else db, guard=self.guard)
 
@@ -744,9 +742,9 @@ class Reader:
             except Exception:  # noqa: BLE001
                 pass
 
-    def stream_list(self, key: str, chunk: int = CHUNK, limit: Optional[int] = None, reserve: float = 0.5,
-                    prefetch: bool = False) -> "ListStream":
-        return ListStream(self, key, chunk=chunk, limit=limit, reserve=reserve, prefetch=prefetch)
+    def stream_list(self, key: str, chunk: int = CHUNK, limit: Optional[int] = None,
+                    reserve: float = 0.5) -> "ListStream":
+        return ListStream(self, key, chunk=chunk, limit=limit, reserve=reserve)
 
     def sample_list(self, key: str, length: int, want: int, windows: int = 4) -> "ListSample":
         """Up to `want` elements in `windows` evenly spaced windows (head, middle, tail): a sample, not a stream.
@@ -842,9 +840,8 @@ class ListStream:
     """
 
     def __init__(self, reader: Reader, key: str, chunk: int = CHUNK, limit: Optional[int] = None,
-                 reserve: float = 0.5, prefetch: bool = False, start: int = 0, length: Optional[int] = None) -> None:
+                 reserve: float = 0.5, start: int = 0, length: Optional[int] = None) -> None:
         self.reader, self.key, self.chunk, self.limit, self.reserve = reader, key, max(1, chunk), limit, reserve
-        self.prefetch = prefetch
         self.start = max(0, start)
         self.length = length  # LLEN when the caller knows it (saves a command)
         self.read = 0
@@ -901,11 +898,12 @@ class ListStream:
             reader.lrange_send(self.key, first, position + want - 1)  # (drops a pending reply first)
         return want
 
-    def _chunks(self, reader: Reader, stop: threading.Event) -> Iterator[list]:
+    def __iter__(self) -> Iterator[list]:
         """`_read`, never raising: what stopped it is said in `stopped` (and `error`)."""
+        reader = self.reader
         self._ahead = None
         try:
-            yield from self._read(reader, stop)
+            yield from self._read(reader)
         except MemoryPressure as exc:
             self.stopped = str(exc)
         except RedisReadError as exc:
@@ -918,12 +916,12 @@ class ListStream:
             if self._ahead is not None and reader.pending() == self._ahead:
                 reader.discard_reply()
 
-    def _read(self, reader: Reader, stop: threading.Event) -> Iterator[list]:
+    def _read(self, reader: Reader) -> Iterator[list]:
         position = self.start  # index of the next unread element
         last = None
         reader.check_memory()
         sizes = self._sizes(reader)
-        while sizes is not None and not stop.is_set():
+        while sizes is not None:
             self.stopped = self._stop_reason(reader)
             if self.stopped:
                 return
@@ -944,65 +942,10 @@ class ListStream:
             if reader.last_drained:
                 self.oversized += element_sizes(new)[1]
             # Ask for the next chunk now: the server prepares it while the caller works on this one.
-            if (len(items) >= want and not stop.is_set() and reader.deadline.remaining() >= self.reserve
+            if (len(items) >= want and reader.deadline.remaining() >= self.reserve
                     and self._send(reader, sizes, position - 1, position) > 0):
                 self._ahead = reader.pending()
             yield new
-
-    def __iter__(self) -> Iterator[list]:
-        if not self.prefetch:
-            yield from self._chunks(self.reader, threading.Event())
-            return
-        # A second connection reads ahead while the caller summarises: socket waits overlap with the work.
-        reader = self.reader.clone()
-        box: _queue.Queue = _queue.Queue(maxsize=2)
-        stop = threading.Event()
-        done = object()
-
-        def run() -> None:
-            try:
-                reader.open()
-                for items in self._chunks(reader, stop):
-                    while not stop.is_set():
-                        try:
-                            box.put(items, timeout=0.2)
-                            break
-                        except _queue.Full:
-                            continue
-            except RedisReadError as exc:
-                self.error = str(exc)
-                self.stopped = f"the second connection failed: {exc}"
-            except Exception as exc:  # noqa: BLE001 - reported as a reason, never a traceback
-                self.error = scrub(f"{type(exc).__name__}: {exc}")
-                self.stopped = f"the second connection failed: {self.error}"
-            finally:
-                reader.close()
-                while True:
-                    try:
-                        box.put(done, timeout=0.2)
-                        break
-                    except _queue.Full:
-                        if stop.is_set():
-                            try:
-                                box.get_nowait()
-                            except _queue.Empty:
-                                pass
-
-        thread = threading.Thread(target=run, name="celery-doctor-prefetch", daemon=True)
-        thread.start()
-        try:
-            while True:
-                try:
-                    items = box.get(timeout=max(0.1, self.reader.deadline.remaining()))
-                except _queue.Empty:
-                    self.stopped = self.stopped or "the deadline"
-                    return
-                if items is done:
-                    return
-                yield items
-        finally:
-            stop.set()
-            thread.join(1.0)
 
 
 # -- the ack emulation -------------------------------------------------------------------------------
