@@ -61,7 +61,6 @@ class Listing:
     total: int
     truncated: bool
     note: str = ""
-    rest_empty: bool = False  # the items not read all had 0 in the sort column
 
 
 # pika logs every failed connection attempt at ERROR with a traceback; the probe turns failures into one
@@ -308,7 +307,7 @@ class ManagementClient:
             except Exception:  # noqa: BLE001
                 pass
 
-    def paged(self, path: str, columns: tuple[str, ...] = (), sort: Optional[str] = None) -> "Listing":
+    def paged(self, path: str, columns: tuple[str, ...] = (), sort: Optional[str] = None) -> Listing:
         """Every item of a paginated listing (queues, exchanges), page by page.
 
         With `sort` (a numeric column, largest first) the listing stops at the first page that ends on an item whose
@@ -343,8 +342,7 @@ class ManagementClient:
                 return Listing(items, total, True, f"the {total - len(items):,} queues after the {len(items):,} "
                                                    f"fullest were not read: listed by {sort}, largest first, the "
                                                    "listing had reached empty queues (a queue created in the last "
-                                                   "few seconds has no count yet and may be among them)",
-                               rest_empty=True)
+                                                   "few seconds has no count yet and may be among them)")
         return Listing(items, total, True, f"only the first {len(items):,} of {total:,} were listed "
                                            f"({MAX_PAGES} pages of {PAGE_SIZE})")
 
@@ -372,14 +370,14 @@ class ManagementClient:
     def nodes(self) -> list:
         return _list(self.get("nodes"))
 
-    def queues(self) -> tuple[list, int, bool]:
+    def queues(self) -> Listing:
         return self.paged(f"queues/{self._vpath(self.vhost)}", QUEUE_COLUMNS, sort="messages")
 
     def queue(self, name: str) -> Optional[Mapping]:
         found = self.get(f"queues/{self._vpath(self.vhost, name)}", {"disable_stats": "false"}, missing_ok=True)
         return _mapping(found) if found is not None else None
 
-    def exchanges(self) -> tuple[list, int, bool]:
+    def exchanges(self) -> Listing:
         return self.paged(f"exchanges/{self._vpath(self.vhost)}", EXCHANGE_COLUMNS)
 
     def bindings(self) -> list:
