@@ -342,8 +342,8 @@ def test_configuration_in_another_module_is_named(tmp_path):
 
 def test_configuration_in_modules_importing_the_app_from_its_package_is_named(tmp_path):
     """The app in a package's __init__: `from . import app` names no module, `from .. import app` neither; both
-    are found. A relative import in another package reaches another module, and is not named."""
-    static, _ = static_config(tmp_path, {
+    are found. A relative import in another package reaches another module: it is not named, nor even parsed."""
+    files = {
         "proj/__init__.py": "from celery import Celery\napp = Celery('proj')\n",
         "proj/tasks.py": "from . import app\n\napp.conf.task_acks_late = True\n",
         "proj/sub/__init__.py": "",
@@ -351,7 +351,13 @@ def test_configuration_in_modules_importing_the_app_from_its_package_is_named(tm
         "other/__init__.py": "app = None\n",
         "other/mod.py": "from . import app\n\napp.conf.worker_prefetch_multiplier = 1\n",
         "top.py": "from proj import app\n\napp.conf.worker_prefetch_multiplier = 4\n",
-    })
+    }
+    write_tree(tmp_path, files)
+    tree = collect_source([str(tmp_path)])
+    other = next(f.path for f in tree.files if f.path.endswith("other/mod.py"))
+    assert tree.file(other).deferred  # nothing in it for the source checks: read, not parsed
+    static = read_static_config(tree, str(tmp_path))
+    assert other not in tree._loaded  # it cannot import the app's module: not parsed to look for configuration
     assert static.found.path.endswith("proj/__init__.py"), static.found
     named = " ".join(what for what, _ in static.not_checked)
     assert "proj/tasks.py:3" in named and "proj/sub/deep.py:3" in named and "top.py:3" in named, named
