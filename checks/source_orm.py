@@ -25,6 +25,7 @@ from .source_common import code, loc, overriding_class, project_of, published_ta
 from .source_db import is_db_session, publish_subject
 
 MODEL_BASES = {"Base", "DeclarativeBase", "AbstractUser", "AbstractBaseUser", "PermissionsMixin"}
+MODEL_LINEAGE = frozenset(MODEL_BASES | {"Model"})  # the last part of every base _is_model accepts
 ORM_GETTERS = {"get", "first", "last", "latest", "earliest", "create", "get_or_create", "update_or_create", "one",
                "one_or_none", "first_or_404", "get_or_404", "scalar_one", "scalar_one_or_none", "save"}
 
@@ -51,7 +52,7 @@ class Orm:
             if name.endswith("models.Model") or name == "db.Model" or last in MODEL_BASES:
                 return True
             if depth < 5:
-                found = self.proj.cls(last, module) if last else None
+                found = self.proj.cls(last, module) if last in self.proj.lineage.derived(MODEL_LINEAGE, True) else None
                 if found and found[1] is not node and self._is_model(found[1], found[0], depth + 1):
                     return True
         return False

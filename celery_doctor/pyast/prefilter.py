@@ -41,6 +41,10 @@ until nothing new comes in.
 
 Helpers called from tasks, base classes, constants and imports of unparsed files need no token: the Project
 finds them by name and parses their file on demand.
+
+Once a "core" file is parsed, the same words are looked for again in its code alone (collectors.refine: strings
+and comments blanked, `core_words`); a file that passed only through a docstring, a comment or a string is set
+aside again, unparsed.
 """
 from __future__ import annotations
 
@@ -48,14 +52,17 @@ import re
 import unicodedata
 from typing import Optional
 
-# Plain substrings: a bytes `in` test each (fast).
-SUBSTRINGS = (
-    b"apply_async", b"send_task", b"signature(", b"Signature", b"subtask", b".s(", b".si(", b"countdown",
-    b"ATOMIC_REQUESTS", b"register_after_fork", b"register_at_fork", b"__json__", b"register_type(",
-    b"task_serializer", b"TASK_SERIALIZER", b"CELERY_SERIALIZER", b"autodiscover_tasks", b"worker_process_init",
-    b"task_prerun", b"task_postrun", b"revoke", b"terminate(", b"scoped_session", b"create_engine",
-    b"create_async_engine", b"engine_from_config", b"MongoClient", b"MotorClient",
+# Plain substrings: a bytes `in` test each (fast). The checks read CODE_SUBSTRINGS only as code (a name, an
+# attribute, a keyword argument); TEXT_SUBSTRINGS also as the key of a dict literal (`{"ATOMIC_REQUESTS": True}`,
+# `{"countdown": 10}`, `conf.update({"task_serializer": ...})`), so pyast.refine looks for them in strings too.
+CODE_SUBSTRINGS = (
+    b"apply_async", b"send_task", b"signature(", b"Signature", b"subtask", b".s(", b".si(",
+    b"register_after_fork", b"register_at_fork", b"__json__", b"register_type(", b"autodiscover_tasks",
+    b"worker_process_init", b"task_prerun", b"task_postrun", b"revoke", b"terminate(", b"scoped_session",
+    b"create_engine", b"create_async_engine", b"engine_from_config", b"MongoClient", b"MotorClient",
 )
+TEXT_SUBSTRINGS = (b"countdown", b"ATOMIC_REQUESTS", b"task_serializer", b"TASK_SERIALIZER", b"CELERY_SERIALIZER")
+SUBSTRINGS = CODE_SUBSTRINGS + TEXT_SUBSTRINGS
 _WORD_BYTES = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz") | \
     frozenset(range(0x80, 0x100))
 _QUOTES = frozenset(b"'\"")
@@ -94,6 +101,7 @@ WORDS = (
     Word(b"task", before="any"), Word(b"Task"), Word(b"delay"), Word(b"eta", _KEYWORD),
     Word(b"expires", _KEYWORD), Word(b"Celery"), Word(b"queue", _KEYWORD), Word(b"queue", rb"['\"]", before="quote"),
 )
+CODE_WORDS, TEXT_WORDS = WORDS[:7], WORDS[7:]  # a quoted "queue" is the key of an options dict
 MODEL_WORDS = (b"Model", b"Base", b"DeclarativeBase", b"AbstractUser", b"AbstractBaseUser", b"PermissionsMixin")
 MODEL_BASES = {w.decode() for w in MODEL_WORDS} | {"Task"}
 _MODELS = tuple(Word(w) for w in MODEL_WORDS)
@@ -119,22 +127,30 @@ def secret_url(data: bytes) -> bool:
     return False
 
 
-def _lock_release(data: bytes) -> bool:
-    acquires = b"nx=" in data or b"setnx" in data or (b".add(" in data and b"cache" in data.lower())
-    return acquires and (b"delete" in data or b"unlink" in data) and b"finally" in data
+def _lock_release(code: bytes, text: bytes) -> bool:
+    acquires = b"nx=" in code or b"setnx" in code or (b".add(" in code and b"cache" in text.lower())
+    return acquires and (b"delete" in code or b"unlink" in code) and b"finally" in code
+
+
+def core_words(code: bytes, text: bytes) -> bool:
+    """True when the file holds a token of a "core" file (see the module docstring): the tokens the checks read
+    only as code are looked for in `code`, the others in `text`. The bytes-level test passes the file's bytes as
+    both; pyast.refine passes, as `code`, the bytes with every string and comment blanked."""
+    if any(token in code for token in CODE_SUBSTRINGS) or any(token in text for token in TEXT_SUBSTRINGS):
+        return True
+    if any(word.search(code) for word in CODE_WORDS) or any(word.search(text) for word in TEXT_WORDS):
+        return True
+    if b"connect" in code and any(driver in text for driver in DRIVERS):
+        return True
+    return _lock_release(code, text)
 
 
 def relevance(data: bytes) -> Optional[str]:
     """"core" when a check may need the file parsed, "model" when only ORM model base names are in it (it is
     parsed only if it defines a class on such a base, or with __tablename__: collectors.syntax finds out in a
-    worker process), None when nothing in it matters (see the module docstring)."""
-    if any(token in data for token in SUBSTRINGS):
-        return "core"
-    if any(word.search(data) for word in WORDS):
-        return "core"
-    if b"connect" in data and any(driver in data for driver in DRIVERS):
-        return "core"
-    if _lock_release(data) or (b"://" in data and secret_url(data)):
+    worker process), None when nothing in it matters (see the module docstring). A parsed "core" file may be
+    set aside again (pyast.refine)."""
+    if core_words(data, data) or (b"://" in data and secret_url(data)):
         return "core"
     if b"__tablename__" in data or any(word.search(data) for word in _MODELS):
         return "model"
@@ -150,10 +166,10 @@ def might_matter(data: bytes) -> bool:
 # ----- confirmed by parsing the file) ---------------------------------------------------------------------------
 _IDENT = r"[^\W\d]\w*"
 _DEFS = re.compile(r"(?:def|class)[\s\\]+(" + _IDENT + r")")
-_CLASS_BASES = re.compile(r"class[\s\\]+" + _IDENT + r"[\s\\]*(?:\[[^\]]*\][\s\\]*)?\(([^:]*)")
+_CLASS_NAMED = re.compile(r"class[\s\\]+(" + _IDENT + r")[\s\\]*(?:\[[^\]]*\][\s\\]*)?\(([^:]*)")
 _DECORATOR = re.compile(r"@[\s\\]*\(?[\s\\]*(" + _IDENT + r"(?:[\s\\]*\.[\s\\]*" + _IDENT + r")*)")
 _WORD = re.compile(_IDENT)
-_AS = re.compile(r"as(?=[\s\\]+[^\W\d])")  # starts with the literal: an identifier first would try every word
+_AS = re.compile(r"as(?=[\s\\]+(" + _IDENT + "))")  # starts with the literal: an identifier first would try every word
 
 
 def _norm(name: str) -> str:
@@ -167,7 +183,13 @@ def defined_names(text: str) -> set[str]:
 
 def aliased_names(text: str) -> set[str]:
     """Every identifier X of `X as Y` in the text (`import X as Y`, also `except X as e`: a superset)."""
-    found: set[str] = set()
+    return {original for original, _ in alias_pairs(text)}
+
+
+def alias_pairs(text: str) -> set[tuple[str, str]]:
+    """(X, Y) for every `X as Y` in the text, X the last part of a dotted name (a superset of the imports that
+    rename)."""
+    found: set[tuple[str, str]] = set()
     for match in _AS.finditer(text):
         end = match.start() - 1
         if end < 0 or not (text[end].isspace() or text[end] == "\\"):
@@ -181,16 +203,23 @@ def aliased_names(text: str) -> set[str]:
         while word and word[0].isdigit():  # other digits than ASCII ones
             word = word[1:]
         if word:
-            found.add(_norm(word))
+            found.add((_norm(word), _norm(match.group(1))))
     return found
+
+
+def class_bases(text: str) -> list[tuple[str, set[str]]]:
+    """(class name, the words of its base list) for every `class` statement the text may hold (a superset)."""
+    if "class" not in text:
+        return []
+    return [(_norm(m.group(1)), {_norm(w) for w in _WORD.findall(m.group(2))}) for m in _CLASS_NAMED.finditer(text)]
 
 
 def referenced_bases(text: str) -> set[str]:
     """Words in class base lists and decorators of the text (a superset of the names they refer to)."""
     found: set[str] = set()
     if "class" in text:
-        for match in _CLASS_BASES.finditer(text):
-            found.update(_norm(w) for w in _WORD.findall(match.group(1)))
+        for match in _CLASS_NAMED.finditer(text):
+            found.update(_norm(w) for w in _WORD.findall(match.group(2)))
     if "@" in text:
         for match in _DECORATOR.finditer(text):
             found.update(_norm(w) for w in _WORD.findall(match.group(1)))

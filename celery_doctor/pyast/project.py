@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional
 from ..parts.source import SourceFile, SourceTree
 from .expr import dotted_name, last_name, literal_seconds
 from .lazy import DeferredModules, ModulesByName, PerModule, all_nodes, index_module, nodes_of
+from .lineage import Lineage
 from .scope import PUBLISH_METHODS, FuncNode, walk_scope
 
 if TYPE_CHECKING:
     from ..facts.source_tasks import Task
 
+TASK_BASES = frozenset({"Task"})  # the last part of every base _celery_task_base accepts
 NON_CELERY_TASK_MODULES = {"asyncio", "luigi", "prefect", "dramatiq", "huey", "rq", "invoke", "trio", "anyio"}
 
 
@@ -133,6 +135,11 @@ class Project:
     def definitions(self, module: Module) -> list[ast.AST]:
         """Every function and class defined in the module, nested ones included, in ast.walk order."""
         return self._defs[module.path]
+
+    @property
+    def lineage(self) -> Lineage:
+        """Which class names may lead to a given base (pyast.lineage): lookups of the others are skipped."""
+        return self.tree.memo("lineage", lambda: Lineage(f.text for f in self.tree.files))
 
     @cached_property
     def tasks(self) -> list["Task"]:
@@ -342,7 +349,7 @@ class Project:
                     result = True
                     break
                 name = dotted_name(base).split(".")[-1]
-                found = self.cls(name, where) if name else None
+                found = self.cls(name, where) if name in self.lineage.derived(TASK_BASES) else None
                 if found and found[1] is not cls:
                     pending.append((found[1], found[0]))
         self._task_classes[key] = result
