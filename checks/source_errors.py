@@ -84,7 +84,7 @@ def _is_suppress(item: ast.withitem) -> bool:
 def swallowing(body: list) -> Iterator[tuple[ast.AST, Optional[ast.ExceptHandler]]]:
     """(try-or-with, handler) for each broad handler in this scope that neither raises, retries nor re-publishes."""
     for node in walk_scope(body):
-        if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+        if isinstance(node, ast.Try) or node.__class__.__name__ == "TryStar":
             for handler in node.handlers:
                 if is_broad_handler(handler) and not reraises_or_retries(handler.body):
                     yield node, handler

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 from typing import Optional
 
-from ..parts.source import SourceFile
+from ..parts.source import NESTED_TOO_DEEPLY, SourceFile
 from ..pyast.closure import defines_model
 
 PARALLEL_MIN_BYTES = 2 * 1024 * 1024  # below this, parsing in this process costs less than starting workers
@@ -28,6 +28,8 @@ def parse_error(source: SourceFile) -> tuple[Optional[str], Optional[ast.Module]
         return f"syntax error at line {exc.lineno}: {exc.msg}", None
     except ValueError as exc:
         return f"not parseable: {exc}", None
+    except RecursionError:
+        return NESTED_TOO_DEEPLY, None
 
 
 def _check(chunk: list[tuple[SourceFile, bool]]) -> tuple[list[tuple[str, str]], list[str]]:

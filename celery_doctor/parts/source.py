@@ -10,8 +10,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Optional
 
+from .compact_ast import compact
+
 __all__ = ["IGNORE_COMMENT", "SourceFile", "SourceTree", "example", "parse_source", "suppressions"]
 
+NESTED_TOO_DEEPLY = "not parseable: nested too deeply for Python's parser"
 IGNORE_COMMENT = re.compile(r"#\s*celery-doctor:\s*ignore(?:\[(?P<ids>[A-Za-z0-9_,\s]*)\])?")
 
 
@@ -110,16 +113,28 @@ def suppressions(text: str) -> dict:
 
 
 def parse_source(path: str, text: str) -> SourceFile:
-    """A SourceFile from text already read: parsed, or with the syntax error that stopped the parse."""
+    """A SourceFile from text already read: parsed (the tree in compact nodes: parts.compact_ast), or with the
+    syntax error that stopped the parse."""
     try:
         tree = ast.parse(text, filename=path)
+    except RecursionError:  # an expression of thousands of terms: Python could not compile the file either
+        return SourceFile(path, text, None, NESTED_TOO_DEEPLY, suppressions(text))
     except (SyntaxError, ValueError) as exc:
         line = getattr(exc, "lineno", None)
         if line is None:  # ValueError: "source code string cannot contain null bytes"
             return SourceFile(path, text, None, f"not parseable: {exc}", suppressions(text))
         return SourceFile(path, text, None, f"syntax error at line {line}: {getattr(exc, 'msg', exc)}",
                           suppressions(text))
-    return SourceFile(path, text, tree, None, suppressions(text))
+    return SourceFile(path, text, compact_tree(tree), None, suppressions(text))
+
+
+def compact_tree(tree: ast.Module) -> ast.Module:
+    """The tree in compact nodes; as it is when it nests too deeply for the copy (a generated expression of
+    thousands of terms): both kinds of node read the same."""
+    try:
+        return compact(tree)
+    except RecursionError:
+        return tree
 
 
 def example(files: Optional[Mapping[str, str]] = None, **overrides) -> SourceTree:

@@ -42,7 +42,7 @@ def nodes_of(tree: ast.AST, node_type: type) -> list[ast.AST]:
     if by_type is None:
         by_type = {}
         for node in all_nodes(tree):
-            kind = type(node)
+            kind = node.__class__
             bucket = by_type.get(kind)
             if bucket is None:
                 bucket = by_type[kind] = []
@@ -59,7 +59,7 @@ def index_module(tree: ast.Module) -> tuple[list[ast.AST], list[ast.AST]]:
     imports: list[ast.AST] = []
     defs: list[ast.AST] = []
     for node in all_nodes(tree):
-        kind = type(node)
+        kind = node.__class__
         if kind in _DEF_TYPES:
             defs.append(node)
         elif kind in _IMPORT_TYPES:
@@ -164,3 +164,10 @@ class PerModule(dict):
         if path in self:
             return super().__getitem__(path)
         return self.__missing__(path) if path in self._deferred else default
+
+
+def forget_walks(tree: ast.AST) -> None:
+    """Drop what all_nodes, nodes_of and index_module keep on the tree: the list of its nodes holds the tree itself,
+    a reference cycle that would keep a tree that is set aside alive while the cyclic collector is paused."""
+    for name in ("_celery_doctor_nodes", "_celery_doctor_types", "_celery_doctor_index"):
+        tree.__dict__.pop(name, None)

@@ -23,7 +23,7 @@ def walk_scope(nodes: Iterable[ast.AST] | ast.AST) -> list[ast.AST]:
     if isinstance(nodes, ast.AST):
         stack = [nodes]
     else:
-        stack = [n for n in nodes if type(n) not in _SCOPE_TYPES]
+        stack = [n for n in nodes if n.__class__ not in _SCOPE_TYPES]
     stack.reverse()
     out: list[ast.AST] = []
     append, pop, push = out.append, stack.pop, stack.append
@@ -31,7 +31,7 @@ def walk_scope(nodes: Iterable[ast.AST] | ast.AST) -> list[ast.AST]:
     while stack:
         node = pop()
         append(node)
-        kind = type(node)
+        kind = node.__class__
         fields = reversed_fields.get(kind)
         if fields is None:
             fields = reversed_fields[kind] = tuple(reversed(kind._fields))
@@ -39,9 +39,9 @@ def walk_scope(nodes: Iterable[ast.AST] | ast.AST) -> list[ast.AST]:
             value = getattr(node, name, None)
             if value.__class__ is list:
                 for item in reversed(value):
-                    if isinstance(item, node_type) and type(item) not in skip:
+                    if isinstance(item, node_type) and item.__class__ not in skip:
                         push(item)
-            elif isinstance(value, node_type) and type(value) not in skip:
+            elif isinstance(value, node_type) and value.__class__ not in skip:
                 push(value)
     return out
 

@@ -100,9 +100,9 @@ class Evaluator:
         try:
             if self.depth > 60:
                 raise Unresolved("an expression nested too deeply")
-            method = getattr(self, "_" + type(node).__name__, None)
+            method = getattr(self, "_" + node.__class__.__name__, None)
             if method is None:
-                raise Unresolved(f"a {type(node).__name__} expression")
+                raise Unresolved(f"a {node.__class__.__name__} expression")
             return _sized(method(node))
         finally:
             self.depth -= 1
