@@ -11,6 +11,7 @@ from typing import Iterable, Iterator, Optional
 from ..parts.source import SourceFile, SourceTree, parse_source, suppressions
 from ..pyast.closure import close_over_names
 from ..pyast.prefilter import relevance
+from .refine import set_aside
 from .syntax import SyntaxCheck
 
 SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "env", ".tox", ".nox", "node_modules", "__pycache__",
@@ -138,13 +139,19 @@ def _collect(roots: tuple[str, ...], prefilter: bool) -> SourceTree:
             kinds.append(kind)
     check = SyntaxCheck([f for f, k in zip(files, kinds) if f.deferred and k != "core"],
                         {f.path for f, k in zip(files, kinds) if k == "model"})
-    files = [parse_source(f.path, f.text) if k == "core" else f for f, k in zip(files, kinds)]
+    parse = _parse_refined if prefilter else parse_source
+    files = [parse(f.path, f.text) if k == "core" else f for f, k in zip(files, kinds)]
     models = check.models()
     files = close_over_names([parse_source(f.path, f.text) if f.deferred and f.path in models else f for f in files])
     tree = SourceTree(tuple(_display_path(r) for r in roots), tuple(files), truncated,
                       f"more than {MAX_FILES} Python files; the first {MAX_FILES} were read" if truncated else None)
     tree.later(check.errors)
     return tree
+
+
+def _parse_refined(path: str, text: str) -> SourceFile:
+    """A "core" file parsed, or deferred again when only its strings and comments made it one (refine)."""
+    return set_aside(parse_source(path, text))
 
 
 def default_source_roots(app_module_file: Optional[str], app_spec: Optional[str]) -> list[str]:

@@ -5,7 +5,7 @@ import ast
 import re
 from typing import Iterator, Optional
 
-from ..parts.source import SourceTree
+from ..parts.source import SourceFile, SourceTree
 from ..pyast.lazy import nodes_of
 
 # Broker and result-backend URL schemes (kombu transports, Celery backends) that carry credentials in the URL.
@@ -32,15 +32,20 @@ def literal_urls(tree: Optional[SourceTree]) -> tuple[tuple[str, int, str, str, 
 
 def _literal_urls(tree: SourceTree) -> Iterator[tuple[str, int, str, str, str]]:
     for source in tree.parsed():
-        if "://" not in source.text or _test_file(source.path):
+        yield from file_literal_urls(source)
+
+
+def file_literal_urls(source: SourceFile) -> Iterator[tuple[str, int, str, str, str]]:
+    """literal_urls of one parsed file (pyast.refine keeps a file parsed when it holds one)."""
+    if "://" not in source.text or _test_file(source.path):
+        return
+    for node in nodes_of(source.tree, ast.Constant):
+        if not (isinstance(node.value, str) and "@" in node.value):
             continue
-        for node in nodes_of(source.tree, ast.Constant):
-            if not (isinstance(node.value, str) and "@" in node.value):
-                continue
-            for match in _URL.finditer(node.value):
-                password = match.group("pw")
-                if not _PLACEHOLDER.match(password):
-                    yield source.path, node.lineno, match.group(0), password, match.group("host").lower()
+        for match in _URL.finditer(node.value):
+            password = match.group("pw")
+            if not _PLACEHOLDER.match(password):
+                yield source.path, node.lineno, match.group(0), password, match.group("host").lower()
 
 
 def register_source_secrets(tree: Optional[SourceTree]) -> None:
