@@ -9,7 +9,7 @@ import json
 import pickle
 import struct
 from collections import Counter
-from itertools import compress, repeat
+from itertools import accumulate, compress, repeat
 from operator import add, attrgetter, eq, gt, lt, ne, sub
 from typing import Any, Optional
 
@@ -47,13 +47,14 @@ def _decode_name(raw: bytes) -> str:
 
 
 def _dup_text(task: bytes, args_slice: bytes) -> tuple[str, Optional[str], Optional[str]]:
-    """(task, argsrepr, kwargsrepr) from a duplicate key; only called for the few groups reported."""
+    """(task, argsrepr, kwargsrepr) from a duplicate key (its second part starts with `_ARGS_ANCHOR`); only called
+    for the few groups reported."""
     args = kwargs = None
     try:
-        parsed = json.loads(b'{"argsrepr": ' + args_slice + b"}")
+        parsed = json.loads(b"{" + args_slice[2:] + b"}")
         args, kwargs = str_or_none(parsed.get("argsrepr")), str_or_none(parsed.get("kwargsrepr"))
     except (ValueError, UnicodeDecodeError, RecursionError):
-        args = _decode_name(args_slice)
+        args = _decode_name(args_slice[len(_ARGS_ANCHOR):])
     return _decode_name(task), args, kwargs
 
 
@@ -113,7 +114,7 @@ def _raw_key(raw: bytes) -> Optional[tuple[bytes, bytes]]:
     origin = raw.find(_ORIGIN_ANCHOR, args)
     if end < 0 or args < 0 or origin < 0 or b"\\" in raw[start:end]:
         return None
-    return raw[start:end], raw[args + len(_ARGS_ANCHOR):origin]
+    return raw[start:end], raw[args:origin]
 
 
 
@@ -260,8 +261,7 @@ class EnvelopeStats:
             timed_names, etas, expires = timed
             self._times(timed_names, etas, self._eta_many)
             self._times(timed_names, expires, self._expires_many)
-        self._count_dups(list(zip(names, map(get, items, map(slice, map(add, args_at, repeat(len(_ARGS_ANCHOR))),
-                                                                     origin_at)))))
+        self._count_dups(list(zip(names, map(get, items, map(slice, args_at, origin_at)))))
         return True
 
     # -- accounting ----------------------------------------------------------------------------------
@@ -475,19 +475,18 @@ class EnvelopeStats:
 
 # -- two cores: a forked helper summarises the chunks it has room for ----------------------------------------
 HELPER_MIN_MESSAGES = 20_000  # below this a helper process costs more than it saves
-HELPER_SLOTS = 2  # chunks handed to the helper at once: one it works on, one waiting (shared memory, no pipe copy)
-HELPER_SLOT_BYTES = (4 << 20) // 2 + (64 << 10)  # a chunk of one LRANGE reply budget (redis_memory) and its lengths
-_NOTE = struct.Struct("<iiq")  # slot, messages, bytes: what the parent tells the helper about a filled slot
+HELPER_SLOTS = 6  # chunks handed to the helper at once: one it works on, the rest waiting (shared memory)
+HELPER_SLOT_BYTES = (4 << 20) // 2 + (64 << 10)  # one LRANGE reply of the reply budget (redis_memory), its offsets
+HELPER_NICE = 5  # the helper yields the CPU to the reading process (and to Redis) when they compete for it
+HELPER_MAX_LOAD = 2.0  # no helper once the load average per CPU reaches this (see helper_available)
+_NOTE = struct.Struct("<iiqq")  # slot, messages, bytes, offset: what the parent tells the helper of a filled slot
 
 
 def helper_available() -> bool:
     """A forked helper is used on Linux (fork keeps `hash`, so duplicate tables merge) with more than one CPU while
-    the load average stays below the number of CPUs (a running scan counts for one in it: the rest of the machine
-    then leaves a CPU idle). Measured on 2 CPUs, 1,000,000 messages, against the raw LRANGE floor of the same
-    round: at a load of 0.8 to 1.8 the helper made the scan faster (medians 1.19x-1.32x against 1.48x-1.69x
-    without it); at 2.6 to 2.9 slower (1.61x against 1.23x), as at 8 before (2.19x against 1.86x): a second
-    process then only takes CPU from the first. The helper only takes a chunk when it has a free slot, so one that
-    gets little CPU never holds the reading process up."""
+    the load average stays below HELPER_MAX_LOAD per CPU. The helper runs at a lower priority (HELPER_NICE): where
+    the CPUs are all busy it takes little from the reading process and Redis, and it only takes a chunk when it
+    has a free slot, so one that gets little CPU never holds the reading process up."""
     import multiprocessing
     import os
     import sys
@@ -496,7 +495,7 @@ def helper_available() -> bool:
     if not sys.platform.startswith("linux") or cpus < 2:
         return False
     try:
-        if os.getloadavg()[0] >= cpus:
+        if os.getloadavg()[0] >= HELPER_MAX_LOAD * cpus:
             return False
     except OSError:
         return False
@@ -504,32 +503,43 @@ def helper_available() -> bool:
 
 
 def _helper_main(conn: Any, parent_end: Any, shared: Any, now: float, vt: Optional[float]) -> None:
-    """The helper: a note per filled slot of `shared` (lengths, then the joined bytes), answered by the slot's
-    number once summarised, until an empty note; then its state out. `parent_end`, the other end of the pipe
-    (inherited by the fork), is closed first: the helper then sees the end of the pipe when the parent closes it."""
-    from array import array
-    from itertools import accumulate
+    """The helper: a note per filled slot of `shared` (where each message starts and ends, then the bytes they
+    lie in), answered by the slot's number once summarised, until an empty note; then its state out.
+    `parent_end`, the other end of the pipe (inherited by the fork), is closed first: the helper then sees the end
+    of the pipe when the parent closes it."""
+    import os
 
     parent_end.close()
+    try:
+        os.nice(HELPER_NICE)
+    except OSError:
+        pass
     stats = EnvelopeStats(now, vt)
     try:
         while True:
             note = conn.recv_bytes()
             if not note:
                 break
-            slot, count, size = _NOTE.unpack(note)
-            base = slot * HELPER_SLOT_BYTES
-            lengths = array("Q")
-            lengths.frombytes(shared[base:base + 8 * count])
-            blob = shared[base + 8 * count:base + 8 * count + size]
-            ends = list(accumulate(lengths))
-            stats.add_raw_chunk(list(map(blob.__getitem__, map(slice, [0, *ends[:-1]], ends))))
+            slot, count, _size, offset = _NOTE.unpack(note)
+            stats.add_raw_chunk(_slot_items(shared, slot * HELPER_SLOT_BYTES, count, offset))
             conn.send_bytes(bytes((slot,)))
         conn.send_bytes(pickle.dumps(stats.state(), protocol=pickle.HIGHEST_PROTOCOL))
     except (EOFError, OSError):  # the parent closed its end (it stopped, or gave up on this share): nothing to say
         pass
     finally:
         conn.close()
+
+
+def _slot_items(shared: Any, base: int, count: int, offset: int) -> list:
+    """The messages of a slot, sliced straight out of the shared memory: `count` starts and `count` ends (64-bit,
+    `offset` where the bytes that follow them begin), then those bytes."""
+    from array import array
+
+    starts, ends = array("q"), array("q")
+    starts.frombytes(shared[base:base + 8 * count])
+    ends.frombytes(shared[base + 8 * count:base + 16 * count])
+    shift = base + 16 * count - offset
+    return list(map(shared.__getitem__, map(slice, map(add, starts, repeat(shift)), map(add, ends, repeat(shift)))))
 
 
 class SplitStats:
@@ -581,7 +591,9 @@ class SplitStats:
         except (OSError, EOFError, ValueError) as exc:
             self._fail(f"the helper process stopped ({type(exc).__name__})")
 
-    def add_raw_chunk(self, items: list) -> None:
+    def add_raw_chunk(self, items: list, raw: Optional[tuple] = None) -> None:
+        """Summarise `items` here or hand them to the helper. `raw`, when given: (bytes, starts, ends) where the
+        items lie in order (a stream's `raw`): they are then copied to the helper in one piece."""
         if self._conn is not None and items:
             self._collect()
         if self._conn is None or not self._free or not items:
@@ -589,17 +601,22 @@ class SplitStats:
             return
         from array import array
 
-        lengths = array("Q", map(len, items)).tobytes()
-        blob = b"".join(items)
-        if len(lengths) + len(blob) > HELPER_SLOT_BYTES:  # larger than a slot (large messages): summarised here
+        if raw is None or len(raw[1]) != len(items):
+            ends = list(accumulate(map(len, items)))
+            raw = (b"".join(items), [0, *ends[:-1]], ends)
+        data, starts, ends = raw
+        offset, size = starts[0], ends[-1] - starts[0]
+        if 16 * len(items) + size > HELPER_SLOT_BYTES:  # larger than a slot (large messages): summarised here
             self.stats.add_raw_chunk(items)
             return
         slot = self._free.pop()
         base = slot * HELPER_SLOT_BYTES
-        self._shared[base:base + len(lengths)] = lengths
-        self._shared[base + len(lengths):base + len(lengths) + len(blob)] = blob
+        shared, count = self._shared, len(items)
+        shared[base:base + 8 * count] = array("q", starts)
+        shared[base + 8 * count:base + 16 * count] = array("q", ends)
+        shared[base + 16 * count:base + 16 * count + size] = memoryview(data)[offset:offset + size]
         try:
-            self._conn.send_bytes(_NOTE.pack(slot, len(items), len(blob)))
+            self._conn.send_bytes(_NOTE.pack(slot, count, size, offset))
             self.sent += len(items)
         except (OSError, ValueError) as exc:
             self._fail(f"the helper process stopped ({type(exc).__name__})")

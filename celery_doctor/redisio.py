@@ -216,6 +216,9 @@ class BulkArrayReader:
         self.element_cap = element_cap
         self.reply_cap = reply_cap
         self.last_bytes = 0  # bytes the last reply carried on the wire (drained elements included)
+        # The last reply as received, when none of its elements was drained: (its bytes, where each element starts
+        # and ends in them). A consumer can copy a run of elements from it in one piece (message_stats.SplitStats).
+        self.last_raw: Optional[tuple[bytes, list[int], list[int]]] = None
 
     def _drain(self, sock: Any, count: int, until: float) -> None:
         scratch = bytearray(min(self.DRAIN, max(1, count)))
@@ -262,6 +265,7 @@ class BulkArrayReader:
             self.buf = reply.buf if len(reply.buf) <= self.KEEP else bytearray(self.size)
         self.last_bytes = reply.got + reply.wire
         items = list(map(data.__getitem__, map(slice, reply.starts, reply.ends)))
+        self.last_raw = None if reply.oversized else (data, reply.starts, reply.ends)
         for index, size in reply.oversized.items():
             items[index] = Oversized(size)
         return items
@@ -478,6 +482,7 @@ class Reader:
         self._array: Optional[BulkArrayReader] = None
         self.last_sizes: list[int] = []  # element sizes of the last LRANGE reply received
         self.last_drained = 0  # of its elements, how many were drained (Oversized), not kept
+        self.last_raw: Optional[tuple] = None  # BulkArrayReader.last_raw of the last reply, when it read it
         self._pending: Optional[tuple] = None  # (key, start, stop) of an LRANGE sent ahead, reply not yet read
 
     # -- plumbing ------------------------------------------------------------------------------------
@@ -700,16 +705,18 @@ class Reader:
         asked, self._pending = self._pending, None
         expect = asked[2] - asked[1] + 1 if asked and asked[1] >= 0 and asked[2] >= asked[1] else None
         timeout = self._arm(None)
+        self.last_raw = None
         try:
             if _raw_readable(connection):
                 if self._array is None:
                     self._array = BulkArrayReader(element_cap=self.guard.element_cap)
                 items = self._array.read(connection._sock, expect, timeout)
                 wire = self._array.last_bytes
+                self.last_raw = self._array.last_raw
             else:
                 items = list(connection.read_response() or ())
                 wire = sum(len(i) for i in items) + 16 * len(items)
-            sizes, drained = element_sizes(items)
+            sizes, drained = (list(map(len, items)), 0) if self.last_raw is not None else element_sizes(items)
             self.last_sizes, self.last_drained = sizes, drained  # for the stream: one pass over the chunk, not three
             self.guard.observe(wire, max(sizes, default=0), drained)
             return items
@@ -850,6 +857,9 @@ class ListStream:
         self.stopped: Optional[str] = None
         self.error: Optional[str] = None
         self.oversized = 0  # elements drained, not kept (larger than the read cap)
+        # The chunk last yielded as its reply carried it, when nothing of it was drained: (the reply's bytes, where
+        # each element of the chunk starts and ends in them); else None.
+        self.raw: Optional[tuple[bytes, list[int], list[int]]] = None
         self._ahead: Optional[tuple] = None  # (key, start, stop) of the LRANGE this stream sent ahead
 
     def _sizes(self, reader: Reader) -> Optional[ElementSizes]:
@@ -941,6 +951,11 @@ class ListStream:
             self.read += len(new)
             if reader.last_drained:
                 self.oversized += element_sizes(new)[1]
+            raw = reader.last_raw
+            if raw is not None:  # `new` is the end of the reply (the elements seen before come first)
+                skip = len(items) - len(new)
+                raw = (raw[0], raw[1][skip:], raw[2][skip:]) if skip else raw
+            self.raw = raw
             # Ask for the next chunk now: the server prepares it while the caller works on this one.
             if (len(items) >= want and reader.deadline.remaining() >= self.reserve
                     and self._send(reader, sizes, position - 1, position) > 0):

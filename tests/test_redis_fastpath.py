@@ -137,3 +137,44 @@ def test_a_helper_whose_parent_stops_early_ends_quietly(read_back, capfd):
     split.close()
     assert split._process.exitcode == 0
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_helper_summarises_chunks_copied_from_the_reply(read_back):
+    """The deep scan hands the helper each chunk as its LRANGE reply carried it (`ListStream.raw`: the reply's
+    bytes and where each element lies, the element re-read for the overlap left out): the merged summary equals
+    one process's over the same messages, slow and fast chunks alike."""
+    import os
+
+    from celery_doctor.message_stats import HELPER_NICE, HELPER_SLOTS, SplitStats
+
+    items = [raw for name in sorted(read_back) for raw in read_back[name][0]]
+    r = client(DB)
+    key = f"fastpath-{uid()}"
+    r.rpush(key, *items)
+    reader = connect_url(f"redis://127.0.0.1:6379/{DB}", Deadline(30))
+    try:
+        split = SplitStats(EnvelopeStats(NOW, VT), 30.0)
+        stream = reader.stream_list(key, chunk=7)  # chunks of 7 overlapping by one: the first element is skipped
+        seen, chunks = [], 0
+        for chunk in stream:
+            data, starts, ends = stream.raw
+            assert [data[s:e] for s, e in zip(starts, ends)] == chunk
+            seen += chunk
+            chunks += 1
+            split.add_raw_chunk(chunk, stream.raw)
+            while split._conn is not None and len(split._free) < HELPER_SLOTS:  # the helper takes every chunk
+                split._collect()
+        assert seen == items and chunks > 1
+        assert split.sent == len(items)
+        assert os.getpriority(os.PRIO_PROCESS, split._process.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0)
+                                                                          + HELPER_NICE)
+        merged = split.finish(10.0)
+    finally:
+        reader.close()
+        r.delete(key)
+    alone = EnvelopeStats(NOW, VT)
+    for raw in items:
+        alone.add_raw(raw)
+    a, b = merged.summary(), alone.summary()
+    assert a.analysed == len(items) and 0 < a.fast_path < len(items)
+    assert replace(a, fast_path=0) == replace(b, fast_path=0)

@@ -404,11 +404,16 @@ def _feed(reader: Reader, stream: Any, stats: EnvelopeStats, helper: bool, show:
             feed = SplitStats(stats, reader.deadline.remaining())
         except (OSError, ValueError):  # no process could be started (limits, memory): one core, as before
             feed = stats
+    split = feed is not stats
     try:
         for items in stream:
-            if Oversized in set(map(type, items)):  # (one C-level pass: no Python step per message)
+            raw = getattr(stream, "raw", None)  # the chunk as its reply carried it: nothing in it was drained
+            if raw is None and Oversized in set(map(type, items)):  # (one C-level pass: no Python step per message)
                 items = [i for i in items if not isinstance(i, Oversized)]
-            feed.add_raw_chunk(items)
+            if split:
+                feed.add_raw_chunk(items, raw)
+            else:
+                feed.add_raw_chunk(items)
             show(stats.analysed + getattr(feed, "sent", 0))
     except BaseException:
         if feed is not stats:
