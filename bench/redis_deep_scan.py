@@ -8,8 +8,9 @@
 2. Each round, back to back: the floor (LRANGE of the whole queue in 1,000-element chunks with redis-py,
    doing nothing with the data), the deep collector in this process (a forked helper process summarising the
    chunks it has room for on the second core, when `message_stats.helper_available` allows one), and the deep
-   collector without that helper. The machine is shared: only ratios measured in the same round mean something;
-   the medians are printed.
+   collector without that helper. Each round says what the helper did: the share of messages it took, or that
+   none was started (and the load average that refused it). The machine is shared: only ratios measured in the
+   same round mean something; the medians are printed.
 3. `celery-doctor scan --deep` (the CLI, in a subprocess: its peak RSS is measured alone, and its helper
    process's apart), then a default sampled scan, each with `--format json`.
 4. SLOWLOG (threshold 10 ms, reset before, restored after): every command celery-doctor sent that took 10 ms+.
@@ -134,25 +135,39 @@ def run_doctor(args: list[str], cwd: Path) -> tuple[float, int, dict, str]:
     return elapsed, rss, report, result.stderr
 
 
-def collector_seconds(app, queue: str, helper: bool) -> tuple[float, int]:
+def collector_seconds(app, queue: str, helper: bool) -> tuple[float, int, str]:
     """The deep collector's time for the queue in this process (no interpreter start-up), with or without the
-    forked helper that summarises the chunks it has room for on the second core; (seconds, messages analysed)."""
+    forked helper that summarises the chunks it has room for on the second core; (seconds, messages analysed,
+    what the helper did: the share of messages it took, or why there was none)."""
     import celery_doctor.collectors.redis as collector
     from celery_doctor.broker_target import BrokerTarget
     from celery_doctor.collectors import CollectContext, ScanOptions
     from celery_doctor.collectors.config import collect_config
     from celery_doctor.deadline import Deadline
 
-    saved = collector.HELPER_MIN_MESSAGES
+    saved, split = collector.HELPER_MIN_MESSAGES, collector.SplitStats
     collector.HELPER_MIN_MESSAGES = saved if helper else 1 << 62
+    helpers: list = []
+
+    def counted(*args, **kwargs):  # the helper the collector starts, kept to read its share afterwards
+        helpers.append(split(*args, **kwargs))
+        return helpers[-1]
+
+    collector.SplitStats = counted
     try:
         ctx = CollectContext(app=app, broker=BrokerTarget.of_app(app), config=collect_config(app),
                              deadline=Deadline(300), options=ScanOptions(deep=True))
+        load = os.getloadavg()[0]
         started = time.perf_counter()
         part = collector.collect_redis(ctx)
-        return time.perf_counter() - started, part.data.queue(queue).sampled
+        elapsed, analysed = time.perf_counter() - started, part.data.queue(queue).sampled
+        if not helper:
+            return elapsed, analysed, "none asked for"
+        if not helpers:
+            return elapsed, analysed, f"none: load average {load:.1f} at the start"
+        return elapsed, analysed, f"the helper took {helpers[0].sent / max(1, analysed):.0%}"
     finally:
-        collector.HELPER_MIN_MESSAGES = saved
+        collector.HELPER_MIN_MESSAGES, collector.SplitStats = saved, split
 
 
 def slow_commands(r: redis.Redis, client: bytes) -> list[tuple[str, float]]:
@@ -201,12 +216,12 @@ def main() -> int:
         rows = []
         for number in range(options.rounds):
             floor_s, read, size = floor(r, queue)
-            helper_s, analysed = collector_seconds(app, queue, helper=True)
-            alone_s, _ = collector_seconds(app, queue, helper=False)
+            helper_s, analysed, share = collector_seconds(app, queue, helper=True)
+            alone_s, _, _ = collector_seconds(app, queue, helper=False)
             rows.append((floor_s, helper_s, alone_s))
             print(f"round {number + 1}: floor {floor_s:.2f} s ({read:,} messages, {size / 1e6:,.0f} MB); deep collector "
-                  f"{helper_s:.2f} s = {helper_s / floor_s:.2f}x ({analysed:,} analysed); without the helper process "
-                  f"{alone_s:.2f} s = {alone_s / floor_s:.2f}x", flush=True)
+                  f"{helper_s:.2f} s = {helper_s / floor_s:.2f}x ({analysed:,} analysed; {share}); without the "
+                  f"helper process {alone_s:.2f} s = {alone_s / floor_s:.2f}x", flush=True)
         ratios = sorted(h / f for f, h, _ in rows)
         alone = sorted(a / f for f, _, a in rows)
         floor_median = statistics.median(f for f, _, _ in rows)
