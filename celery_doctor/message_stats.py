@@ -477,7 +477,7 @@ class EnvelopeStats:
 HELPER_MIN_MESSAGES = 20_000  # below this a helper process costs more than it saves
 HELPER_SLOTS = 6  # chunks handed to the helper at once: one it works on, the rest waiting (shared memory)
 HELPER_SLOT_BYTES = (4 << 20) // 2 + (64 << 10)  # one LRANGE reply of the reply budget (redis_memory), its offsets
-HELPER_NICE = 5  # the helper yields the CPU to the reading process (and to Redis) when they compete for it
+HELPER_NICE = 19  # the lowest priority: the helper takes a CPU nothing else wants, never the reading process's or Redis'
 HELPER_MAX_LOAD = 2.0  # no helper once the load average per CPU reaches this (see helper_available)
 _NOTE = struct.Struct("<iiqq")  # slot, messages, bytes, offset: what the parent tells the helper of a filled slot
 
