@@ -67,6 +67,22 @@ def test_walk_scope_and_nodes_of_follow_the_plain_walks_on_real_code():
             assert [id(n) for n in nodes_of(tree, kind)] == [id(n) for n in ast.walk(tree) if type(n) is kind], path
 
 
+def test_index_module_walks_only_statements_and_finds_what_the_whole_walk_finds():
+    from celery_doctor.parts.compact_ast import compact
+    from celery_doctor.pyast.lazy import index_module
+
+    match = ast.parse("match x:\n    case 1:\n        import a\n        def f():\n            from b import c\n"
+                      "try:\n    pass\nexcept* E:\n    import d\nelse:\n    import e\nfinally:\n    class K:\n"
+                      "        import g\n")
+    for tree in [match] + [ast.parse(path.read_bytes()) for path in REAL_FILES]:
+        for version in (tree, compact(tree)):
+            walked = list(ast.walk(version))
+            imports = [n for n in walked if isinstance(n, (ast.Import, ast.ImportFrom))]
+            defs = [n for n in walked if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+            assert index_module(version) == (imports, defs)
+    assert sorted(n.names[0].name for n in index_module(match)[0]) == ["a", "c", "d", "e", "g"]  # every block
+
+
 def test_source_collection_leaves_the_collector_enabled_and_a_run_leaves_nothing_frozen(tmp_path):
     """The source collector pauses the cyclic collector while it parses and freezes the trees; a run (diagnose)
     thaws them, so a long-lived process (serve) frees each scan's garbage."""

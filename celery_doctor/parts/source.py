@@ -60,7 +60,7 @@ class SourceTree:
             return source if source is not None and source.tree is not None else None
         loaded = self._loaded.get(path)
         if loaded is None:
-            loaded = parse_source(source.path, source.text)
+            loaded = parse_source(source.path, source.text, compact=keep)  # a tree not kept is not worth compacting
             if keep or loaded.tree is None:
                 self._loaded[path] = loaded
         return loaded if loaded.tree is not None else None
@@ -112,9 +112,9 @@ def suppressions(text: str) -> dict:
     return found
 
 
-def parse_source(path: str, text: str) -> SourceFile:
-    """A SourceFile from text already read: parsed (the tree in compact nodes: parts.compact_ast), or with the
-    syntax error that stopped the parse."""
+def parse_source(path: str, text: str, compact: bool = True) -> SourceFile:
+    """A SourceFile from text already read: parsed (the tree in compact nodes, parts.compact_ast, unless `compact`
+    is False), or with the syntax error that stopped the parse."""
     try:
         tree = ast.parse(text, filename=path)
     except RecursionError:  # an expression of thousands of terms: Python could not compile the file either
@@ -125,7 +125,7 @@ def parse_source(path: str, text: str) -> SourceFile:
             return SourceFile(path, text, None, f"not parseable: {exc}", suppressions(text))
         return SourceFile(path, text, None, f"syntax error at line {line}: {getattr(exc, 'msg', exc)}",
                           suppressions(text))
-    return SourceFile(path, text, compact_tree(tree), None, suppressions(text))
+    return SourceFile(path, text, compact_tree(tree) if compact else tree, None, suppressions(text))
 
 
 def compact_tree(tree: ast.Module) -> ast.Module:

@@ -52,20 +52,35 @@ def nodes_of(tree: ast.AST, node_type: type) -> list[ast.AST]:
 
 
 def index_module(tree: ast.Module) -> tuple[list[ast.AST], list[ast.AST]]:
-    """(imports, definitions) of a module, in ast.walk order; definitions are functions and classes."""
+    """(imports, definitions) of a module, in ast.walk order; definitions are functions and classes.
+
+    Both are statements, so only statements are walked (their blocks: body, handlers, orelse, finalbody, cases),
+    in ast.walk's order: a statement is as deep as in the whole walk, and each block is read in field order. A
+    file parsed only for its imports (Project.imports_of) costs a tenth of a whole walk."""
     cached = getattr(tree, "_celery_doctor_index", None)
     if cached is not None:
         return cached
     imports: list[ast.AST] = []
     defs: list[ast.AST] = []
-    for node in all_nodes(tree):
+    nodes = [tree]
+    extend = nodes.extend
+    for node in nodes:  # the list grows while it is read: breadth first
         kind = node.__class__
         if kind in _DEF_TYPES:
             defs.append(node)
         elif kind in _IMPORT_TYPES:
             imports.append(node)
+        blocks = _BLOCKS.get(kind)
+        if blocks is None:
+            blocks = _BLOCKS[kind] = tuple(name for name in kind._fields if name in _BLOCK_FIELDS)
+        for name in blocks:
+            extend(getattr(node, name))
     tree._celery_doctor_index = (imports, defs)
     return imports, defs
+
+
+_BLOCK_FIELDS = frozenset(("body", "handlers", "orelse", "finalbody", "cases"))
+_BLOCKS: dict[type, tuple[str, ...]] = {}  # statement class -> its fields that hold statements, in field order
 
 
 class DeferredModules:
