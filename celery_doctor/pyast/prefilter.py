@@ -54,7 +54,7 @@ from typing import Optional
 
 # Plain substrings: a bytes `in` test each (fast). The checks read CODE_SUBSTRINGS only as code (a name, an
 # attribute, a keyword argument); TEXT_SUBSTRINGS also as the key of a dict literal (`{"ATOMIC_REQUESTS": True}`,
-# `{"countdown": 10}`, `conf.update({"task_serializer": ...})`), so pyast.refine looks for them in strings too.
+# `{"countdown": 10}`, `conf.update({"task_serializer": ...})`), so collectors.refine looks for them in strings too.
 CODE_SUBSTRINGS = (
     b"apply_async", b"send_task", b"signature(", b"Signature", b"subtask", b".s(", b".si(",
     b"register_after_fork", b"register_at_fork", b"__json__", b"register_type(", b"autodiscover_tasks",
@@ -135,7 +135,7 @@ def _lock_release(code: bytes, text: bytes) -> bool:
 def core_words(code: bytes, text: bytes) -> bool:
     """True when the file holds a token of a "core" file (see the module docstring): the tokens the checks read
     only as code are looked for in `code`, the others in `text`. The bytes-level test passes the file's bytes as
-    both; pyast.refine passes, as `code`, the bytes with every string and comment blanked."""
+    both; collectors.refine passes, as `code`, the bytes with every string and comment blanked."""
     if any(token in code for token in CODE_SUBSTRINGS) or any(token in text for token in TEXT_SUBSTRINGS):
         return True
     if any(word.search(code) for word in CODE_WORDS) or any(word.search(text) for word in TEXT_WORDS):
@@ -149,7 +149,7 @@ def relevance(data: bytes) -> Optional[str]:
     """"core" when a check may need the file parsed, "model" when only ORM model base names are in it (it is
     parsed only if it defines a class on such a base, or with __tablename__: collectors.syntax finds out in a
     worker process), None when nothing in it matters (see the module docstring). A parsed "core" file may be
-    set aside again (pyast.refine)."""
+    set aside again (collectors.refine)."""
     if core_words(data, data) or (b"://" in data and secret_url(data)):
         return "core"
     if b"__tablename__" in data or any(word.search(data) for word in _MODELS):

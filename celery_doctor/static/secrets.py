@@ -36,7 +36,7 @@ def _literal_urls(tree: SourceTree) -> Iterator[tuple[str, int, str, str, str]]:
 
 
 def file_literal_urls(source: SourceFile) -> Iterator[tuple[str, int, str, str, str]]:
-    """literal_urls of one parsed file (pyast.refine keeps a file parsed when it holds one)."""
+    """literal_urls of one parsed file (collectors.refine keeps a file parsed when it holds one)."""
     if "://" not in source.text or _test_file(source.path):
         return
     for node in nodes_of(source.tree, ast.Constant):
