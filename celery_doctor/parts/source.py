@@ -22,7 +22,7 @@ IGNORE_COMMENT = re.compile(r"#\s*celery-doctor:\s*ignore(?:\[(?P<ids>[A-Za-z0-9
 class SourceFile:
     path: str  # as shown in reports: relative to the working directory where possible
     text: str
-    tree: Optional[ast.Module]
+    tree: Optional[ast.Module]  # compact nodes (parts.compact_ast): isinstance(n, ast.Call) holds; type(n) is not ast.Call
     error: Optional[str] = None  # syntax error, unreadable file
     suppressions: dict = field(default_factory=dict)  # line -> frozenset of ids (empty set: all)
     deferred: bool = False  # read, not parsed: nothing the checks look for (pyast.prefilter); see SourceTree.load
