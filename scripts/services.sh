@@ -2,6 +2,8 @@
 # Start Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672, management API on 15672) when they are not
 # running, installing the Debian packages first on a fresh machine. Idempotent.
 set -euo pipefail
+# rabbitmq-server, rabbitmqctl and rabbitmq-plugins live in /usr/sbin, which a user's PATH often lacks
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 need_root() { if [ "$(id -u)" -ne 0 ]; then echo "sudo"; fi; }
 SUDO=$(need_root)
