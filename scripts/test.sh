@@ -6,4 +6,5 @@ bash scripts/services.sh
 bash scripts/install.sh
 .venv/bin/ruff check --quiet .  # the lint rules are in pyproject.toml ([tool.ruff])
 export CELERY_DOCTOR_RAISE_CHECK_ERRORS=1
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"  # rabbitmqctl, for the tests that create RabbitMQ users
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
